@@ -1,0 +1,49 @@
+"""Liveness of the parts the product cannot work without: Postgres and Redis."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+
+log = logging.getLogger(__name__)
+
+
+def check_database() -> str | None:
+    """Returns None when the database answers, else the error text."""
+    try:
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any driver error means "down" to an operator
+        connection.close_if_unusable_or_obsolete()
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None
+
+
+def check_redis() -> str | None:
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        client.ping()
+        client.close()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None
+
+
+def healthz(request):
+    checks = {"database": check_database(), "redis": check_redis()}
+    failed = [name for name, error in checks.items() if error]
+    body = {
+        "status": "ok" if not failed else "unavailable",
+        "checks": {name: ("ok" if error is None else error) for name, error in checks.items()},
+    }
+    if failed:
+        log.warning("healthz_failed parts=%s", ",".join(failed))
+        body["error"] = {"code": "unavailable", "message": f"{', '.join(failed)} unavailable", "field": None}
+        return JsonResponse(body, status=503)
+    return JsonResponse(body)

@@ -1,0 +1,262 @@
+"""The data model: shop users, the catalogue, experiments and arms, and the event log.
+
+Every invariant that a row can break on its own is a database constraint, so a
+bug in any writer (API, import, admin, a migration) is refused by Postgres.
+No business logic here: writes go through ``experiments.services``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ShopUser(models.Model):
+    """A shopper of the client shop, known by the shop's own id."""
+
+    external_id = models.CharField(max_length=255, unique=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=~Q(external_id=""), name="shopuser_external_id_not_empty")]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Item(models.Model):
+    external_id = models.CharField(max_length=255, unique=True)
+    title = models.CharField(max_length=500, blank=True)
+    category = models.CharField(max_length=100, blank=True, db_index=True)
+    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    features = models.JSONField(default=dict, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(external_id=""), name="item_external_id_not_empty"),
+            models.CheckConstraint(condition=Q(price__isnull=True) | Q(price__gte=0), name="item_price_non_negative"),
+        ]
+        indexes = [models.Index(fields=["active", "id"], name="item_active_id")]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} {self.title}".strip()
+
+
+class Experiment(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        RUNNING = "running"
+        CONCLUDED = "concluded"
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    # Changing the salt reshuffles every user; it is fixed when the experiment is made.
+    salt = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    control_arm = models.ForeignKey("Arm", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    winner = models.ForeignKey("Arm", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    # Bumped whenever traffic weights change, so statistics can stratify by allocation period.
+    allocation_epoch = models.IntegerField(default=0)
+    concluded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        permissions = [("promote_arm", "Can promote, roll back, pause and re-weight arms")]
+        constraints = [
+            models.CheckConstraint(condition=~Q(salt=""), name="experiment_salt_not_empty"),
+            models.CheckConstraint(
+                condition=Q(status="concluded", winner__isnull=False) | ~Q(status="concluded"),
+                name="experiment_concluded_has_winner",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Arm(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        PAUSED = "paused"
+        RETIRED = "retired"
+
+    class Health(models.TextChoices):
+        HEALTHY = "healthy"
+        UNHEALTHY = "unhealthy"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="arms")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=50)
+    params = models.JSONField(default=dict, blank=True)
+    weight = models.FloatField(default=1.0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    health = models.CharField(max_length=16, choices=Health.choices, default=Health.HEALTHY)
+    health_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "name"], name="arm_unique_name_per_experiment"),
+            models.CheckConstraint(condition=Q(weight__gte=0), name="arm_weight_non_negative"),
+            models.CheckConstraint(condition=~Q(name=""), name="arm_name_not_empty"),
+            models.CheckConstraint(condition=~Q(kind=""), name="arm_kind_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.slug}/{self.name}"
+
+
+class Assignment(models.Model):
+    """The sticky user → arm mapping of one experiment."""
+
+    user = models.ForeignKey(ShopUser, on_delete=models.CASCADE, related_name="assignments")
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="assignments")
+    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="assignments")
+    bucket = models.IntegerField()
+    assigned_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "experiment"], name="assignment_unique_user_experiment"),
+            models.CheckConstraint(condition=Q(bucket__gte=0) & Q(bucket__lt=10_000), name="assignment_bucket_range"),
+        ]
+
+
+class Impression(models.Model):
+    """One shown item of one recommendation response."""
+
+    request_id = models.UUIDField(default=uuid.uuid4)
+    user = models.ForeignKey(ShopUser, on_delete=models.CASCADE, related_name="impressions")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="impressions")
+    # Denormalised from the arm so that stats queries filter without a join.
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="impressions")
+    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="impressions")
+    position = models.IntegerField()
+    score = models.FloatField()
+    propensity = models.FloatField()
+    model_version = models.IntegerField(default=0)
+    served_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["request_id", "position"], name="impression_unique_request_position"),
+            models.CheckConstraint(condition=Q(position__gte=1), name="impression_position_positive"),
+            models.CheckConstraint(
+                condition=Q(propensity__gt=0) & Q(propensity__lte=1), name="impression_propensity_range"
+            ),
+            models.CheckConstraint(condition=Q(model_version__gte=0), name="impression_model_version_non_negative"),
+        ]
+        indexes = [
+            # The training cursor walks an arm's impressions by id.
+            models.Index(fields=["arm", "id"], name="impression_arm_id"),
+            models.Index(fields=["experiment", "served_at"], name="impression_experiment_served"),
+            models.Index(fields=["arm", "served_at"], name="impression_arm_served"),
+            models.Index(fields=["user", "served_at"], name="impression_user_served"),
+        ]
+
+
+class Click(models.Model):
+    """At most one click per impression; a late click is kept but not counted."""
+
+    # Its own increasing id lets training keep a cursor over clicks that arrive after their impression was trained on.
+    impression = models.OneToOneField(Impression, on_delete=models.CASCADE, related_name="click")
+    clicked_at = models.DateTimeField()
+    late = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["clicked_at"], name="click_clicked_at")]
+
+
+class ModelCheckpoint(models.Model):
+    """A version of an arm's whole state, with the cursor of the training data it has seen."""
+
+    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="checkpoints")
+    version = models.IntegerField()
+    state = models.BinaryField()
+    metrics = models.JSONField(default=dict, blank=True)
+    # Id of the last impression this version was trained on (0 = none).
+    cursor = models.BigIntegerField(default=0)
+    # Id of the last click folded in after its impression had been trained on (delayed feedback).
+    click_cursor = models.BigIntegerField(default=0)
+    examples_seen = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["arm", "version"], name="checkpoint_unique_arm_version"),
+            models.CheckConstraint(condition=Q(version__gte=1), name="checkpoint_version_positive"),
+            models.CheckConstraint(condition=Q(cursor__gte=0), name="checkpoint_cursor_non_negative"),
+            models.CheckConstraint(condition=Q(click_cursor__gte=0), name="checkpoint_click_cursor_non_negative"),
+        ]
+        indexes = [models.Index(fields=["arm", "-version"], name="checkpoint_arm_version_desc")]
+
+
+class Decision(models.Model):
+    """The audit log: every change of traffic or of a served model, with the evidence at that moment."""
+
+    class Action(models.TextChoices):
+        PROMOTE = "promote"
+        ROLLBACK = "rollback"
+        PAUSE = "pause"
+        RESUME = "resume"
+        REWEIGHT = "reweight"
+        CHECKPOINT_ROLLBACK = "checkpoint_rollback"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="decisions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    action = models.CharField(max_length=32, choices=Action.choices)
+    arm = models.ForeignKey(Arm, null=True, blank=True, on_delete=models.SET_NULL, related_name="decisions")
+    reason = models.TextField(blank=True)
+    stats_snapshot = models.JSONField(default=dict, blank=True)
+    # What the decision replaced (weights, statuses, winner), so that a rollback can restore it.
+    previous_state = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["experiment", "-created_at"], name="decision_experiment_created")]
+
+
+
+
+class ArmUserStat(models.Model):
+    """Per-user counts of one arm in one allocation period: the clustered-statistics rollup.
+
+    Kept up to date in the same transaction as the impressions and clicks it counts,
+    so the dashboard never scans the impression log.
+    """
+
+    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="user_stats")
+    user = models.ForeignKey(ShopUser, on_delete=models.CASCADE, related_name="+")
+    epoch = models.IntegerField(default=0)
+    impressions = models.IntegerField(default=0)
+    clicks = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["arm", "user", "epoch"], name="armuserstat_unique"),
+            models.CheckConstraint(condition=Q(impressions__gte=0), name="armuserstat_impressions_non_negative"),
+            models.CheckConstraint(
+                condition=Q(clicks__gte=0) & Q(clicks__lte=models.F("impressions")),
+                name="armuserstat_clicks_within_impressions",
+            ),
+        ]
+
+
+class StatsSnapshot(models.Model):
+    """One stats tick of an experiment, kept for the charts' time axis."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="snapshots")
+    computed_at = models.DateTimeField(db_index=True)
+    payload = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [models.Index(fields=["experiment", "computed_at"], name="snapshot_experiment_time")]
