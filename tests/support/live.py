@@ -1,0 +1,141 @@
+"""Real processes for end-to-end tests: Daphne, Celery workers, beat, management commands.
+
+They run against the test database that pytest-django created, so a test that uses
+them must use the ``transactional_db`` fixture (rows must be committed to be seen).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def live_env(extra: dict | None = None) -> dict:
+    """Environment for a child process that must see the same database and Redis as the test."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    user = db.get("USER") or ""
+    auth = f"{user}@" if user else ""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "recsite.settings",
+            "DATABASE_URL": f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}",
+            "PYTHONUNBUFFERED": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+class LiveProcess:
+    """A child process in its own process group, with its output in a log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict, cwd: Path = ROOT):
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.name = name
+        self.log_path = ARTIFACTS / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            list(argv), env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # a process that is still starting refuses connections
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+
+
+def start_daphne(env: dict | None = None, port: int | None = None) -> tuple[LiveProcess, str]:
+    port = port or free_port()
+    proc = LiveProcess(
+        "daphne",
+        [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "recsite.asgi:application"],
+        env or live_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"daphne exited:\n{proc.output()[-3000:]}")
+        return requests.get(f"{url}/healthz", timeout=2).status_code in (200, 503)
+
+    wait_until(up, timeout=60, what="daphne to answer /healthz")
+    return proc, url
+
+
+def start_worker(
+    queues: str = "default", pool: str = "solo", env: dict | None = None, name: str | None = None, extra: Sequence[str] = ()
+) -> LiveProcess:
+    hostname = name or f"test-{queues.replace(',', '-')}-{time.monotonic_ns()}@%h"
+    return LiveProcess(
+        "celery-worker",
+        [
+            str(VENV_BIN / "celery"), "-A", "recsite", "worker", "-Q", queues, "-P", pool,
+            "-n", hostname, "--without-gossip", "--without-mingle", "-l", "INFO", *extra,
+        ],
+        env or live_env(),
+    )
+
+
+def manage(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env or live_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
