@@ -1,0 +1,184 @@
+"""Fixed-horizon inference for a clustered CTR: delta-method variances,
+intervals, lift and the two-sided z-test.
+
+The core functions take NumPy arrays and broadcast, so simulations can run
+thousands of experiments at once through the very code the dashboard uses;
+the dataclass wrappers give the scalar API.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats as sps
+
+from experiments.stats.summaries import ClusteredRatioSummary
+
+FloatArray = NDArray[np.float64]
+
+
+def ratio_moments(
+    n_users: ArrayLike,
+    sum_n: ArrayLike,
+    sum_c: ArrayLike,
+    sum_nn: ArrayLike,
+    sum_cc: ArrayLike,
+    sum_nc: ArrayLike,
+) -> tuple[FloatArray, FloatArray]:
+    """Ratio estimate R = Σc/Σn and its delta-method variance over user clusters.
+
+    Var(R) ≈ (var_c − 2R·cov_nc + R²·var_n) / (K·mean_n²) with K users and
+    sample (co)variances. The bracket equals Σ_u (c_u − R·n_u)² / (K − 1)
+    because Σ_u (c_u − R·n_u) = 0; computing it that way from the raw sums
+    avoids subtracting large nearly-equal numbers twice. Undefined (NaN) when
+    there are no impressions or fewer than two users.
+    """
+    k = np.asarray(n_users, dtype=float)
+    n, c = np.asarray(sum_n, dtype=float), np.asarray(sum_c, dtype=float)
+    nn, cc, nc = (np.asarray(x, dtype=float) for x in (sum_nn, sum_cc, sum_nc))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(n > 0, c / n, np.nan)
+        resid_ss = np.maximum(cc - 2.0 * ratio * nc + ratio * ratio * nn, 0.0)
+        variance = np.where((k >= 2) & (n > 0), k * resid_ss / ((k - 1.0) * n * n), np.nan)
+    return ratio, variance
+
+
+def binomial_variance(sum_n: ArrayLike, sum_c: ArrayLike) -> FloatArray:
+    """Naive variance R(1−R)/N that treats every impression as independent."""
+    n, c = np.asarray(sum_n, dtype=float), np.asarray(sum_c, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(n > 0, c / n, np.nan)
+        return np.where(n > 0, r * (1.0 - r) / n, np.nan)
+
+
+def relative_lift_moments(
+    treat: ArrayLike, treat_var: ArrayLike, control: ArrayLike, control_var: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """Relative lift T/C − 1 and its delta-method variance for independent T, C.
+
+    Var(T/C) ≈ Var(T)/C² + T²·Var(C)/C⁴ (first-order Taylor expansion; the
+    arms have disjoint users so Cov(T, C) = 0).
+    """
+    t, vt = np.asarray(treat, dtype=float), np.asarray(treat_var, dtype=float)
+    c, vc = np.asarray(control, dtype=float), np.asarray(control_var, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = np.where(c > 0, t / c - 1.0, np.nan)
+        var = np.where(c > 0, vt / (c * c) + t * t * vc / (c**4), np.nan)
+    return lift, var
+
+
+def two_sided_p(estimate: ArrayLike, variance: ArrayLike) -> FloatArray:
+    """Two-sided p-value of H0: parameter = 0 for an asymptotically normal estimate."""
+    est, var = np.asarray(estimate, dtype=float), np.asarray(variance, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.abs(est) / np.sqrt(var)
+        # A zero variance with a non-zero estimate is infinitely significant;
+        # 0/0 stays NaN (no information).
+        z = np.where((var == 0) & (est != 0), np.inf, z)
+        return 2.0 * sps.norm.sf(z)
+
+
+def z_quantile(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    return float(sps.norm.ppf(0.5 + confidence / 2.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """An asymptotically normal point estimate with its variance."""
+
+    value: float
+    variance: float
+
+    @property
+    def se(self) -> float:
+        return math.sqrt(self.variance) if self.variance >= 0 else math.nan
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        half = z_quantile(confidence) * self.se
+        return (self.value - half, self.value + half)
+
+    @property
+    def defined(self) -> bool:
+        return math.isfinite(self.value) and math.isfinite(self.variance)
+
+
+def ctr_estimate(summary: ClusteredRatioSummary) -> Estimate:
+    """CTR of one arm with its clustered (delta-method) variance."""
+    r, v = ratio_moments(
+        summary.n_users, summary.sum_n, summary.sum_c, summary.sum_nn, summary.sum_cc, summary.sum_nc
+    )
+    return Estimate(float(r), float(v))
+
+
+def design_effect(summary: ClusteredRatioSummary) -> float:
+    """Clustered variance / naive binomial variance (1 = impressions independent)."""
+    clustered = ctr_estimate(summary).variance
+    naive = float(binomial_variance(summary.sum_n, summary.sum_c))
+    return clustered / naive if naive > 0 and math.isfinite(clustered) else math.nan
+
+
+def stratified_ctr(
+    summaries: Sequence[ClusteredRatioSummary], weights: Sequence[float]
+) -> Estimate:
+    """Standardised CTR Σ_p w_p·R_p over allocation periods p (weights renormalised).
+
+    Every arm is standardised with the *same* period weights, so a time trend
+    in CTR contributes equally to every arm and cancels in comparisons even
+    when the traffic split changed between periods. Periods are disjoint in
+    time, so the per-period estimates are treated as independent (see
+    docs/statistics.md for what that ignores).
+    """
+    if len(summaries) != len(weights) or not summaries:
+        raise ValueError("need one weight per period and at least one period")
+    w = np.asarray(weights, dtype=float)
+    if np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("period weights must be >= 0 and not all zero")
+    w = w / w.sum()
+    per = [ctr_estimate(s) for s in summaries]
+    value = float(sum(wi * e.value for wi, e in zip(w, per, strict=True) if wi > 0))
+    variance = float(sum(wi * wi * e.variance for wi, e in zip(w, per, strict=True) if wi > 0))
+    return Estimate(value, variance)
+
+
+def difference(treat: Estimate, control: Estimate) -> Estimate:
+    """Absolute difference of two independent estimates."""
+    return Estimate(treat.value - control.value, treat.variance + control.variance)
+
+
+def relative_lift(treat: Estimate, control: Estimate) -> Estimate:
+    """Relative lift treat/control − 1 with its delta-method variance."""
+    lift, var = relative_lift_moments(treat.value, treat.variance, control.value, control.variance)
+    return Estimate(float(lift), float(var))
+
+
+def fixed_horizon_p(estimate: Estimate) -> float:
+    """Two-sided z-test p-value of H0: estimate = 0 (valid only if you look once)."""
+    return float(two_sided_p(estimate.value, estimate.variance))
+
+
+def sample_size_per_arm(
+    *,
+    baseline_ctr: float,
+    relative_lift: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    design_effect: float = 1.0,
+) -> int:
+    """Impressions per arm for a two-sided z-test on the CTR difference.
+
+    n = (z_{1−α/2} + z_{power})² · deff · (p₀(1−p₀) + p₁(1−p₁)) / (p₁ − p₀)²,
+    with the design effect inflating the binomial variance for user clustering.
+    """
+    p0 = baseline_ctr
+    p1 = baseline_ctr * (1.0 + relative_lift)
+    if not (0 < p0 < 1 and 0 < p1 < 1) or relative_lift == 0:
+        raise ValueError("need 0 < baseline, baseline·(1+lift) < 1 and a non-zero lift")
+    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
+    n = z * z * design_effect * (p0 * (1 - p0) + p1 * (1 - p1)) / (p1 - p0) ** 2
+    return int(math.ceil(n))

@@ -1,0 +1,138 @@
+"""Always-valid inference for a live dashboard: the normal-mixture mSPRT.
+
+Johari, Koomen, Pekelis & Walsh, "Peeking at A/B Tests" (KDD 2017) /
+"Always Valid Inference" (Operations Research 2022). For an asymptotically
+normal estimate θ̂ with variance V of an effect θ (H0: θ = 0), mixing the
+likelihood ratio over θ ~ N(0, τ²) gives
+
+    Λ = sqrt(V / (V + τ²)) · exp(τ²·θ̂² / (2·V·(V + τ²))),
+
+a non-negative martingale under H0 (exactly for Gaussian increments,
+asymptotically otherwise). By Ville's inequality P(sup_t Λ_t ≥ 1/α) ≤ α, so
+the running minimum of 1/Λ is a p-value that stays valid however often one
+looks and whenever one stops. That running minimum is state: each tick takes
+the previous always-valid p-value and returns the new one.
+
+Inverting "Λ < 1/α" gives the confidence sequence
+θ̂ ± sqrt(V(V+τ²)/τ² · (2·log(1/α) + log((V+τ²)/V))), and the running
+intersection of those intervals is again a valid confidence sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+# The mixture is put on the *relative* lift so that τ is unit-free: τ = 0.1
+# says "lifts of about ±10% are plausible", which is where recommender tests
+# live. The test has most power for effects near τ and stays valid for any τ.
+DEFAULT_TAU = 0.1
+
+
+def msprt_log_lambda(estimate: ArrayLike, variance: ArrayLike, tau: float) -> NDArray[np.float64]:
+    """log Λ of the normal-mixture SPRT (NaN where the variance is not positive)."""
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau!r}")
+    est, var = np.asarray(estimate, dtype=float), np.asarray(variance, dtype=float)
+    t2 = tau * tau
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 0.5 * np.log(var / (var + t2)) + t2 * est * est / (2.0 * var * (var + t2))
+        return np.where(var > 0, out, np.nan)
+
+
+def msprt_p(estimate: ArrayLike, variance: ArrayLike, tau: float) -> NDArray[np.float64]:
+    """1/Λ at this look alone, capped at 1 (NaN where undefined)."""
+    log_lam = msprt_log_lambda(estimate, variance, tau)
+    with np.errstate(over="ignore"):
+        return np.where(np.isnan(log_lam), np.nan, np.minimum(1.0, np.exp(-log_lam)))
+
+
+def always_valid_p_update(
+    previous_p: ArrayLike, estimate: ArrayLike, variance: ArrayLike, tau: float
+) -> NDArray[np.float64]:
+    """New always-valid p = min(previous, 1/Λ now); an undefined look keeps the previous."""
+    prev = np.asarray(previous_p, dtype=float)
+    now = msprt_p(estimate, variance, tau)
+    return np.where(np.isnan(now), prev, np.minimum(prev, now))
+
+
+def confidence_sequence_halfwidth(variance: ArrayLike, tau: float, alpha: float) -> NDArray[np.float64]:
+    """Half-width of the (1−α) mSPRT confidence sequence at one look."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    var = np.asarray(variance, dtype=float)
+    t2 = tau * tau
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hw = np.sqrt(var * (var + t2) / t2 * (2.0 * math.log(1.0 / alpha) + np.log((var + t2) / var)))
+        return np.where(var > 0, hw, np.nan)
+
+
+@dataclass(frozen=True, slots=True)
+class SequentialState:
+    """What must survive between dashboard ticks for one comparison.
+
+    ``always_valid_p`` is the running minimum of 1/Λ; ``cs_lower``/``cs_upper``
+    the running intersection of the confidence sequence (None = unbounded);
+    ``looks`` counts the ticks that updated them. Store ``to_dict()`` and
+    pass it back as ``from_dict(...)`` on the next tick.
+    """
+
+    always_valid_p: float = 1.0
+    cs_lower: float | None = None
+    cs_upper: float | None = None
+    looks: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.always_valid_p <= 1.0:
+            raise ValueError(f"always_valid_p must be in [0, 1], got {self.always_valid_p!r}")
+        if self.looks < 0:
+            raise ValueError("looks must be >= 0")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object] | None) -> SequentialState:
+        if not data:
+            return cls()
+        return cls(
+            always_valid_p=float(data.get("always_valid_p", 1.0)),  # type: ignore[arg-type]
+            cs_lower=None if data.get("cs_lower") is None else float(data["cs_lower"]),  # type: ignore[arg-type]
+            cs_upper=None if data.get("cs_upper") is None else float(data["cs_upper"]),  # type: ignore[arg-type]
+            looks=int(data.get("looks", 0)),  # type: ignore[call-overload]
+        )
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {
+            "always_valid_p": self.always_valid_p,
+            "cs_lower": self.cs_lower,
+            "cs_upper": self.cs_upper,
+            "looks": self.looks,
+        }
+
+
+def msprt_update(
+    previous: SequentialState | None,
+    *,
+    estimate: float,
+    variance: float,
+    tau: float = DEFAULT_TAU,
+    alpha: float = 0.05,
+) -> SequentialState:
+    """One look: fold the current estimate into the carried state.
+
+    A look with an undefined or zero variance (too little data) leaves the
+    state untouched rather than trusting a degenerate variance.
+    """
+    prev = previous or SequentialState()
+    if not (math.isfinite(estimate) and math.isfinite(variance) and variance > 0):
+        return prev
+    p_new = float(always_valid_p_update(prev.always_valid_p, estimate, variance, tau))
+    hw = float(confidence_sequence_halfwidth(variance, tau, alpha))
+    lo, hi = estimate - hw, estimate + hw
+    if prev.cs_lower is not None:
+        lo = max(lo, prev.cs_lower)
+    if prev.cs_upper is not None:
+        hi = min(hi, prev.cs_upper)
+    return SequentialState(always_valid_p=p_new, cs_lower=lo, cs_upper=hi, looks=prev.looks + 1)
