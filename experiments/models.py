@@ -260,3 +260,22 @@ class StatsSnapshot(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["experiment", "computed_at"], name="snapshot_experiment_time")]
+
+
+class AllocationEpoch(models.Model):
+    """The traffic weights in force during one allocation period of an experiment.
+
+    Statistics are stratified by period and the sample-ratio check compares each
+    period's traffic with the weights recorded here (arm name → effective weight).
+    """
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="allocation_epochs")
+    epoch = models.IntegerField()
+    weights = models.JSONField(default=dict)
+    started_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "epoch"], name="allocationepoch_unique"),
+            models.CheckConstraint(condition=Q(epoch__gte=0), name="allocationepoch_epoch_non_negative"),
+        ]
