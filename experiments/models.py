@@ -243,7 +243,7 @@ class ArmUserStat(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["arm", "user", "epoch"], name="armuserstat_unique"),
-            models.CheckConstraint(condition=Q(impressions__gte=0), name="armuserstat_impressions_non_negative"),
+            # 0 <= clicks <= impressions, which also keeps impressions non-negative.
             models.CheckConstraint(
                 condition=Q(clicks__gte=0) & Q(clicks__lte=models.F("impressions")),
                 name="armuserstat_clicks_within_impressions",
