@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,6 +108,20 @@ class OBDLog:
     def ctr(self) -> float:
         """The logging policy's on-policy CTR per shown item."""
         return float(self.click.mean())
+
+    def take(self, rows: np.ndarray) -> OBDLog:
+        """The log restricted to (or resampled at) ``rows``."""
+        return replace(
+            self,
+            row_id=self.row_id[rows],
+            timestamp=self.timestamp[rows],
+            item_id=self.item_id[rows],
+            position=self.position[rows],
+            click=self.click[rows],
+            propensity=self.propensity[rows],
+            user_features=self.user_features[rows],
+            affinity=self.affinity[rows],
+        )
 
     def user_keys(self) -> np.ndarray:
         """One string per row joining the four user features: OBD's closest thing to a user id."""
