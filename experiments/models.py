@@ -144,6 +144,8 @@ class Impression(models.Model):
     propensity = models.FloatField()
     model_version = models.IntegerField(default=0)
     served_at = models.DateTimeField()
+    # The experiment's allocation_epoch when served: a click counts in the rollup of its impression's period.
+    epoch = models.IntegerField(default=0)
 
     class Meta:
         constraints = [
