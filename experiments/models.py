@@ -145,7 +145,7 @@ class Impression(models.Model):
     model_version = models.IntegerField(default=0)
     served_at = models.DateTimeField()
     # The experiment's allocation_epoch when served: a click counts in the rollup of its impression's period.
-    epoch = models.IntegerField(default=0)
+    epoch = models.IntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [
