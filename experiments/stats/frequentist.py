@@ -110,9 +110,7 @@ class Estimate:
 
 def ctr_estimate(summary: ClusteredRatioSummary) -> Estimate:
     """CTR of one arm with its clustered (delta-method) variance."""
-    r, v = ratio_moments(
-        summary.n_users, summary.sum_n, summary.sum_c, summary.sum_nn, summary.sum_cc, summary.sum_nc
-    )
+    r, v = ratio_moments(summary.n_users, summary.sum_n, summary.sum_c, summary.sum_nn, summary.sum_cc, summary.sum_nc)
     return Estimate(float(r), float(v))
 
 
@@ -123,9 +121,7 @@ def design_effect(summary: ClusteredRatioSummary) -> float:
     return clustered / naive if naive > 0 and math.isfinite(clustered) else math.nan
 
 
-def stratified_ctr(
-    summaries: Sequence[ClusteredRatioSummary], weights: Sequence[float]
-) -> Estimate:
+def stratified_ctr(summaries: Sequence[ClusteredRatioSummary], weights: Sequence[float]) -> Estimate:
     """Standardised CTR Σ_p w_p·R_p over allocation periods p (weights renormalised).
 
     Every arm is standardised with the *same* period weights, so a time trend

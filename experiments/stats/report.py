@@ -37,7 +37,7 @@ SCHEMA_VERSION = 1
 # warns and the sequential test does not look yet. Calibrated by the A/A
 # simulation in tests/experiments/stats/test_simulation.py.
 MIN_CLICKS = 10
-MIN_USERS = 30
+MIN_USERS = 100
 
 
 def _clean(value: Any) -> Any:
@@ -106,9 +106,7 @@ def _comparison_estimates(
             }
         )
     period_weights = [sum(p.arms[name].sum_n for name in arms) for p in common]
-    estimates = {
-        name: stratified_ctr([p.arms[name] for p in common], period_weights) for name in arms
-    }
+    estimates = {name: stratified_ctr([p.arms[name] for p in common], period_weights) for name in arms}
     for name, summary in arms.items():
         in_periods = sum(p.arms.get(name, ClusteredRatioSummary.empty()).sum_n for p in periods)
         if not math.isclose(in_periods, summary.sum_n, rel_tol=0.01, abs_tol=10):
@@ -138,15 +136,15 @@ def _srm(
     per = []
     for p in periods:
         counts = dict(p.assigned) if p.assigned is not None else {n: s.n_users for n, s in p.arms.items()}
-        per.append(
-            srm_test(counts, p.weights, impressions=sum(s.sum_n for s in p.arms.values()))
-        )
+        per.append(srm_test(counts, p.weights, impressions=sum(s.sum_n for s in p.arms.values())))
     p_adj, alert = srm_across_periods(per)
     return {
         "p_value": p_adj,
         "alert": alert,
         "unit": "users",
-        "periods": [{"index": i, "label": p.label, **r.to_dict()} for i, (p, r) in enumerate(zip(periods, per, strict=True))],
+        "periods": [
+            {"index": i, "label": p.label, **r.to_dict()} for i, (p, r) in enumerate(zip(periods, per, strict=True))
+        ],
     }
 
 
@@ -265,8 +263,15 @@ def experiment_report(
                 {
                     key: None
                     for key in (
-                        "abs_diff", "abs_diff_ci", "lift", "lift_ci", "p_value", "p_value_holm",
-                        "always_valid_p", "always_valid_p_holm", "lift_cs",
+                        "abs_diff",
+                        "abs_diff_ci",
+                        "lift",
+                        "lift_ci",
+                        "p_value",
+                        "p_value_holm",
+                        "always_valid_p",
+                        "always_valid_p_holm",
+                        "lift_cs",
                     )
                 }
             )

@@ -141,9 +141,7 @@ class ClusteredRatioSummary:
         return self.sum_c
 
 
-def user_update_delta(
-    *, n_before: int, c_before: int, n_after: int, c_after: int
-) -> dict[str, int]:
+def user_update_delta(*, n_before: int, c_before: int, n_after: int, c_after: int) -> dict[str, int]:
     """Increments to apply to a stored summary when one user's totals change.
 
     Lets the database keep the six sums as live counters: when a user goes from
