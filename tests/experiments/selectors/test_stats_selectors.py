@@ -1,0 +1,80 @@
+"""The rollup query against Postgres gives the same sums as NumPy on the per-user counts."""
+
+import numpy as np
+import pytest
+
+from experiments.models import Arm
+from experiments.selectors import stats as stats_selectors
+from experiments.stats import ClusteredRatioSummary
+from tests.experiments.stats_support import add_rollup, make_experiment, random_counts
+
+pytestmark = pytest.mark.django_db
+
+
+def test_arm_epoch_sums_match_numpy_per_arm_and_epoch():
+    experiment, (control, treat) = make_experiment()
+    n0, c0 = random_counts(seed=1, users=50, ctr=0.1)
+    n1, c1 = random_counts(seed=2, users=40, ctr=0.2)
+    n2, c2 = random_counts(seed=3, users=30, ctr=0.3)
+    add_rollup(arm=control, impressions=n0, clicks=c0, epoch=0)
+    add_rollup(arm=treat, impressions=n1, clicks=c1, epoch=0)
+    add_rollup(arm=treat, impressions=n2, clicks=c2, epoch=1)
+
+    sums = stats_selectors.arm_epoch_sums(arm_ids=[control.id, treat.id])
+
+    assert sums == {
+        (control.id, 0): ClusteredRatioSummary.from_users(n0, c0),
+        (treat.id, 0): ClusteredRatioSummary.from_users(n1, c1),
+        (treat.id, 1): ClusteredRatioSummary.from_users(n2, c2),
+    }
+
+
+def test_squares_do_not_overflow_int4():
+    experiment, (control, _) = make_experiment()
+    add_rollup(arm=control, impressions=[100_000, 3], clicks=[60_000, 1])
+
+    summary = stats_selectors.arm_epoch_sums(arm_ids=[control.id])[(control.id, 0)]
+
+    assert summary.sum_nn == 100_000**2 + 9
+    assert summary.sum_nc == 100_000 * 60_000 + 3
+
+
+def test_first_epoch_users_count_newcomers_only():
+    experiment, (control, treat) = make_experiment()
+    returning = add_rollup(arm=control, impressions=[5, 6], clicks=[1, 0], epoch=0)
+    from experiments.models import ArmUserStat
+
+    ArmUserStat.objects.bulk_create([ArmUserStat(arm=control, user=u, epoch=1, impressions=2, clicks=0) for u in returning])
+    add_rollup(arm=control, impressions=[1, 1, 1], clicks=[0, 0, 0], epoch=1, prefix="new")
+
+    firsts = stats_selectors.arm_first_epoch_users(arm_ids=[control.id, treat.id])
+
+    assert firsts == {(control.id, 0): 2, (control.id, 1): 3}
+
+
+def test_stats_inputs_total_is_sum_of_periods_and_weights_follow_status():
+    experiment, (control, treat) = make_experiment()
+    add_rollup(arm=control, impressions=[3, 4], clicks=[1, 1], epoch=0)
+    add_rollup(arm=treat, impressions=[2], clicks=[2], epoch=0)
+    add_rollup(arm=treat, impressions=[7], clicks=[0], epoch=1)
+    Arm.objects.filter(pk=treat.pk).update(status=Arm.Status.PAUSED)
+    arms = stats_selectors.experiment_arms(experiment=experiment)
+
+    inputs = stats_selectors.experiment_stats_inputs(experiment=experiment, arms=arms)
+
+    assert inputs.control == "control"
+    assert inputs.weights == {"control": 1.0, "treat": 0.0}
+    assert [p.label for p in inputs.periods] == ["epoch 0", "epoch 1"]
+    assert inputs.arms["treat"] == ClusteredRatioSummary.from_users(np.array([2, 7]), np.array([2, 0]))
+    assert inputs.periods[1].assigned == {"treat": 1}
+
+
+def test_dashboard_state_apply_skips_events_already_in_the_snapshot():
+    state = {"type": "snapshot", "stats": {"seq": 5, "point": {"t": "5"}}, "history": [{"t": "4"}, {"t": "5"}]}
+    old = {"type": "stats", "replaces_last": False, "stats": {"seq": 5, "point": {"t": "5"}}}
+    new = {"type": "stats", "replaces_last": True, "stats": {"seq": 6, "point": {"t": "6"}}}
+
+    after = stats_selectors.dashboard_state_apply(stats_selectors.dashboard_state_apply(state, old), new)
+
+    assert after["history"] == [{"t": "4"}, {"t": "6"}]
+    assert after["stats"]["seq"] == 6

@@ -1,0 +1,77 @@
+"""The stats tick: report from the rollup, thinned history, always-valid state carried, push after commit."""
+
+from datetime import timedelta
+
+import pytest
+
+from experiments.models import AllocationEpoch, StatsSnapshot
+from experiments.services import stats as stats_services
+from tests.experiments.stats_support import add_rollup, make_experiment, random_counts
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def experiment():
+    experiment, (control, treat) = make_experiment()
+    add_rollup(arm=control, impressions=random_counts(seed=1, users=400, ctr=0.10)[0], clicks=random_counts(seed=1, users=400, ctr=0.10)[1])
+    add_rollup(arm=treat, impressions=random_counts(seed=2, users=400, ctr=0.14)[0], clicks=random_counts(seed=2, users=400, ctr=0.14)[1])
+    return experiment
+
+
+def test_tick_stores_a_report_with_every_dashboard_number(experiment, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        event = stats_services.stats_tick(experiment_id=experiment.id)
+
+    stats = event["stats"]
+    treat = stats["report"]["arms"]["treat"]
+    assert len(callbacks) == 1
+    assert event["type"] == "stats"
+    assert stats["seq"] == 1
+    assert treat["impressions"] == sum(random_counts(seed=2, users=400, ctr=0.14)[0])
+    assert treat["ctr_ci"][0] < treat["ctr"] < treat["ctr_ci"][1]
+    assert treat["lift"] > 0
+    assert 0 <= treat["always_valid_p"] <= 1
+    assert stats["report"]["arms"]["control"]["p_best"] + treat["p_best"] == pytest.approx(1.0)
+    assert stats["report"]["srm"]["alert"] is False
+    assert set(stats["arms"]["treat"]) >= {"model_version", "seconds_since_update", "logloss", "auc", "health"}
+    assert StatsSnapshot.objects.get(experiment=experiment).payload == stats
+    assert AllocationEpoch.objects.get(experiment=experiment, epoch=0).weights == {"control": 1.0, "treat": 1.0}
+
+
+def test_history_is_thinned_to_one_row_per_spacing_and_the_head_holds_the_latest(experiment):
+    first = stats_services.stats_tick(experiment_id=experiment.id)
+    second = stats_services.stats_tick(experiment_id=experiment.id)
+    third = stats_services.stats_tick(experiment_id=experiment.id)
+    rows = list(StatsSnapshot.objects.filter(experiment=experiment).order_by("computed_at"))
+
+    assert [first["replaces_last"], second["replaces_last"], third["replaces_last"]] == [False, False, True]
+    assert len(rows) == 2
+    assert rows[-1].payload["seq"] == 3
+
+
+def test_a_new_row_starts_once_the_head_is_older_than_the_spacing(experiment):
+    stats_services.stats_tick(experiment_id=experiment.id)
+    stats_services.stats_tick(experiment_id=experiment.id)
+    head = StatsSnapshot.objects.filter(experiment=experiment).order_by("computed_at").last()
+    StatsSnapshot.objects.filter(pk=head.pk).update(
+        computed_at=head.computed_at + timedelta(seconds=stats_services.SNAPSHOT_SPACING_S)
+    )
+
+    event = stats_services.stats_tick(experiment_id=experiment.id)
+
+    assert event["replaces_last"] is False
+    assert StatsSnapshot.objects.filter(experiment=experiment).count() == 3
+
+
+def test_always_valid_p_never_increases_between_ticks(experiment):
+    p = [
+        stats_services.stats_tick(experiment_id=experiment.id)["stats"]["report"]["arms"]["treat"]["always_valid_p"]
+        for _ in range(3)
+    ]
+    looks = StatsSnapshot.objects.filter(experiment=experiment).latest("computed_at").payload["report"][
+        "sequential_state"
+    ]["arms"]["treat"]["looks"]
+
+    assert p[0] >= p[1] >= p[2]
+    assert looks == 3
