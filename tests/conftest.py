@@ -1,18 +1,23 @@
 import os
 
-# Tests keep their queues and channel groups apart from a demo running on the same Redis.
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
-os.environ.setdefault("CHANNELS_PREFIX", "recsite-test")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pytest
 
-import pytest  # noqa: E402
-
-from tests.support import live  # noqa: E402
+from tests.support import live
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~20 s")
     config.addinivalue_line("markers", "e2e: starts real processes (Daphne, Celery, browser)")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """One test database per pytest process, so that concurrent runs on one machine never drop each other's."""
+    from django.conf import settings
+
+    test = settings.DATABASES["default"].setdefault("TEST", {})
+    base = test.get("NAME") or f"test_{settings.DATABASES['default']['NAME']}"
+    test["NAME"] = f"{base}_{os.environ.get('RECSITE_TEST_DB_SUFFIX') or os.getpid()}"
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ def free_port() -> int:
 
 def live_env(extra: dict | None = None) -> dict:
     """Environment for a child process that must see the same database and Redis as the test."""
+    from django.conf import settings
     from django.db import connection
 
     db = connection.settings_dict
@@ -39,6 +40,8 @@ def live_env(extra: dict | None = None) -> dict:
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "recsite.settings",
+            "REDIS_URL": settings.REDIS_URL,
+            "CHANNELS_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
             "DATABASE_URL": f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}",
             "PYTHONUNBUFFERED": "1",
             "TF_CPP_MIN_LOG_LEVEL": "2",
