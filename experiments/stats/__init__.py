@@ -23,9 +23,12 @@ from experiments.stats.multiple import holm_adjust
 from experiments.stats.report import experiment_report
 from experiments.stats.sequential import (
     DEFAULT_TAU,
+    MIN_CLICKS,
+    MIN_USERS,
     SequentialState,
     always_valid_p_update,
     confidence_sequence_halfwidth,
+    enough_data,
     msprt_log_lambda,
     msprt_p,
     msprt_update,
@@ -35,6 +38,8 @@ from experiments.stats.summaries import AllocationPeriod, ClusteredRatioSummary,
 
 __all__ = [
     "DEFAULT_TAU",
+    "MIN_CLICKS",
+    "MIN_USERS",
     "AllocationPeriod",
     "ClusteredRatioSummary",
     "Estimate",
@@ -46,6 +51,7 @@ __all__ = [
     "ctr_estimate",
     "design_effect",
     "difference",
+    "enough_data",
     "experiment_report",
     "fixed_horizon_p",
     "holm_adjust",

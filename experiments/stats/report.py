@@ -22,7 +22,14 @@ from experiments.stats.frequentist import (
     stratified_ctr,
 )
 from experiments.stats.multiple import holm_adjust
-from experiments.stats.sequential import DEFAULT_TAU, SequentialState, msprt_update
+from experiments.stats.sequential import (
+    DEFAULT_TAU,
+    MIN_CLICKS,
+    MIN_USERS,
+    SequentialState,
+    enough_data,
+    msprt_update,
+)
 from experiments.stats.srm import (
     SRM_MIN_IMPRESSIONS,
     SRM_P_THRESHOLD,
@@ -32,12 +39,6 @@ from experiments.stats.srm import (
 from experiments.stats.summaries import AllocationPeriod, ClusteredRatioSummary
 
 SCHEMA_VERSION = 1
-# Below these counts the normal approximation of a ratio with a clustered
-# variance is unreliable (a zero-click arm has variance 0), so the dashboard
-# warns and the sequential test does not look yet. Calibrated by the A/A
-# simulation in tests/experiments/stats/test_simulation.py.
-MIN_CLICKS = 10
-MIN_USERS = 100
 
 
 def _clean(value: Any) -> Any:
@@ -222,7 +223,7 @@ def experiment_report(
             "ctr_adjusted": comp[name].value,
             "ctr_adjusted_ci": _interval(comp[name], confidence, 0.0, 1.0),
         }
-        few = s.sum_c < MIN_CLICKS or s.n_users < MIN_USERS
+        few = not bool(enough_data(s.sum_c, s.n_users))
         if few:
             warnings.append(
                 {
@@ -236,7 +237,7 @@ def experiment_report(
             diff = difference(comp[name], comp[control])
             lift = relative_lift(comp[name], comp[control])
             state = SequentialState.from_dict(prev_arms.get(name))
-            ready = not few and c_sum.sum_c >= MIN_CLICKS and c_sum.n_users >= MIN_USERS
+            ready = not few and bool(enough_data(c_sum.sum_c, c_sum.n_users))
             if ready:
                 state = msprt_update(state, estimate=lift.value, variance=lift.variance, tau=tau, alpha=alpha)
             new_state[name] = state.to_dict()
