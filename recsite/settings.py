@@ -134,6 +134,7 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+RECSITE_SERVE_STATIC = env_bool("RECSITE_SERVE_STATIC", True)
 
 # JSON bodies above this are refused with a 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("RECSITE_MAX_BODY_BYTES", 5 * 1024 * 1024))
