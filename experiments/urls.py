@@ -1,6 +1,8 @@
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/dashboard/", permanent=False)),
+    # Last: its catch-all answers JSON 404s for any other /api/ path.
+    path("", include("experiments.api.urls")),
 ]

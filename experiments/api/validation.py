@@ -1,0 +1,125 @@
+"""Field validators for JSON bodies. Each raises :class:`ApiError` (400) naming the field.
+
+Beyond types and ranges they refuse what Postgres would refuse later (a NUL
+character, a lone UTF-16 surrogate, NaN): that is what keeps bad input a 400
+instead of a database error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from experiments.api.errors import ApiError
+
+MAX_ID_LENGTH = 255
+MAX_JSON_DEPTH = 8
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    """The decoded body; NaN/Infinity, bad UTF-8 and absurd nesting are invalid JSON."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _text_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    return None
+
+
+def identifier(value: Any, field: str) -> str:
+    """A non-empty external id of at most 255 characters (any Unicode)."""
+    if value is None:
+        raise ApiError(400, "required", f"{field} is required", field)
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_type", f"{field} must be a string", field)
+    if not value.strip():
+        raise ApiError(400, "blank", f"{field} must not be blank", field)
+    if len(value) > MAX_ID_LENGTH:
+        raise ApiError(400, "too_long", f"{field} must be at most {MAX_ID_LENGTH} characters", field)
+    problem = _text_problem(value)
+    if problem:
+        raise ApiError(400, "invalid", f"{field} {problem}", field)
+    return value
+
+
+def text(value: Any, field: str, *, max_length: int, default: str = "") -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_type", f"{field} must be a string", field)
+    if len(value) > max_length:
+        raise ApiError(400, "too_long", f"{field} must be at most {max_length} characters", field)
+    problem = _text_problem(value)
+    if problem:
+        raise ApiError(400, "invalid", f"{field} {problem}", field)
+    return value
+
+
+def integer(value: Any, field: str, *, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, "invalid_type", f"{field} must be an integer", field)
+    if value < lo or value > hi:
+        raise ApiError(400, "out_of_range", f"{field} must be between {lo} and {hi}", field)
+    return value
+
+
+def boolean(value: Any, field: str, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ApiError(400, "invalid_type", f"{field} must be true or false", field)
+    return value
+
+
+def number(value: Any, field: str, *, lo: float, hi: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(400, "invalid_type", f"{field} must be a number", field)
+    if not math.isfinite(float(value)) or value < lo or value > hi:
+        raise ApiError(400, "out_of_range", f"{field} must be between {lo} and {hi}", field)
+    return float(value)
+
+
+def json_object(value: Any, field: str, *, max_bytes: int = 16_384) -> dict[str, Any]:
+    """A JSON object storable as jsonb: bounded size and depth, clean strings."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_type", f"{field} must be a JSON object", field)
+    _check_tree(value, field, 0)
+    if len(json.dumps(value, ensure_ascii=False)) > max_bytes:
+        raise ApiError(400, "too_large", f"{field} must serialise to at most {max_bytes} characters", field)
+    return value
+
+
+def _check_tree(value: Any, field: str, depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(400, "too_deep", f"{field} is nested more than {MAX_JSON_DEPTH} levels", field)
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        if problem:
+            raise ApiError(400, "invalid", f"{field}: strings {problem}", field)
+    elif isinstance(value, dict):
+        for key, sub in value.items():
+            _check_tree(key, field, depth + 1)
+            _check_tree(sub, field, depth + 1)
+    elif isinstance(value, list):
+        for sub in value:
+            _check_tree(sub, field, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(400, "invalid", f"{field} contains a non-finite number", field)
+

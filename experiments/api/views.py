@@ -1,0 +1,262 @@
+"""Event endpoints of the public API: recommendations, clicks, items, users, plus schema and ping.
+
+Views only validate and translate; the work is in ``experiments.services``.
+Every response, including failures, is JSON; see :func:`api_view` for how
+errors map to statuses. Authentication (documented in the OpenAPI schema):
+recommendations and clicks are open, because the shop's JavaScript and any
+shopper-facing client call them; items and users need the API key when
+``RECSITE["API_KEY"]`` is set. None of these endpoints use the session, so
+they are exempt from CSRF.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from experiments.api import validation as v
+from experiments.api.errors import ApiError, api_error_response, error_response
+from experiments.services.catalogue import ItemRow, UserRow, item_bulk_upsert, user_bulk_upsert
+from experiments.services.events import ServingError, UnknownImpression, click_record, recommendation_serve
+
+log = logging.getLogger(__name__)
+
+SMALL_BODY_BYTES = 64 * 1024
+MAX_ROW_ERRORS = 100
+
+
+def _bulk_body_bytes() -> int:
+    return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 5 * 1024 * 1024)
+
+
+def _read_json(request: HttpRequest, max_bytes: int) -> Any:
+    too_big = ApiError(413, "body_too_large", f"the body must be at most {max_bytes} bytes")
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ApiError(400, "invalid_content_length", "Content-Length is not a number") from None
+    if declared > max_bytes:
+        raise too_big
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise too_big from None
+    if len(raw) > max_bytes:
+        raise too_big
+    if not raw.strip():
+        raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
+    return v.parse_json(raw)
+
+
+def _check_api_key(request: HttpRequest) -> None:
+    expected = settings.RECSITE.get("API_KEY") or ""
+    if not expected:
+        return
+    given = request.headers.get("X-API-Key") or ""
+    auth = request.headers.get("Authorization") or ""
+    if not given and auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    if not given:
+        raise ApiError(401, "unauthenticated", "this endpoint needs the API key (X-API-Key or Authorization: Bearer)")
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
+        raise ApiError(403, "forbidden", "the API key is not valid")
+
+
+def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMALL_BODY_BYTES, api_key: bool = False):
+    """JSON in, JSON out, never an HTML error page and never a bare 500 from bad input.
+
+    405 for other methods, 413 for oversized bodies, 400 for invalid JSON or fields,
+    503 when Postgres is unreachable.
+    """
+    allowed = tuple(methods)
+
+    def decorate(handler: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(handler)
+        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                if request.method not in allowed:
+                    response = error_response(405, "method_not_allowed",
+                                              f"{request.method} is not allowed here; use {', '.join(allowed)}")
+                    response["Allow"] = ", ".join(allowed)
+                    return response
+                if api_key:
+                    _check_api_key(request)
+                body = None
+                if request.method == "POST":
+                    body = _read_json(request, max_body() if callable(max_body) else max_body)
+                return handler(request, body, *args, **kwargs)
+            except ApiError as exc:
+                return api_error_response(exc)
+            except ServingError as exc:
+                return error_response(exc.status, exc.code, exc.message, exc.field)
+            except (OperationalError, InterfaceError) as exc:
+                log.warning("api_database_unavailable path=%s error=%s", request.path, str(exc).strip()[:200])
+                return error_response(503, "database_unavailable", "the database is unavailable; retry shortly")
+            except TimeoutError as exc:
+                return error_response(503, "unavailable", f"serving is not ready: {exc}")
+            except DataError as exc:
+                return error_response(400, "invalid", f"a value was refused by the database: {str(exc).strip()[:200]}")
+            except IntegrityError as exc:
+                return error_response(409, "conflict", f"the write conflicts with existing data: {str(exc).strip()[:200]}")
+            except Exception:
+                log.exception("api_unhandled_error path=%s", request.path)
+                return error_response(500, "internal_error", "unexpected server error (logged)")
+
+        return view
+
+    return decorate
+
+
+def _object_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_type", "the body must be a JSON object")
+    return body
+
+
+# --------------------------------------------------------------------------- events
+
+
+@api_view(methods=["POST"])
+def recommendations(request: HttpRequest, body: Any) -> HttpResponse:
+    body = _object_body(body)
+    user_id = v.identifier(body.get("user_id"), "user_id")
+    k = v.integer(body.get("k", 10), "k", lo=1, hi=int(settings.RECSITE["MAX_K"]))
+    context = v.json_object(body.get("context"), "context")
+    experiment = body.get("experiment")
+    if experiment is not None:
+        experiment = v.identifier(experiment, "experiment")
+    user_attributes = None
+    if body.get("user") is not None:
+        user_attributes = v.json_object(body["user"], "user")
+    result = recommendation_serve(user_id=user_id, k=k, experiment_slug=experiment,
+                                  user_attributes=user_attributes, context=context)
+    return JsonResponse(result.as_dict(), status=200)
+
+
+def _impression_id(value: Any) -> int:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if value is None:
+        raise ApiError(400, "required", "impression_id is required", "impression_id")
+    return v.integer(value, "impression_id", lo=1, hi=2**63 - 1)
+
+
+@api_view(methods=["POST"])
+def clicks(request: HttpRequest, body: Any) -> HttpResponse:
+    body = _object_body(body)
+    impression_id = _impression_id(body.get("impression_id"))
+    try:
+        result = click_record(impression_id=impression_id)
+    except UnknownImpression:
+        raise ApiError(404, "impression_not_found", f"no impression {impression_id}", "impression_id") from None
+    return JsonResponse(result.as_dict(), status=201 if result.created else 200)
+
+
+# ----------------------------------------------------------------------------- bulk
+
+
+def _bulk_rows(body: Any, key: str) -> list[Any]:
+    rows = body.get(key) if isinstance(body, dict) else body
+    if isinstance(body, dict) and rows is None:
+        raise ApiError(400, "required", f"{key} is required: a list of rows", key)
+    if not isinstance(rows, list):
+        raise ApiError(400, "invalid_type", f"{key} must be a list of objects", key)
+    limit = int(settings.RECSITE["MAX_BULK_ROWS"])
+    if len(rows) > limit:
+        raise ApiError(400, "too_many_rows", f"at most {limit} rows per call, got {len(rows)}", key)
+    return rows
+
+
+def _clean_rows(rows: list[Any], key: str, id_field: str, clean: Callable[[dict, str], Any]) -> list[Any]:
+    """Validates every row; raises one 400 listing each bad row (nothing is written)."""
+    cleaned: list[Any] = []
+    errors: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        prefix = f"{key}[{index}]"
+        try:
+            if not isinstance(row, dict):
+                raise ApiError(400, "invalid_type", f"{prefix} must be an object", prefix)
+            value = clean(row, prefix)
+            if value.external_id in seen:
+                raise ApiError(400, "duplicate", f"{prefix}.{id_field} repeats row {seen[value.external_id]}",
+                               f"{prefix}.{id_field}")
+            seen[value.external_id] = index
+            cleaned.append(value)
+        except ApiError as exc:
+            errors.append({"index": index, "code": exc.code, "message": exc.message, "field": exc.field})
+    if errors:
+        first = errors[0]
+        raise ApiError(400, first["code"], f"{len(errors)} invalid row(s), nothing written; first: {first['message']}",
+                       first["field"], errors=errors[:MAX_ROW_ERRORS], invalid_rows=len(errors))
+    return cleaned
+
+
+def _external_id(row: dict, prefix: str, id_field: str) -> str:
+    value = row.get(id_field, row.get("external_id"))
+    return v.identifier(value, f"{prefix}.{id_field}")
+
+
+def _item_row(row: dict, prefix: str) -> ItemRow:
+    price = v.number(row.get("price"), f"{prefix}.price", lo=0, hi=9_999_999_999.99)
+    return ItemRow(
+        external_id=_external_id(row, prefix, "item_id"),
+        title=v.text(row.get("title"), f"{prefix}.title", max_length=500),
+        category=v.text(row.get("category"), f"{prefix}.category", max_length=100),
+        price=None if price is None else Decimal(str(round(price, 2))),
+        features=v.json_object(row.get("features"), f"{prefix}.features"),
+        active=v.boolean(row.get("active"), f"{prefix}.active", default=True),
+    )
+
+
+def _user_row(row: dict, prefix: str) -> UserRow:
+    return UserRow(
+        external_id=_external_id(row, prefix, "user_id"),
+        attributes=v.json_object(row.get("attributes"), f"{prefix}.attributes"),
+    )
+
+
+@api_view(methods=["POST"], max_body=_bulk_body_bytes, api_key=True)
+def items(request: HttpRequest, body: Any) -> HttpResponse:
+    rows = _clean_rows(_bulk_rows(body, "items"), "items", "item_id", _item_row)
+    result = item_bulk_upsert(rows=rows)
+    return JsonResponse({**result.as_dict(), "errors": []}, status=200)
+
+
+@api_view(methods=["POST"], max_body=_bulk_body_bytes, api_key=True)
+def users(request: HttpRequest, body: Any) -> HttpResponse:
+    rows = _clean_rows(_bulk_rows(body, "users"), "users", "user_id", _user_row)
+    result = user_bulk_upsert(rows=rows)
+    return JsonResponse({**result.as_dict(), "errors": []}, status=200)
+
+
+# ---------------------------------------------------------------------------- other
+
+
+@api_view(methods=["GET"])
+def schema(request: HttpRequest, body: Any) -> HttpResponse:
+    from experiments.api.openapi import openapi_document
+
+    return JsonResponse(openapi_document(), json_dumps_params={"indent": 1})
+
+
+@api_view(methods=["GET"])
+def ping(request: HttpRequest, body: Any) -> HttpResponse:
+    """A trivial JSON endpoint: the baseline of the serving benchmark."""
+    return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    return error_response(404, "not_found", f"no API endpoint at {request.path}")

@@ -1,0 +1,271 @@
+"""The event path: serve a recommendation (writing its impressions) and record a click.
+
+Both writes are single transactions that also keep the ``ArmUserStat`` rollup
+current, so the dashboard never scans the event log and never sees an
+impression without its count. SQL is parameterised throughout; the statement
+texts are constants.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+
+from experiments import features
+from experiments.services.assignment import arm_for_bucket, bucket_of
+from experiments.serving.cache import ServedExperiment, ServingState, serving_cache
+
+log = logging.getLogger(__name__)
+
+
+class ServingError(Exception):
+    """A request the current configuration cannot serve; carries an HTTP status and error code."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ServedItem:
+    item_id: str
+    position: int
+    score: float
+    propensity: float
+    impression_id: int
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    request_id: str
+    experiment: str
+    arm: str
+    model_version: int
+    items: list[ServedItem]
+    user_created: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "experiment": self.experiment,
+            "arm": self.arm,
+            "model_version": self.model_version,
+            "items": [
+                {
+                    "item_id": i.item_id,
+                    "position": i.position,
+                    "score": i.score,
+                    "propensity": i.propensity,
+                    "impression_id": i.impression_id,
+                }
+                for i in self.items
+            ],
+        }
+
+
+_USER_SQL = "SELECT id, attributes::text FROM experiments_shopuser WHERE external_id = %s"
+
+_USER_CREATE_SQL = """
+INSERT INTO experiments_shopuser (external_id, attributes, created_at) VALUES (%s, %s::jsonb, now())
+ON CONFLICT (external_id) DO UPDATE SET attributes = CASE WHEN %s THEN EXCLUDED.attributes
+                                                       ELSE experiments_shopuser.attributes END
+RETURNING id, (xmax = 0)
+"""
+
+_USER_ATTRIBUTES_SQL = "UPDATE experiments_shopuser SET attributes = %s::jsonb WHERE id = %s"
+
+# One round trip writes the impressions, bumps the rollup and records the assignment.
+_IMPRESSIONS_SQL = """
+WITH imp AS (
+    INSERT INTO experiments_impression
+        (request_id, user_id, item_id, experiment_id, arm_id, position, score, propensity,
+         model_version, served_at, epoch)
+    SELECT %(request_id)s::uuid, %(user_id)s, t.item_id, %(experiment_id)s, %(arm_id)s, t.position,
+           t.score, t.propensity, %(model_version)s, now(), %(epoch)s
+    FROM unnest(%(items)s::bigint[], %(positions)s::int[], %(scores)s::float8[], %(propensities)s::float8[])
+         AS t(item_id, position, score, propensity)
+    RETURNING id, position
+), stat AS (
+    INSERT INTO experiments_armuserstat (arm_id, user_id, epoch, impressions, clicks)
+    VALUES (%(arm_id)s, %(user_id)s, %(epoch)s, %(n)s, 0)
+    ON CONFLICT (arm_id, user_id, epoch)
+    DO UPDATE SET impressions = experiments_armuserstat.impressions + EXCLUDED.impressions
+), assigned AS (
+    INSERT INTO experiments_assignment (user_id, experiment_id, arm_id, bucket, assigned_at)
+    VALUES (%(user_id)s, %(experiment_id)s, %(arm_id)s, %(bucket)s, now())
+    ON CONFLICT (user_id, experiment_id)
+    DO UPDATE SET arm_id = EXCLUDED.arm_id, bucket = EXCLUDED.bucket, assigned_at = EXCLUDED.assigned_at
+    WHERE experiments_assignment.arm_id <> EXCLUDED.arm_id
+)
+SELECT id FROM imp ORDER BY position
+"""
+
+
+def experiment_resolve(*, state: ServingState, slug: str | None) -> ServedExperiment:
+    if slug is not None:
+        experiment = state.experiments.get(slug)
+        if experiment is None:
+            raise ServingError(404, "experiment_not_found", f"no running or concluded experiment {slug!r}", "experiment")
+        return experiment
+    experiment = state.default_experiment()
+    if experiment is None and state.running_count() > 1:
+        raise ServingError(400, "experiment_required", "several experiments are running; name one", "experiment")
+    if experiment is None:
+        raise ServingError(409, "no_running_experiment", "no experiment is running")
+    return experiment
+
+
+def recommendation_serve(
+    *,
+    user_id: str,
+    k: int,
+    experiment_slug: str | None = None,
+    user_attributes: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+) -> Recommendation:
+    """Assign the user, rank the active catalogue with the arm's loaded model, log the impressions."""
+    state = serving_cache.current()
+    experiment = experiment_resolve(state=state, slug=experiment_slug)
+    bucket = bucket_of(salt=experiment.salt, user_id=user_id)
+    if experiment.status == "concluded" and experiment.winner_id is not None:
+        arm_id = experiment.winner_id
+    elif experiment.arm_ids:
+        arm_id = arm_for_bucket(bucket=bucket, arm_ids=experiment.arm_ids, bounds=experiment.bounds)
+    else:
+        raise ServingError(409, "no_active_arm", f"experiment {experiment.slug!r} has no active arm")
+    loaded = state.models.get(arm_id)
+    if loaded is None:
+        raise ServingError(503, "arm_unavailable", f"arm {experiment.arms[arm_id].name!r} could not be loaded")
+    catalogue = state.catalogue
+    if catalogue.n == 0:
+        raise ServingError(400, "empty_catalogue", "the catalogue has no active items; POST /api/v1/items first")
+
+    with connection.cursor() as cursor:
+        cursor.execute(_USER_SQL, [user_id])
+        row = cursor.fetchone()
+    stored_attributes = json.loads(row[1]) if row is not None and row[1] else {}
+    attributes = user_attributes if user_attributes is not None else stored_attributes
+
+    from models.types import Context
+
+    model = loaded.model
+    ctx = Context.make(
+        features.external_key(user_id),
+        features.user_features(attributes, dim=int(model.params["user_dim"])),
+        catalogue.keys,
+        catalogue.feats[int(model.params["item_dim"])],
+        history_len=int(model.params.get("history_len", 10)),
+    )
+    ranking = model.rank(ctx, min(k, catalogue.n), loaded.rng)
+    indices = np.asarray(ranking.indices, dtype=np.int64)
+    scores = np.nan_to_num(np.asarray(ranking.scores, dtype=np.float64), nan=0.0, posinf=1e300, neginf=-1e300)
+    propensities = np.clip(np.asarray(ranking.propensities, dtype=np.float64), 1e-300, 1.0)
+    positions = list(range(1, len(indices) + 1))
+    request_id = str(uuid.uuid4())
+
+    with transaction.atomic():
+        user_created = False
+        with connection.cursor() as cursor:
+            if row is None:
+                cursor.execute(_USER_CREATE_SQL, [user_id, json.dumps(attributes), user_attributes is not None])
+                user_pk, user_created = cursor.fetchone()
+            else:
+                user_pk = row[0]
+                if user_attributes is not None and user_attributes != stored_attributes:
+                    cursor.execute(_USER_ATTRIBUTES_SQL, [json.dumps(user_attributes), user_pk])
+            cursor.execute(
+                _IMPRESSIONS_SQL,
+                {
+                    "request_id": request_id,
+                    "user_id": user_pk,
+                    "experiment_id": experiment.id,
+                    "arm_id": arm_id,
+                    "model_version": loaded.version,
+                    "epoch": experiment.allocation_epoch,
+                    "items": catalogue.pks[indices].tolist(),
+                    "positions": positions,
+                    "scores": scores.tolist(),
+                    "propensities": propensities.tolist(),
+                    "n": len(positions),
+                    "bucket": bucket,
+                },
+            )
+            impression_ids = [r[0] for r in cursor.fetchall()]
+    items = [
+        ServedItem(catalogue.external_ids[i], pos, float(s), float(p), imp)
+        for i, pos, s, p, imp in zip(indices.tolist(), positions, scores.tolist(), propensities.tolist(),
+                                     impression_ids, strict=True)
+    ]
+    return Recommendation(request_id, experiment.slug, experiment.arms[arm_id].name, loaded.version, items,
+                          bool(user_created))
+
+
+# ----------------------------------------------------------------------------- clicks
+
+_CLICK_SQL = """
+WITH imp AS (
+    SELECT id, arm_id, user_id, epoch, served_at FROM experiments_impression WHERE id = %(impression_id)s
+), ins AS (
+    INSERT INTO experiments_click (impression_id, clicked_at, late)
+    SELECT id, now(), now() - served_at > make_interval(secs => %(window)s) FROM imp
+    ON CONFLICT (impression_id) DO NOTHING
+    RETURNING impression_id, late, clicked_at
+), counted AS (
+    UPDATE experiments_armuserstat s SET clicks = s.clicks + 1
+    FROM imp, ins
+    WHERE NOT ins.late AND s.arm_id = imp.arm_id AND s.user_id = imp.user_id AND s.epoch = imp.epoch
+    RETURNING s.id
+)
+SELECT (SELECT count(*) FROM imp), ins.late, ins.clicked_at, (SELECT count(*) FROM counted)
+FROM (SELECT 1) AS one LEFT JOIN ins ON true
+"""
+
+
+@dataclass(frozen=True)
+class ClickResult:
+    impression_id: int
+    created: bool
+    late: bool
+    clicked_at: Any
+
+    @property
+    def counted(self) -> bool:
+        return not self.late
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "impression_id": self.impression_id,
+            "created": self.created,
+            "counted": self.counted,
+            "late": self.late,
+            "clicked_at": self.clicked_at.isoformat(),
+        }
+
+
+class UnknownImpression(Exception):
+    pass
+
+
+def click_record(*, impression_id: int) -> ClickResult:
+    """Store the click of an impression once; a click past the attribution window is kept as late, not counted."""
+    window = float(settings.RECSITE["ATTRIBUTION_WINDOW_S"])
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_CLICK_SQL, {"impression_id": impression_id, "window": window})
+        found, late, clicked_at, _counted = cursor.fetchone()
+        if not found:
+            raise UnknownImpression(impression_id)
+        if late is not None:
+            return ClickResult(impression_id, True, bool(late), clicked_at)
+        cursor.execute("SELECT late, clicked_at FROM experiments_click WHERE impression_id = %s", [impression_id])
+        late, clicked_at = cursor.fetchone()
+    return ClickResult(impression_id, False, bool(late), clicked_at)

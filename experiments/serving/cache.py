@@ -1,0 +1,310 @@
+"""The per-process serving state: experiments, loaded arm models and the catalogue matrix.
+
+Requests read one immutable :class:`ServingState` snapshot (a single attribute
+read, no lock, no query). A background thread rebuilds it every
+``POLL_INTERVAL_S``: one query for the experiments, their arms and each arm's
+newest checkpoint version, one for a catalogue stamp. Anything slow —
+deserialising a checkpoint, building an arm, re-featurising the catalogue —
+happens in that thread, and the new snapshot is swapped in by one assignment,
+so requests never wait for a reload and always report the version that served
+them. A checkpoint that does not load is logged and skipped; the arm keeps
+serving the version it had.
+
+``RECSITE["SERVING_REFRESH"] = "inline"`` refreshes synchronously on every read
+instead of in a thread: tests run inside a transaction the thread could not see.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+
+from experiments import features
+from experiments.services.assignment import ArmSlot, NoEligibleArm, bucket_boundaries
+from experiments.serving.arms import arm_build, arm_restore
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.25
+FIRST_LOAD_TIMEOUT_S = 60.0
+# How many older versions to try when a process starts on a corrupt newest checkpoint.
+FALLBACK_VERSIONS = 3
+
+
+@dataclass(frozen=True)
+class ServedArm:
+    id: int
+    name: str
+    kind: str
+    params: dict[str, Any]
+    weight: float
+    status: str
+
+
+@dataclass(frozen=True)
+class ServedExperiment:
+    id: int
+    slug: str
+    salt: str
+    status: str
+    winner_id: int | None
+    allocation_epoch: int
+    started_at: float
+    arms: dict[int, ServedArm]
+    # Bucket layout; empty when no arm is eligible.
+    arm_ids: tuple[int, ...]
+    bounds: tuple[int, ...]
+
+
+@dataclass
+class LoadedModel:
+    arm_id: int
+    signature: str
+    version: int
+    model: Any
+    rng: np.random.Generator
+    loaded_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    stamp: tuple
+    pks: np.ndarray  # int64 [n] Item.id
+    keys: np.ndarray  # int64 [n] features.external_key(external_id)
+    external_ids: list[str]
+    rows: list[tuple[str, Any, dict]]  # (category, price, features) for featurising
+    feats: dict[int, np.ndarray]  # item_dim -> float32 [n, item_dim]
+
+    @property
+    def n(self) -> int:
+        return int(self.pks.shape[0])
+
+
+EMPTY_CATALOGUE = Catalogue((), np.zeros(0, np.int64), np.zeros(0, np.int64), [], [], {})
+
+
+@dataclass(frozen=True)
+class ServingState:
+    experiments: dict[str, ServedExperiment]
+    models: dict[int, LoadedModel]
+    catalogue: Catalogue
+    refreshed_at: float
+
+    def default_experiment(self) -> ServedExperiment | None:
+        running = [e for e in self.experiments.values() if e.status == "running"]
+        if len(running) == 1:
+            return running[0]
+        if running:
+            return None
+        concluded = sorted((e for e in self.experiments.values()), key=lambda e: e.started_at, reverse=True)
+        return concluded[0] if concluded else None
+
+    def running_count(self) -> int:
+        return sum(1 for e in self.experiments.values() if e.status == "running")
+
+
+_CONFIG_SQL = """
+SELECT e.id, e.slug, e.salt, e.status, e.winner_id, e.allocation_epoch,
+       EXTRACT(EPOCH FROM COALESCE(e.started_at, e.created_at))::float8,
+       a.id, a.name, a.kind, a.params::text, a.weight, a.status,
+       (SELECT max(c.version) FROM experiments_modelcheckpoint c WHERE c.arm_id = a.id)
+FROM experiments_experiment e
+JOIN experiments_arm a ON a.experiment_id = e.id
+WHERE e.status IN ('running', 'concluded')
+ORDER BY e.id, a.id
+"""
+
+# Cheap enough to run four times a second on a 10k-item catalogue, and it moves on
+# every kind of change: insert (max id), update (max updated_at), deactivation (count).
+_CATALOGUE_STAMP_SQL = """
+SELECT count(*) FILTER (WHERE active), max(updated_at), max(id), count(*) FROM experiments_item
+"""
+
+_CATALOGUE_SQL = """
+SELECT id, external_id, category, price, features::text FROM experiments_item WHERE active ORDER BY id
+"""
+
+
+def _signature(kind: str, params: dict) -> str:
+    return kind + ":" + json.dumps(params, sort_keys=True)
+
+
+class ServingCache:
+    def __init__(self, poll_interval_s: float = POLL_INTERVAL_S) -> None:
+        self.poll_interval_s = poll_interval_s
+        self._state: ServingState | None = None
+        self._refresh_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._first = threading.Event()
+        self._bad: set[tuple[int, int]] = set()  # (arm_id, version) that failed to load
+
+    # ------------------------------------------------------------------ reads
+    def current(self) -> ServingState:
+        if settings.RECSITE.get("SERVING_REFRESH", "background") == "inline":
+            return self.refresh()
+        state = self._state
+        if state is not None:
+            return state
+        self.start()
+        if not self._first.wait(FIRST_LOAD_TIMEOUT_S) or self._state is None:
+            raise TimeoutError("serving state did not load")
+        return self._state
+
+    # ----------------------------------------------------------- background
+    def start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="serving-cache", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._thread = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.refresh()
+                except Exception as exc:  # a dead database must not kill the poller
+                    log.warning("serving_refresh_failed error=%s", f"{type(exc).__name__}: {exc}".strip())
+                    connection.close()
+                self._stop.wait(max(0.0, self.poll_interval_s - (time.monotonic() - started)))
+        finally:
+            connection.close()
+
+    # --------------------------------------------------------------- refresh
+    def refresh(self) -> ServingState:
+        """Rebuild the snapshot from the database; returns the new state."""
+        with self._refresh_lock:
+            previous = self._state
+            with connection.cursor() as cursor:
+                cursor.execute(_CONFIG_SQL)
+                config_rows = cursor.fetchall()
+                cursor.execute(_CATALOGUE_STAMP_SQL)
+                stamp = tuple(cursor.fetchone())
+            experiments = _experiments_from_rows(config_rows)
+            catalogue = previous.catalogue if previous is not None and previous.catalogue.stamp == stamp else None
+            if catalogue is None:
+                catalogue = _catalogue_load(stamp)
+            models = self._models_refresh(config_rows, previous.models if previous else {})
+            dims = {int(m.model.params["item_dim"]) for m in models.values()}
+            missing = dims - set(catalogue.feats)
+            if missing:
+                feats = dict(catalogue.feats)
+                for dim in missing:
+                    feats[dim] = features.item_matrix(catalogue.rows, dim=dim)
+                catalogue = Catalogue(catalogue.stamp, catalogue.pks, catalogue.keys, catalogue.external_ids,
+                                      catalogue.rows, feats)
+            state = ServingState(experiments, models, catalogue, time.time())
+            self._state = state
+            self._first.set()
+            return state
+
+    def _models_refresh(self, rows: list[tuple], previous: dict[int, LoadedModel]) -> dict[int, LoadedModel]:
+        models: dict[int, LoadedModel] = {}
+        for row in rows:
+            arm_id, kind, params_text, arm_status, newest = row[7], row[9], row[10], row[12], row[13]
+            winner_id = row[4]
+            if arm_status == "retired" and arm_id != winner_id:
+                continue
+            params = json.loads(params_text) if params_text else {}
+            signature = _signature(kind, params)
+            old = previous.get(arm_id)
+            if old is not None and old.signature != signature:
+                old = None
+            target = int(newest or 0)
+            if old is not None and (old.version >= target or (arm_id, target) in self._bad):
+                models[arm_id] = old
+                continue
+            loaded = self._model_load(arm_id=arm_id, kind=kind, params=params, signature=signature,
+                                      target=target, have=old)
+            if loaded is not None:
+                models[arm_id] = loaded
+        return models
+
+    def _model_load(
+        self, *, arm_id: int, kind: str, params: dict, signature: str, target: int, have: LoadedModel | None
+    ) -> LoadedModel | None:
+        # Newest first; with a model already serving only the newest is tried (older ones are no better).
+        floor = have.version if have is not None else max(0, target - FALLBACK_VERSIONS)
+        for version in range(target, floor, -1):
+            if (arm_id, version) in self._bad:
+                continue
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT state FROM experiments_modelcheckpoint WHERE arm_id = %s AND version = %s",
+                        [arm_id, version],
+                    )
+                    row = cursor.fetchone()
+                if row is None:
+                    raise LookupError("checkpoint row vanished")
+                model = arm_restore(kind=kind, state=row[0])
+            except Exception as exc:
+                self._bad.add((arm_id, version))
+                log.error("checkpoint_load_failed arm=%s version=%s error=%s", arm_id, version,
+                          f"{type(exc).__name__}: {exc}".strip())
+                continue
+            log.info("model_loaded arm=%s version=%s kind=%s", arm_id, version, kind)
+            return LoadedModel(arm_id, signature, version, model, np.random.default_rng())
+        if have is not None:
+            return have
+        try:
+            model = arm_build(kind=kind, params=params, arm_id=arm_id)
+        except Exception as exc:
+            log.error("arm_build_failed arm=%s kind=%s error=%s", arm_id, kind, f"{type(exc).__name__}: {exc}".strip())
+            return None
+        return LoadedModel(arm_id, signature, 0, model, np.random.default_rng())
+
+
+def _experiments_from_rows(rows: list[tuple]) -> dict[str, ServedExperiment]:
+    grouped: dict[int, list[tuple]] = {}
+    for row in rows:
+        grouped.setdefault(row[0], []).append(row)
+    out: dict[str, ServedExperiment] = {}
+    for exp_rows in grouped.values():
+        first = exp_rows[0]
+        arms = {
+            r[7]: ServedArm(r[7], r[8], r[9], json.loads(r[10]) if r[10] else {}, float(r[11]), r[12])
+            for r in exp_rows
+        }
+        try:
+            arm_ids, bounds = bucket_boundaries(arms=[ArmSlot(a.id, a.weight, a.status) for a in arms.values()])
+        except NoEligibleArm:
+            arm_ids, bounds = (), ()
+        out[first[1]] = ServedExperiment(
+            id=first[0], slug=first[1], salt=first[2], status=first[3], winner_id=first[4],
+            allocation_epoch=first[5], started_at=float(first[6] or 0.0), arms=arms, arm_ids=arm_ids, bounds=bounds,
+        )
+    return out
+
+
+def _catalogue_load(stamp: tuple) -> Catalogue:
+    with connection.cursor() as cursor:
+        cursor.execute(_CATALOGUE_SQL)
+        rows = cursor.fetchall()
+    if not rows:
+        return Catalogue(stamp, np.zeros(0, np.int64), np.zeros(0, np.int64), [], [], {})
+    pks = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    external_ids = [r[1] for r in rows]
+    feature_rows = [(r[2], r[3], json.loads(r[4]) if r[4] else {}) for r in rows]
+    return Catalogue(stamp, pks, features.external_keys(external_ids), external_ids, feature_rows, {})
+
+
+serving_cache = ServingCache()
