@@ -19,9 +19,9 @@ from experiments.stats.frequentist import (
     difference,
     fixed_horizon_p,
     relative_lift,
-    stratified_ctr,
 )
 from experiments.stats.multiple import holm_adjust
+from experiments.stats.periods import competitors, pairwise
 from experiments.stats.sequential import (
     DEFAULT_TAU,
     MIN_CLICKS,
@@ -39,6 +39,19 @@ from experiments.stats.srm import (
 from experiments.stats.summaries import AllocationPeriod, ClusteredRatioSummary
 
 SCHEMA_VERSION = 1
+# Per-arm keys that only a non-control arm has (None on the control row).
+_COMPARISON_KEYS = (
+    "periods_used",
+    "abs_diff",
+    "abs_diff_ci",
+    "lift",
+    "lift_ci",
+    "p_value",
+    "p_value_holm",
+    "always_valid_p",
+    "always_valid_p_holm",
+    "lift_cs",
+)
 
 
 def _clean(value: Any) -> Any:
@@ -64,62 +77,27 @@ def _interval(est: Estimate, confidence: float, lo: float = -math.inf, hi: float
     return [max(a, lo), min(b, hi)]
 
 
-def _comparison_estimates(
+def _warn(warnings: list[dict[str, Any]], code: str, message: str, arm: str | None = None) -> None:
+    warnings.append({"code": code, "arm": arm, "message": message})
+
+
+def _check_period_totals(
     arms: Mapping[str, ClusteredRatioSummary],
     periods: Sequence[AllocationPeriod] | None,
     warnings: list[dict[str, Any]],
-) -> tuple[dict[str, Estimate], dict[str, Any]]:
-    """Per-arm CTR estimates that are comparable across arms.
-
-    With several allocation periods, each arm's CTR is standardised to the same
-    period mix (periods weighted by their total impressions), using only the
-    periods in which every arm had at least two users; otherwise the pooled
-    estimate.
-    """
-    pooled = {name: ctr_estimate(s) for name, s in arms.items()}
-    if not periods or len(periods) < 2:
-        return pooled, {"method": "pooled", "count": len(periods or []), "used": len(periods or [])}
-    common = [
-        p
-        for p in periods
-        if all(p.arms.get(name, ClusteredRatioSummary.empty()).n_users >= 2 for name in arms)
-        and all(p.arms[name].sum_n > 0 for name in arms)
-    ]
-    info: dict[str, Any] = {"method": "stratified", "count": len(periods), "used": len(common)}
-    if not common:
-        warnings.append(
-            {
-                "code": "no_common_period",
-                "arm": None,
-                "message": "No allocation period has traffic on every arm; comparisons use pooled "
-                "totals and may be confounded by time trends.",
-            }
-        )
-        info["method"] = "pooled"
-        return pooled, info
-    if len(common) < len(periods):
-        warnings.append(
-            {
-                "code": "periods_excluded",
-                "arm": None,
-                "message": f"{len(periods) - len(common)} allocation period(s) without traffic on every "
-                "arm are left out of the comparisons.",
-            }
-        )
-    period_weights = [sum(p.arms[name].sum_n for name in arms) for p in common]
-    estimates = {name: stratified_ctr([p.arms[name] for p in common], period_weights) for name in arms}
+) -> None:
     for name, summary in arms.items():
-        in_periods = sum(p.arms.get(name, ClusteredRatioSummary.empty()).sum_n for p in periods)
+        if not periods:
+            return
+        in_periods = sum(p.arms[name].sum_n for p in periods if name in p.arms)
         if not math.isclose(in_periods, summary.sum_n, rel_tol=0.01, abs_tol=10):
-            warnings.append(
-                {
-                    "code": "period_totals_mismatch",
-                    "arm": name,
-                    "message": f"Impressions over periods ({in_periods:g}) differ from the arm total "
-                    f"({summary.sum_n:g}); the two were probably read at different moments.",
-                }
+            _warn(
+                warnings,
+                "period_totals_mismatch",
+                f"Impressions over periods ({in_periods:g}) differ from the arm total ({summary.sum_n:g}); "
+                "the two were probably read at different moments.",
+                name,
             )
-    return estimates, info
 
 
 def _srm(
@@ -187,17 +165,12 @@ def experiment_report(
     total_w = sum(float(weights.get(n, 0.0)) for n in arms) or math.nan
     total_users = sum(s.n_users for s in arms.values()) or math.nan
 
-    comp, period_info = _comparison_estimates(arms, periods, warnings)
+    _check_period_totals(arms, periods, warnings)
+    ranking = competitors(arms, periods)
 
     prev = dict(sequential_state or {})
     if prev and (prev.get("control") != control or prev.get("tau") != tau or prev.get("alpha") != alpha):
-        warnings.append(
-            {
-                "code": "sequential_reset",
-                "arm": None,
-                "message": "Control, tau or alpha changed: the always-valid p-values restart.",
-            }
-        )
+        _warn(warnings, "sequential_reset", "Control, tau or alpha changed: the always-valid p-values restart.")
         prev = {}
     prev_arms: Mapping[str, Any] = prev.get("arms", {})
 
@@ -205,10 +178,11 @@ def experiment_report(
     new_state: dict[str, Any] = {}
     p_fixed: dict[str, float | None] = {}
     p_seq: dict[str, float | None] = {}
-    c_sum = arms[control]
+    control_ready = bool(enough_data(arms[control].sum_c, arms[control].n_users))
     for name, s in arms.items():
         pooled = ctr_estimate(s)
-        row: dict[str, Any] = {
+        adjusted = ranking.estimates.get(name)
+        out[name] = row = {
             "arm": name,
             "is_control": name == control,
             "weight": float(weights.get(name, 0.0)) / total_w,
@@ -220,99 +194,91 @@ def experiment_report(
             "ctr_se": pooled.se,
             "ctr_ci": _interval(pooled, confidence, 0.0, 1.0),
             "design_effect": design_effect(s),
-            "ctr_adjusted": comp[name].value,
-            "ctr_adjusted_ci": _interval(comp[name], confidence, 0.0, 1.0),
+            "ctr_adjusted": None if adjusted is None else adjusted.value,
+            "ctr_adjusted_ci": None if adjusted is None else _interval(adjusted, confidence, 0.0, 1.0),
+            **dict.fromkeys(_COMPARISON_KEYS),
+            "significant": False,
+            "significant_sequential": False,
+            "p_best": None,
+            "expected_loss": None,
         }
-        few = not bool(enough_data(s.sum_c, s.n_users))
-        if few:
-            warnings.append(
-                {
-                    "code": "few_data",
-                    "arm": name,
-                    "message": f"Fewer than {MIN_CLICKS} clicks or {MIN_USERS} users: intervals "
-                    "are rough and the sequential test waits.",
-                }
+        ready = bool(enough_data(s.sum_c, s.n_users))
+        if not ready:
+            _warn(
+                warnings,
+                "few_data",
+                f"Fewer than {MIN_CLICKS} clicks or {MIN_USERS} users: intervals are rough and the "
+                "sequential test waits.",
+                name,
             )
-        if name != control:
-            diff = difference(comp[name], comp[control])
-            lift = relative_lift(comp[name], comp[control])
-            state = SequentialState.from_dict(prev_arms.get(name))
-            ready = not few and bool(enough_data(c_sum.sum_c, c_sum.n_users))
-            if ready:
-                state = msprt_update(state, estimate=lift.value, variance=lift.variance, tau=tau, alpha=alpha)
-            new_state[name] = state.to_dict()
-            p_fixed[name] = fixed_horizon_p(diff) if diff.defined else None
-            p_seq[name] = state.always_valid_p
-            row.update(
-                {
-                    "abs_diff": diff.value,
-                    "abs_diff_ci": _interval(diff, confidence),
-                    "lift": lift.value,
-                    "lift_ci": _interval(lift, confidence),
-                    "p_value": p_fixed[name],
-                    "always_valid_p": state.always_valid_p,
-                    "lift_cs": [state.cs_lower, state.cs_upper],
-                }
+        if name == control:
+            continue
+        comp = pairwise(arms, periods, treat=name, control=control)
+        if periods and len(periods) >= 2 and not comp.stratified:
+            _warn(
+                warnings,
+                "no_common_period",
+                "No allocation period served both this arm and the control: the comparison uses pooled "
+                "totals and may be confounded by time trends.",
+                name,
             )
-        out[name] = row
+        diff = difference(comp.treat, comp.control)
+        lift = relative_lift(comp.treat, comp.control)
+        state = SequentialState.from_dict(prev_arms.get(name))
+        if ready and control_ready:
+            state = msprt_update(state, estimate=lift.value, variance=lift.variance, tau=tau, alpha=alpha)
+        new_state[name] = state.to_dict()
+        p_fixed[name] = fixed_horizon_p(diff) if diff.defined else None
+        p_seq[name] = state.always_valid_p
+        row.update(
+            {
+                "periods_used": comp.periods_used,
+                "abs_diff": diff.value,
+                "abs_diff_ci": _interval(diff, confidence),
+                "lift": lift.value,
+                "lift_ci": _interval(lift, confidence),
+                "p_value": p_fixed[name],
+                "always_valid_p": state.always_valid_p,
+                "lift_cs": [state.cs_lower, state.cs_upper],
+            }
+        )
 
     holm_fixed = holm_adjust(p_fixed)
     holm_seq = holm_adjust(p_seq)
-    for name, row in out.items():
-        if name == control:
-            row.update(
-                {
-                    key: None
-                    for key in (
-                        "abs_diff",
-                        "abs_diff_ci",
-                        "lift",
-                        "lift_ci",
-                        "p_value",
-                        "p_value_holm",
-                        "always_valid_p",
-                        "always_valid_p_holm",
-                        "lift_cs",
-                    )
-                }
-            )
-            row["significant"] = False
-            row["significant_sequential"] = False
-            continue
+    for name in p_fixed:
+        row = out[name]
         row["p_value_holm"] = holm_fixed[name]
         row["always_valid_p_holm"] = holm_seq[name]
         row["significant"] = holm_fixed[name] is not None and holm_fixed[name] < alpha
         row["significant_sequential"] = holm_seq[name] is not None and holm_seq[name] < alpha
 
-    bayes_arms = [n for n in arms if comp[n].defined]
-    for row in out.values():
-        row["p_best"] = None
-        row["expected_loss"] = None
-    if bayes_arms:
+    racing = list(ranking.estimates)
+    if racing:
         pb, loss = p_best_expected_loss(
-            [comp[n].value for n in bayes_arms], [comp[n].variance for n in bayes_arms], seed=seed, draws=draws
+            [ranking.estimates[n].value for n in racing],
+            [ranking.estimates[n].variance for n in racing],
+            seed=seed,
+            draws=draws,
         )
-        for n, p, el in zip(bayes_arms, pb, loss, strict=True):
+        for n, p, el in zip(racing, pb, loss, strict=True):
             out[n]["p_best"] = float(p)
             out[n]["expected_loss"] = float(el)
-    if len(bayes_arms) < len(arms):
-        warnings.append(
-            {
-                "code": "bayes_partial",
-                "arm": None,
-                "message": "P(best) leaves out arms with fewer than two users or no impressions.",
-            }
-        )
+    for name in arms:
+        if name not in ranking.estimates:
+            _warn(
+                warnings,
+                "not_ranked",
+                "Left out of P(best): fewer than two users, or no traffic in the latest traffic split.",
+                name,
+            )
 
     srm = _srm(arms, weights, periods)
     if srm["alert"]:
-        warnings.append(
-            {
-                "code": "srm",
-                "arm": None,
-                "message": f"Sample-ratio mismatch (p = {srm['p_value']:.2g} < {SRM_P_THRESHOLD}): "
-                "assignment or logging is broken; do not trust the comparisons.",
-            }
+        _warn(
+            warnings,
+            "srm",
+            f"Sample-ratio mismatch (p = {srm['p_value']:.2g} < {SRM_P_THRESHOLD}): assignment or logging "
+            "is broken; do not trust the comparisons.",
         )
 
     report = {
@@ -325,7 +291,13 @@ def experiment_report(
         "srm": srm,
         "srm_threshold": SRM_P_THRESHOLD,
         "srm_min_impressions": SRM_MIN_IMPRESSIONS,
-        "comparison": {**period_info, "tau": tau, "sequential_scale": "relative_lift"},
+        "comparison": {
+            "method": "stratified" if ranking.stratified else "pooled",
+            "periods": len(periods or []),
+            "ranking_periods_used": ranking.periods_used,
+            "tau": tau,
+            "sequential_scale": "relative_lift",
+        },
         "bayes": {"method": "normal_clustered", "draws": draws, "seed": seed},
         "sequential_state": {"control": control, "tau": tau, "alpha": alpha, "arms": new_state},
         "warnings": warnings,

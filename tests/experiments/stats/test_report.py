@@ -19,7 +19,7 @@ ARM_KEYS = {
     "arm", "is_control", "weight", "users", "user_share", "impressions", "clicks", "ctr", "ctr_se", "ctr_ci",
     "design_effect", "ctr_adjusted", "ctr_adjusted_ci", "abs_diff", "abs_diff_ci", "lift", "lift_ci", "p_value",
     "p_value_holm", "always_valid_p", "always_valid_p_holm", "lift_cs", "significant", "significant_sequential",
-    "p_best", "expected_loss",
+    "p_best", "expected_loss", "periods_used",
 }  # fmt: skip
 TOP_KEYS = {
     "schema_version", "at", "control", "alpha", "arm_order", "arms", "srm", "srm_threshold", "srm_min_impressions",
@@ -108,15 +108,55 @@ def test_small_and_empty_arms_do_not_break_the_report():
     assert r["arms"]["new"]["p_best"] is None
     assert r["arms"]["tiny"]["always_valid_p"] == 1.0  # the sequential test waits for data
     codes = [(w["code"], w["arm"]) for w in r["warnings"]]
-    assert ("few_data", "new") in codes and ("few_data", "tiny") in codes and ("bayes_partial", None) in codes
+    assert ("few_data", "new") in codes and ("few_data", "tiny") in codes and ("not_ranked", "new") in codes
 
 
-def test_periods_without_common_traffic_fall_back_to_pooled_with_a_warning(arms):
+def test_pair_without_common_period_falls_back_to_pooled_with_a_warning(arms):
     only_control = AllocationPeriod(weights={"control": 1}, arms={"control": arms["control"]})
     only_b = AllocationPeriod(weights={"b": 1, "c": 1}, arms={"b": arms["b"], "c": arms["c"]})
     r = experiment_report(arms, control="control", weights=WEIGHTS, periods=[only_control, only_b], draws=100)
-    assert r["comparison"]["method"] == "pooled"
-    assert "no_common_period" in [w["code"] for w in r["warnings"]]
+    assert r["arms"]["b"]["periods_used"] == 0
+    assert r["arms"]["b"]["lift"] == pytest.approx(
+        relative_lift(ctr_estimate(arms["b"]), ctr_estimate(arms["control"])).value, abs=1e-12
+    )
+    assert ("no_common_period", "b") in [(w["code"], w["arm"]) for w in r["warnings"]]
+
+
+def _period(rng, spec):
+    return AllocationPeriod(
+        weights={name: w for name, (w, _) in spec.items()},
+        arms={name: _arm(rng, int(4000 * w), ctr) for name, (w, ctr) in spec.items() if w > 0},
+    )
+
+
+def _totals(periods):
+    names = dict.fromkeys(n for p in periods for n in p.weights)
+    return {n: sum((p.arms[n] for p in periods if n in p.arms), ClusteredRatioSummary.empty()) for n in names}
+
+
+def test_retired_arm_leaves_p_best_but_keeps_its_comparison():
+    rng = np.random.default_rng(21)
+    p1 = _period(rng, {"a": (0.4, 0.05), "b": (0.4, 0.055), "old": (0.2, 0.04)})
+    p2 = _period(rng, {"a": (0.5, 0.04), "b": (0.5, 0.044), "old": (0.0, 0.0)})
+    r = experiment_report(_totals([p1, p2]), control="a", weights=p2.weights, periods=[p1, p2], draws=1000)
+    assert r["arms"]["old"]["p_best"] is None
+    assert r["arms"]["a"]["p_best"] + r["arms"]["b"]["p_best"] == pytest.approx(1.0)
+    assert (r["arms"]["b"]["periods_used"], r["arms"]["old"]["periods_used"]) == (2, 1)
+    assert r["comparison"]["ranking_periods_used"] == 2
+    assert ("not_ranked", "old") in [(w["code"], w["arm"]) for w in r["warnings"]]
+
+
+def test_after_promotion_p_best_stays_at_the_last_comparative_state():
+    rng = np.random.default_rng(22)
+    before = [
+        _period(rng, {"a": (0.5, 0.05), "b": (0.5, 0.056)}),
+        _period(rng, {"a": (0.2, 0.04), "b": (0.8, 0.045)}),
+    ]
+    promoted = [*before, _period(rng, {"a": (0.0, 0.0), "b": (1.0, 0.03)})]
+    r_before = experiment_report(_totals(before), control="a", weights={"a": 0.2, "b": 0.8}, periods=before)
+    r_after = experiment_report(_totals(promoted), control="a", weights={"a": 0, "b": 1}, periods=promoted)
+    for key in ("p_best", "expected_loss", "ctr_adjusted", "lift", "p_value"):
+        assert r_after["arms"]["b"][key] == pytest.approx(r_before["arms"]["b"][key], abs=1e-12)
 
 
 def test_unknown_control_is_rejected(arms):
