@@ -25,3 +25,39 @@ def stats_tick(experiment_id: int | None = None) -> dict:
     if experiment_id is not None:
         return {"seq": stats_services.stats_tick(experiment_id=experiment_id)["stats"]["seq"]}
     return stats_services.stats_tick_running()
+
+
+@shared_task(
+    name="recsite.training.train_arm",
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=(ConnectionError, TimeoutError),
+    retry_backoff=True,
+    max_retries=3,
+)
+def train_arm(arm_id: int) -> dict:
+    """Train one arm on what is new since its checkpoint (queue ``training``, ``-P solo``).
+
+    Idempotent: the cursors live in the checkpoint, so a retry or a redelivery
+    after a crash trains only on what no committed version has seen.
+    """
+    from experiments.services import training
+
+    training.training_pending_clear(arm_id=arm_id)
+    return training.arm_train(arm_id=arm_id).as_dict()
+
+
+@shared_task(name="recsite.training.dispatch", queue="default", ignore_result=True, expires=10)
+def training_dispatch() -> list[int]:
+    """Beat, every RECSITE_TRAIN_INTERVAL_S: one queued ``train_arm`` per active arm (light; queue ``default``)."""
+    from experiments.services import training
+
+    return training.training_dispatch()
+
+
+@shared_task(name="recsite.training.retention", queue="default", ignore_result=True, expires=60)
+def checkpoint_retention() -> int:
+    """Beat, every minute: keep the last N checkpoint versions of each arm and every Kth."""
+    from experiments.services import training
+
+    return training.checkpoint_retention_apply()

@@ -114,7 +114,25 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE: dict = {}
+# Beat: the training dispatcher queues one train_arm per active arm (queue "training"); stats ticks and
+# checkpoint retention are light and run on "default". See docs/training.md.
+CELERY_BEAT_SCHEDULE: dict = {
+    "training-dispatch": {
+        "task": "recsite.training.dispatch",
+        "schedule": env_float("RECSITE_TRAIN_INTERVAL_S", 2.0),
+        "options": {"queue": "default", "expires": 10},
+    },
+    "stats-tick": {
+        "task": "recsite.stats.tick",
+        "schedule": env_float("RECSITE_STATS_INTERVAL_S", 1.0),
+        "options": {"queue": "default", "expires": 5},
+    },
+    "checkpoint-retention": {
+        "task": "recsite.training.retention",
+        "schedule": env_float("RECSITE_CHECKPOINT_RETENTION_INTERVAL_S", 60.0),
+        "options": {"queue": "default", "expires": 60},
+    },
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -1,0 +1,70 @@
+"""Training knobs, read from the environment when a run starts (never at import time)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+def _float(name: str, default: float, *, lo: float = 0.0) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        value = float(raw) if raw.strip() else default
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from exc
+    if not value >= lo:
+        raise ImproperlyConfigured(f"{name}={value} must be >= {lo}")
+    return value
+
+
+def _int(name: str, default: int, *, lo: int = 0) -> int:
+    return int(_float(name, default, lo=lo))
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    # Beat wakes the dispatcher this often; each active arm gets at most one queued run.
+    interval_s: float = 2.0
+    # At most this many impressions, and as many clicks, per mini-batch (= per checkpoint version).
+    batch_rows: int = 1024
+    # A run keeps taking mini-batches while there is a backlog, for at most this long.
+    budget_s: float = 1.5
+    # Guardrail: reject a batch whose progressive logloss exceeds factor × the rolling baseline…
+    guard_factor: float = 2.0
+    # …but only judge batches of at least this many rows, once the arm has seen this many examples.
+    guard_min_rows: int = 100
+    guard_warmup_examples: int = 1000
+    # Half-life, in accepted batches, of the rolling baseline logloss and AUC.
+    baseline_halflife: float = 20.0
+    # How long to wait for in-flight writers of impressions/clicks before reading past them.
+    inflight_wait_s: float = 2.0
+    # Retention: keep the last N versions and every Kth.
+    keep_last: int = 20
+    keep_every: int = 100
+    # Optional: spread arms over queues training.<arm_id % shards> (0 = the one queue "training").
+    shards: int = 0
+    # Fault injection for the crash test only: sleep this long between partial_fit and commit.
+    test_pause_s: float = 0.0
+
+    @classmethod
+    def from_env(cls) -> TrainingConfig:
+        d = cls()
+        return cls(
+            interval_s=_float("RECSITE_TRAIN_INTERVAL_S", d.interval_s, lo=0.05),
+            batch_rows=_int("RECSITE_TRAIN_BATCH_ROWS", d.batch_rows, lo=1),
+            budget_s=_float("RECSITE_TRAIN_BUDGET_S", d.budget_s),
+            guard_factor=_float("RECSITE_TRAIN_GUARD_FACTOR", d.guard_factor, lo=1.0),
+            guard_min_rows=_int("RECSITE_TRAIN_GUARD_MIN_ROWS", d.guard_min_rows),
+            guard_warmup_examples=_int("RECSITE_TRAIN_GUARD_WARMUP", d.guard_warmup_examples),
+            baseline_halflife=_float("RECSITE_TRAIN_BASELINE_HALFLIFE", d.baseline_halflife, lo=1.0),
+            inflight_wait_s=_float("RECSITE_TRAIN_INFLIGHT_WAIT_S", d.inflight_wait_s),
+            keep_last=_int("RECSITE_CHECKPOINT_KEEP_LAST", d.keep_last, lo=1),
+            keep_every=_int("RECSITE_CHECKPOINT_KEEP_EVERY", d.keep_every, lo=1),
+            shards=_int("RECSITE_TRAIN_SHARDS", d.shards),
+            test_pause_s=_float("RECSITE_TEST_TRAIN_PAUSE", d.test_pause_s),
+        )
+
+    def queue_for(self, arm_id: int) -> str:
+        return f"training.{arm_id % self.shards}" if self.shards > 0 else "training"

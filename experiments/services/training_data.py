@@ -1,0 +1,144 @@
+"""What one training step reads: the arm's new impressions and clicks past its cursors, as a Batch.
+
+Cursors are ids, and ids are drawn from sequences *before* the inserting
+transaction commits, so a row with a smaller id can become visible after one
+with a larger id. A cursor that jumped past such a row would skip it forever.
+:func:`safe_horizon` therefore reads each sequence's last drawn value first and
+then waits until every transaction of this database that was writing at that
+moment has finished: every id up to the horizon is then final (committed or
+never to appear), and the step may read up to it and move its cursor there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import connection
+
+from experiments import features
+from experiments.models import Click, Impression
+
+log = logging.getLogger(__name__)
+
+_SEQ_SQL = "SELECT last_value FROM {seq}"
+_sequences: dict[str, str] = {}
+
+
+def _sequence(table: str) -> str:
+    if table not in _sequences:
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
+            _sequences[table] = cur.fetchone()[0]
+    return _sequences[table]
+
+
+@dataclass(frozen=True)
+class Horizon:
+    impression_id: int
+    click_id: int
+    waited_s: float
+
+
+def safe_horizon(*, wait_s: float) -> Horizon | None:
+    """The highest impression and click ids below which nothing more can appear; None if writers stay in flight."""
+    imp_seq, click_seq = _sequence(Impression._meta.db_table), _sequence(Click._meta.db_table)
+    started = time.monotonic()
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT ({_SEQ_SQL.format(seq=imp_seq)}), ({_SEQ_SQL.format(seq=click_seq)})")
+        imp_last, click_last = cur.fetchone()
+        # Writers that already hold a transaction id may hold ids up to the ones just read.
+        cur.execute(
+            "SELECT pg_stat_clear_snapshot(); "
+            "SELECT pid, backend_xid::text FROM pg_stat_activity "
+            "WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+        )
+        writers = [(int(pid), xid) for pid, xid in cur.fetchall()]
+        while writers:
+            cur.execute(
+                "SELECT pg_stat_clear_snapshot(); "
+                "SELECT pid, backend_xid::text FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid = ANY(%s)",
+                [[pid for pid, _ in writers]],
+            )
+            live = {(int(pid), xid) for pid, xid in cur.fetchall()}
+            writers = [w for w in writers if w in live]
+            if not writers:
+                break
+            if time.monotonic() - started > wait_s:
+                log.warning("train_inflight_timeout writers=%d waited_s=%.3f", len(writers), wait_s)
+                return None
+            time.sleep(0.005)
+    return Horizon(int(imp_last or 0), int(click_last or 0), time.monotonic() - started)
+
+
+_ROW_FIELDS = (
+    "position",
+    "user__external_id",
+    "user__attributes",
+    "item__external_id",
+    "item__category",
+    "item__price",
+    "item__features",
+)
+
+
+@dataclass(frozen=True)
+class StepRows:
+    impressions: list[dict[str, Any]]  # trained as (fake) negatives
+    clicks: list[dict[str, Any]]  # trained as positives, with their impression's features
+    cursor: int  # new impression cursor
+    click_cursor: int  # new click cursor
+
+    @property
+    def n(self) -> int:
+        return len(self.impressions) + len(self.clicks)
+
+
+def step_rows_read(*, arm_id: int, cursor: int, click_cursor: int, horizon: Horizon, limit: int) -> StepRows:
+    """The next mini-batch: up to ``limit`` impressions and ``limit`` counted clicks past the cursors."""
+    imps = list(
+        Impression.objects.filter(arm_id=arm_id, id__gt=cursor, id__lte=horizon.impression_id)
+        .order_by("id")
+        .values("id", *_ROW_FIELDS)[:limit]
+    )
+    clicks = list(
+        Click.objects.filter(id__gt=click_cursor, id__lte=horizon.click_id, impression__arm_id=arm_id, late=False)
+        .order_by("id")
+        .values("id", "clicked_at", "impression_id", *(f"impression__{f}" for f in _ROW_FIELDS))[:limit]
+    )
+    for c in clicks:
+        for f in _ROW_FIELDS:
+            c[f] = c.pop(f"impression__{f}")
+    # A full page may stop short of the horizon; otherwise every id up to it is final and read.
+    new_cursor = imps[-1]["id"] if len(imps) == limit else max(cursor, horizon.impression_id)
+    new_click_cursor = clicks[-1]["id"] if len(clicks) == limit else max(click_cursor, horizon.click_id)
+    return StepRows(imps, clicks, new_cursor, new_click_cursor)
+
+
+def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Any:
+    """The FNW mini-batch: every new impression as a negative, every new click as a positive.
+
+    Features go through :mod:`experiments.features`, the same code serving ranks with.
+    """
+    from models.types import Batch
+
+    all_rows = rows.impressions + rows.clicks
+    user_dim = int(params.get("user_dim", 8))
+    item_dim = int(params.get("item_dim", 16))
+    history_len = int(params.get("history_len", 10))
+    labels = np.concatenate([np.zeros(len(rows.impressions)), np.ones(len(rows.clicks))]).astype(np.float32)
+    return Batch.make(
+        user_keys=features.external_keys([r["user__external_id"] for r in all_rows]),
+        user_feats=features.user_matrix([r["user__attributes"] for r in all_rows], dim=user_dim),
+        item_keys=features.external_keys([r["item__external_id"] for r in all_rows]),
+        item_feats=features.item_matrix(
+            [(r["item__category"], r["item__price"], r["item__features"]) for r in all_rows], dim=item_dim
+        ),
+        labels=labels,
+        position=np.array([r["position"] for r in all_rows], dtype=np.int64),
+        history_len=history_len,
+    )

@@ -1,0 +1,143 @@
+"""One guarded update of an arm on one FNW mini-batch: pure (no database), so it is tested directly.
+
+Order of operations, so that a refused batch never touches the arm:
+
+1. ``predict`` the batch with the current model (progressive validation: these
+   predictions are made *before* the model sees the batch);
+2. non-finite predictions → refused;
+3. FNW importance weights from those predictions; the weighted logloss/AUC are
+   the batch's progressive metrics;
+4. logloss above ``guard_factor`` × the rolling baseline (once warmed up, on a
+   batch big enough to judge) → refused;
+5. ``partial_fit`` on the weighted batch; a ``DivergedUpdateError``/``BadBatchError``
+   or a non-finite loss → refused (``touched``: the caller reloads the arm from
+   its last checkpoint rather than trusting its in-memory state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from experiments.services.training_config import TrainingConfig
+from experiments.services.training_feedback import fnw_weights
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The rolling state carried from checkpoint to checkpoint in its metrics."""
+
+    logloss: float | None = None  # EWMA of accepted batches' progressive logloss
+    auc: float | None = None  # EWMA of accepted batches' progressive AUC (batches with both classes)
+    pv_loss_sum: float = 0.0  # Σ weight × logloss over every accepted row: the cumulative progressive logloss
+    pv_weight_sum: float = 0.0
+    seen: float = 0.0  # rows accepted so far
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, Any] | None) -> Baseline:
+        m = metrics or {}
+
+        def opt(key: str) -> float | None:
+            v = m.get(key)
+            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+        return cls(
+            logloss=opt("baseline_logloss"),
+            auc=opt("baseline_auc"),
+            pv_loss_sum=float(m.get("pv_loss_sum") or 0.0),
+            pv_weight_sum=float(m.get("pv_weight_sum") or 0.0),
+            seen=float(m.get("rows_seen") or 0.0),
+        )
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {
+            "baseline_logloss": self.logloss,
+            "baseline_auc": self.auc,
+            "pv_loss_sum": self.pv_loss_sum,
+            "pv_weight_sum": self.pv_weight_sum,
+            "rows_seen": self.seen,
+            "logloss_progressive": self.pv_loss_sum / self.pv_weight_sum if self.pv_weight_sum > 0 else None,
+            "auc_progressive": self.auc,
+        }
+
+    def updated(self, *, logloss: float, auc: float, weight: float, rows: int, halflife: float) -> Baseline:
+        a = 1.0 - 0.5 ** (1.0 / halflife)
+        ll = logloss if self.logloss is None else (1 - a) * self.logloss + a * logloss
+        if math.isfinite(auc):
+            au = auc if self.auc is None else (1 - a) * self.auc + a * auc
+        else:
+            au = self.auc
+        return Baseline(
+            logloss=ll,
+            auc=au,
+            pv_loss_sum=self.pv_loss_sum + logloss * weight,
+            pv_weight_sum=self.pv_weight_sum + weight,
+            seen=self.seen + rows,
+        )
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    accepted: bool
+    reason: str  # "" when accepted
+    touched: bool  # partial_fit was called: the in-memory arm may differ from its checkpoint
+    metrics: dict[str, Any]
+    baseline: Baseline
+
+
+def step_guarded(*, model: Any, batch: Any, baseline: Baseline, config: TrainingConfig) -> StepOutcome:
+    """Progressive validation, guardrails, then the update (see module doc)."""
+    from models import metrics as arm_metrics
+    from models.errors import ArmError
+
+    labels = np.asarray(batch.labels, dtype=np.float64)
+    n = len(labels)
+
+    def refuse(reason: str, touched: bool, extra: dict[str, Any] | None = None) -> StepOutcome:
+        return StepOutcome(False, reason, touched, {"n": n, **(extra or {})}, baseline)
+
+    try:
+        p = np.asarray(model.predict(batch), dtype=np.float64)
+    except ArmError as exc:
+        return refuse(f"bad batch: {exc}", False)
+    except FloatingPointError as exc:
+        return refuse(f"non-finite prediction: {exc}", False)
+    if p.shape != labels.shape or not np.isfinite(p).all():
+        return refuse("non-finite loss: the model's predictions on the batch are not finite", False)
+    w = fnw_weights(labels=labels, p=p)
+    ll = arm_metrics.logloss(labels, p, w)
+    au = arm_metrics.auc(labels, p, w)
+    extra = {"logloss_before": ll, "auc_before": au if math.isfinite(au) else None, "weight": float(w.sum())}
+    if not math.isfinite(ll):
+        return refuse("non-finite loss: progressive logloss is not finite", False, extra)
+    judged = (
+        baseline.logloss is not None
+        and baseline.seen >= config.guard_warmup_examples
+        and n >= config.guard_min_rows
+    )
+    if judged and ll > config.guard_factor * baseline.logloss:
+        return refuse(
+            f"progressive logloss {ll:.4f} > {config.guard_factor:g} x baseline {baseline.logloss:.4f}", False, extra
+        )
+    weighted = dataclasses.replace(batch, sample_weight=w.astype(np.float32))
+    try:
+        out = model.partial_fit(weighted)
+    except ArmError as exc:
+        return refuse(f"update refused by the arm: {type(exc).__name__}: {exc}", True, extra)
+    except FloatingPointError as exc:
+        return refuse(f"non-finite loss: {exc}", True, extra)
+    loss = float(out.get("loss", float("nan")))
+    if not math.isfinite(loss):
+        return refuse(f"non-finite loss: {loss}", True, extra)
+    extra["loss"] = loss
+    return StepOutcome(
+        True,
+        "",
+        True,
+        {"n": n, **extra},
+        baseline.updated(logloss=ll, auc=au, weight=float(w.sum()), rows=n, halflife=config.baseline_halflife),
+    )
