@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from experiments.offline.obd import load_item_context, load_obd_log
-from experiments.offline.replay import ReplayData, obd_replay_data, replay, stable_key, wilson
+from experiments.offline.replay import ReplayData, obd_replay_data, progressive_ips, replay, stable_key, wilson
 
 N_ITEMS, N_SLOTS = 4, 2
 
@@ -84,3 +84,13 @@ def test_obd_encoding_has_one_hot_users_and_items():
     assert encoded.item_feats.shape == (80, 1 + 12 + 21 + 7)
     np.testing.assert_array_equal(encoded.item_feats[:, 1:].sum(axis=1), 3.0)
     assert np.unique(encoded.user_keys).size == np.unique(log.user_keys()).size
+
+
+def test_progressive_ips_scores_each_batch_before_learning_from_it():
+    # batch_size 2: e0,e1 scored with u=0 (slate [0,1]); learn → u=1; e2,e3 scored with u=1 (slate [1,2]); → u=2; e4.
+    # clicks: e1 item 1 slot 0 under [0,1] → 0; e2 item 1 slot 0 under [1,2] → 1; e3 item 3 slot 1 under [1,2] → 0.
+    arm = RotatingArm()
+    value, (low, high) = progressive_ips(arm, LOG, batch_size=2)
+    assert value == pytest.approx(N_ITEMS * 1 / 5)
+    assert low <= value <= high
+    assert [fit[0] for fit in arm.fits] == [0, 1, 3]
