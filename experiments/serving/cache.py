@@ -145,7 +145,8 @@ class ServingCache:
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._first = threading.Event()
+        self._attempted = threading.Event()
+        self._last_error: Exception | None = None
         self._bad: set[tuple[int, int]] = set()  # (arm_id, version) that failed to load
 
     # ------------------------------------------------------------------ reads
@@ -156,9 +157,14 @@ class ServingCache:
         if state is not None:
             return state
         self.start()
-        if not self._first.wait(FIRST_LOAD_TIMEOUT_S) or self._state is None:
-            raise TimeoutError("serving state did not load")
-        return self._state
+        self._attempted.wait(FIRST_LOAD_TIMEOUT_S)
+        state = self._state
+        if state is not None:
+            return state
+        if self._last_error is not None:
+            # Typically OperationalError: the caller answers 503 at once instead of hanging.
+            raise self._last_error
+        raise TimeoutError("serving state did not load")
 
     # ----------------------------------------------------------- background
     def start(self) -> None:
@@ -181,9 +187,12 @@ class ServingCache:
                 started = time.monotonic()
                 try:
                     self.refresh()
+                    self._last_error = None
                 except Exception as exc:  # a dead database must not kill the poller
+                    self._last_error = exc
                     log.warning("serving_refresh_failed error=%s", f"{type(exc).__name__}: {exc}".strip())
                     connection.close()
+                self._attempted.set()
                 self._stop.wait(max(0.0, self.poll_interval_s - (time.monotonic() - started)))
         finally:
             connection.close()
@@ -213,7 +222,6 @@ class ServingCache:
                                       catalogue.rows, feats)
             state = ServingState(experiments, models, catalogue, time.time())
             self._state = state
-            self._first.set()
             return state
 
     def _models_refresh(self, rows: list[tuple], previous: dict[int, LoadedModel]) -> dict[int, LoadedModel]:
