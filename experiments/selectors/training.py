@@ -10,6 +10,7 @@ tick, training, the checkpoint commit, the serving reload and the next request.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,7 +45,7 @@ def click_serving_lags(*, arm_id: int, since: datetime) -> np.ndarray:
         rows = cur.fetchall()
     ranges = []
     for _version, metrics, served in rows:
-        m = metrics if isinstance(metrics, dict) else {}
+        m = json.loads(metrics) if isinstance(metrics, str) else (metrics or {})
         if served is None or m.get("click_from") is None:
             continue
         ranges.append((int(m["click_from"]), int(m["click_to"]), float(served)))

@@ -37,7 +37,7 @@ class TrainingConfig:
     guard_min_rows: int = 100
     guard_warmup_examples: int = 1000
     # Half-life, in accepted batches, of the rolling baseline logloss and AUC.
-    baseline_halflife: float = 20.0
+    baseline_halflife: float = 10.0
     # How long to wait for in-flight writers of impressions/clicks before reading past them.
     inflight_wait_s: float = 2.0
     # Retention: keep the last N versions and every Kth.

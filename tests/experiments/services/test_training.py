@@ -165,3 +165,26 @@ def test_rollback_is_refused_without_the_permission(django_user_model):
 
     assert err.value.status == 403
     assert ModelCheckpoint.objects.filter(arm=world.arm).count() == 1
+
+
+def test_dispatch_queues_at_most_one_run_per_active_arm(settings):
+    import redis
+
+    world = world_make(seed=10, kinds=("popularity", "popularity", "popularity"))
+    Arm.objects.filter(pk=world.arms[2].id).update(status="paused")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    queue = f"training-test-{world.experiment.slug}"
+    for arm in world.arms:
+        client.delete(training._pending_key(arm.id))
+    try:
+        first = training.training_dispatch(queue=queue)
+        second = training.training_dispatch(queue=queue)
+        training.training_pending_clear(arm_id=world.arms[0].id)
+        third = training.training_dispatch(queue=queue)
+
+        assert sorted(first) == sorted(a.id for a in world.arms[:2])
+        assert second == []
+        assert third == [world.arms[0].id]
+        assert client.llen(queue) == 3
+    finally:
+        client.delete(queue, *[training._pending_key(a.id) for a in world.arms])

@@ -1,0 +1,130 @@
+"""Guardrails: a NaN batch and a flipped-label batch are refused, the last good state kept, the arm flagged."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from experiments.models import Arm, ModelCheckpoint
+from experiments.services import training, training_data
+from experiments.services.training_config import TrainingConfig
+from experiments.services.training_guard import Baseline, step_guarded
+from tests.support.training_world import traffic_log, world_make
+
+CONFIG = TrainingConfig(batch_rows=10_000, budget_s=60.0, guard_factor=2.0, guard_min_rows=100, guard_warmup_examples=500)
+
+
+def _arm(kind: str = "popularity"):
+    from models.registry import make_arm
+
+    return make_arm(kind, {}, 0)
+
+
+def _batch(n: int, *, labels: np.ndarray, seed: int = 0):
+    from models.types import Batch
+
+    rng = np.random.default_rng(seed)
+    return Batch.make(
+        user_keys=rng.integers(0, 1 << 40, n),
+        user_feats=rng.normal(size=(n, 8)),
+        item_keys=rng.integers(0, 20, n),
+        item_feats=rng.normal(size=(n, 16)),
+        labels=labels,
+    )
+
+
+def test_a_batch_with_nan_labels_is_refused_before_the_arm_is_touched():
+    model = _arm()
+    before = model.to_bytes()
+    good = _batch(50, labels=np.zeros(50))
+    poisoned = type(good)(**{**good.__dict__, "labels": np.full(50, np.nan, np.float32)})
+
+    outcome = step_guarded(model=model, batch=poisoned, baseline=Baseline(), config=CONFIG)
+
+    assert (outcome.accepted, outcome.touched) == (False, False)
+    assert outcome.reason.startswith("non-finite loss")
+    assert model.to_bytes() == before
+
+
+def test_the_logloss_guard_only_judges_batches_once_warmed_up_and_big_enough():
+    model = _arm()
+    flipped = _batch(200, labels=np.ones(200))
+    warm = Baseline(logloss=0.1, seen=10_000)
+
+    cold = step_guarded(model=_arm(), batch=flipped, baseline=Baseline(logloss=0.1, seen=10), config=CONFIG)
+    small = step_guarded(model=_arm(), batch=flipped.take(slice(0, 50)), baseline=warm, config=CONFIG)
+    judged = step_guarded(model=model, batch=flipped, baseline=warm, config=CONFIG)
+
+    assert (cold.accepted, small.accepted) == (True, True)
+    assert judged.accepted is False
+    assert "> 2 x baseline 0.1000" in judged.reason
+
+
+@pytest.mark.django_db
+def test_a_nan_batch_from_the_database_is_skipped_and_the_arm_marked_unhealthy(monkeypatch):
+    world = world_make(seed=21)
+    traffic_log(world, requests=20, seed=1)
+    training.arm_train(arm_id=world.arm.id, config=CONFIG)
+    poison_item = world.items[0]
+    imps, clicks = traffic_log(world, requests=20, seed=2)
+    real_item_matrix = training_data.features.item_matrix
+
+    def nan_item_matrix(rows, *, dim):
+        out = real_item_matrix(rows, dim=dim)
+        out[[r[2] == poison_item.features for r in rows]] = np.nan  # fault injection: a featuriser bug
+        return out
+
+    monkeypatch.setattr(training_data.features, "item_matrix", nan_item_matrix)
+
+    run = training.arm_train(arm_id=world.arm.id, config=CONFIG)
+
+    v1, v2 = ModelCheckpoint.objects.filter(arm=world.arm).order_by("version")
+    assert [s.status for s in run.steps] == ["rejected"]
+    assert v2.metrics["accepted"] is False
+    assert "NaN" in v2.metrics["reject_reason"]
+    assert bytes(v2.state) == bytes(v1.state)
+    assert (v2.cursor, v2.click_cursor) == (max(imps), max(clicks))  # the batch is skipped, not retried forever
+    assert (v2.metrics["imp_from"], v2.metrics["imp_to"]) == (v1.cursor, max(imps))
+    assert v2.examples_seen == v1.examples_seen
+    arm = Arm.objects.get(pk=world.arm.id)
+    assert arm.health == "unhealthy"
+    assert "NaN" in arm.health_reason
+
+    monkeypatch.setattr(training_data.features, "item_matrix", real_item_matrix)
+    traffic_log(world, requests=20, seed=3)
+    training.arm_train(arm_id=world.arm.id, config=CONFIG)
+
+    v3 = ModelCheckpoint.objects.get(arm=world.arm, version=3)
+    assert v3.metrics["accepted"] is True
+    assert v3.examples_seen > v1.examples_seen
+    assert Arm.objects.get(pk=world.arm.id).health == "unhealthy"  # until an admin looks (rollback/acknowledge)
+
+
+@pytest.mark.django_db
+def test_a_batch_with_flipped_labels_is_refused_against_the_rolling_baseline():
+    world = world_make(seed=22)
+    config = dataclasses.replace(CONFIG, baseline_halflife=3.0)
+    for seed in range(8):
+        traffic_log(world, requests=40, seed=10 + seed)
+        training.arm_train(arm_id=world.arm.id, config=config)
+    good = ModelCheckpoint.objects.filter(arm=world.arm).order_by("-version").first()
+    assert good.version == 8 and good.metrics["accepted"] is True
+    imps, _ = traffic_log(world, requests=40, seed=30, flip=True)
+
+    run = training.arm_train(arm_id=world.arm.id, config=config)
+
+    bad = ModelCheckpoint.objects.get(arm=world.arm, version=9)
+    assert [s.status for s in run.steps] == ["rejected"]
+    assert "x baseline" in bad.metrics["reject_reason"]
+    assert bad.metrics["logloss_before"] > 2.0 * good.metrics["baseline_logloss"]
+    assert bytes(bad.state) == bytes(good.state)
+    assert bad.metrics["baseline_logloss"] == good.metrics["baseline_logloss"]
+    assert bad.cursor == max(imps)
+    assert Arm.objects.get(pk=world.arm.id).health == "unhealthy"
+
+    traffic_log(world, requests=40, seed=31)
+    training.arm_train(arm_id=world.arm.id, config=config)
+
+    assert ModelCheckpoint.objects.get(arm=world.arm, version=10).metrics["accepted"] is True
