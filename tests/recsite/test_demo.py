@@ -59,7 +59,8 @@ def test_make_demo_from_a_fresh_clone_starts_answers_and_stops(tmp_path: Path):
     assert f"http://127.0.0.1:{port}/dashboard/" in banner
     assert "login (admin): admin /" in banner
     assert "login (analyst): analyst /" in banner
-    assert code == 0
+    # make itself gets the Ctrl-C too and reports it; the launcher has already cleaned up by then.
+    assert code in (0, -signal.SIGINT)
     assert "stopped everything it started" in (tmp_path / "demo.log").read_text()
     wait_until(lambda: pids_in_group(proc.pid) == [], timeout=30, what="every demo process to exit")
     with pytest.raises(requests.ConnectionError):
