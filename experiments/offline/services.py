@@ -258,6 +258,13 @@ class OfflineEvaluation:
         }
 
 
+def _fresh_model(*, kind: str, params: dict[str, Any], seed: int) -> Any:
+    """A new, untrained arm of ``kind`` that exists in no experiment yet (nothing is saved)."""
+    from experiments.serving.arms import arm_build
+
+    return arm_build(kind=kind, params=params, arm_id=seed)
+
+
 def _target_model(arm: Arm) -> tuple[Any, int]:
     """The arm's newest checkpoint, or version 0 built from its kind and params."""
     from experiments.serving.arms import arm_build, arm_restore
@@ -284,6 +291,8 @@ def offline_evaluate(
     *,
     experiment_slug: str,
     target_arm: str,
+    kind: str | None = None,
+    params: dict[str, Any] | None = None,
     estimators: Sequence[str] = ESTIMATORS,
     include_target_traffic: bool = True,
     n_bootstrap: int = 1000,
@@ -305,14 +314,28 @@ def offline_evaluate(
     if experiment is None:
         raise OfflineEvaluationError(f"no experiment {experiment_slug!r}", field="experiment")
     arm = Arm.objects.filter(experiment=experiment, name=target_arm).first()
+    if arm is None and kind is None:
+        raise OfflineEvaluationError(
+            f"experiment {experiment_slug!r} has no arm {target_arm!r} (give a kind to evaluate a new one)",
+            field="target_arm",
+        )
     if arm is None:
-        raise OfflineEvaluationError(f"experiment {experiment_slug!r} has no arm {target_arm!r}", field="target_arm")
-    model, version = _target_model(arm)
+        try:
+            model, version = _fresh_model(kind=kind, params=params or {}, seed=seed), 0
+        except (KeyError, ValueError) as exc:
+            raise OfflineEvaluationError(f"cannot build a {kind!r} arm: {exc}", field="kind") from exc
+    else:
+        model, version = _target_model(arm)
+    if not callable(getattr(model, "propensity_matrix", None)):
+        raise OfflineEvaluationError(
+            f"{type(model).__name__} does not expose exact per-(item, slot) probabilities (propensity_matrix)",
+            field="target_arm",
+        )
 
-    arm_filter = "" if include_target_traffic else "AND i.arm_id <> %s"
-    params = [experiment.pk] if include_target_traffic else [experiment.pk, arm.pk]
+    arm_filter = "" if include_target_traffic or arm is None else "AND i.arm_id <> %s"
+    query_params = [experiment.pk] if not arm_filter else [experiment.pk, arm.pk]
     with connection.cursor() as cursor:
-        cursor.execute(_LOG_SQL.format(arm_filter=arm_filter), params)
+        cursor.execute(_LOG_SQL.format(arm_filter=arm_filter), query_params)
         rows = cursor.fetchall()
     if not rows:
         raise OfflineEvaluationError(f"experiment {experiment_slug!r} has no logged impressions", field="experiment")
@@ -374,28 +397,27 @@ def offline_evaluate(
         slot=slot,
     )
     estimates = evaluate(feedback, list(estimators), n_bootstrap=n_bootstrap, seed=seed)
-    live = Impression.objects.filter(arm=arm)
     notes = [
         "the target is scored with each user's current attributes over the items seen in the logs",
         "intervals hold the reward model fixed (percentile bootstrap over impressions)",
     ]
     result = OfflineEvaluation(
         experiment=experiment.slug,
-        arm=arm.name,
+        arm=target_arm,
         model_version=version,
         estimates=estimates,
         rows=len(rows),
         requests=int(np.unique(request_of).size),
         candidates=int(candidates.size),
         effective_sample_size=effective_sample_size(feedback),
-        live_impressions=live.count(),
-        live_clicks=Click.objects.filter(impression__arm=arm, late=False).count(),
+        live_impressions=Impression.objects.filter(arm=arm).count() if arm is not None else 0,
+        live_clicks=Click.objects.filter(impression__arm=arm, late=False).count() if arm is not None else 0,
         notes=notes,
     )
     log.info(
         "offline_evaluate experiment=%s arm=%s version=%d rows=%d %s",
         experiment.slug,
-        arm.name,
+        target_arm,
         version,
         len(rows),
         " ".join(f"{e.estimator}={e.value:.5f}" for e in estimates),

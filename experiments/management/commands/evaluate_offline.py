@@ -15,6 +15,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--experiment", required=True, help="experiment slug")
         parser.add_argument("--target-arm", required=True, help="name of the arm to evaluate")
+        parser.add_argument(
+            "--kind", default=None, help="if the experiment has no such arm: evaluate a new, untrained arm of this kind"
+        )
+        parser.add_argument("--params", type=json.loads, default=None, help="hyper-parameters (JSON) for --kind")
         parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=ESTIMATORS)
         parser.add_argument("--n-bootstrap", type=int, default=1000)
         parser.add_argument("--seed", type=int, default=0)
@@ -26,6 +30,8 @@ class Command(BaseCommand):
             result = offline_evaluate(
                 experiment_slug=opts["experiment"],
                 target_arm=opts["target_arm"],
+                kind=opts["kind"],
+                params=opts["params"],
                 estimators=opts["estimators"],
                 include_target_traffic=not opts["exclude_target_traffic"],
                 n_bootstrap=opts["n_bootstrap"],

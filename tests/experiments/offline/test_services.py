@@ -137,3 +137,11 @@ def test_the_command_refuses_what_it_cannot_evaluate(obd_dir, slug, arm, message
 def test_import_command_reports_counts(obd_dir, capsys):
     call_command("import_obd", "--campaign", "all", "--data-dir", str(obd_dir))
     assert "random: 3 impressions and 2 clicks created" in capsys.readouterr().out
+
+
+def test_a_new_arm_can_be_evaluated_by_kind_without_saving_it(obd_dir, monkeypatch):
+    obd_import(campaign="all", data_dir=obd_dir)
+    monkeypatch.setattr(services, "_fresh_model", lambda kind, params, seed: UniformArm())
+    result = offline_evaluate(experiment_slug="obd-all", target_arm="fresh", kind="popularity", n_bootstrap=20)
+    assert {e.estimator: e.value for e in result.estimates}["ips"] == pytest.approx((1 + 1 + 4 / 3) / 5)
+    assert not Arm.objects.filter(name="fresh").exists()
