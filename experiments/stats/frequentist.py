@@ -8,6 +8,7 @@ the dataclass wrappers give the scalar API.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ def two_sided_p(estimate: ArrayLike, variance: ArrayLike) -> FloatArray:
         return 2.0 * sps.norm.sf(z)
 
 
+@functools.lru_cache(maxsize=32)
 def z_quantile(confidence: float) -> float:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
@@ -109,15 +111,27 @@ class Estimate:
 
 
 def ctr_estimate(summary: ClusteredRatioSummary) -> Estimate:
-    """CTR of one arm with its clustered (delta-method) variance."""
-    r, v = ratio_moments(summary.n_users, summary.sum_n, summary.sum_c, summary.sum_nn, summary.sum_cc, summary.sum_nc)
-    return Estimate(float(r), float(v))
+    """CTR of one arm with its clustered (delta-method) variance.
+
+    Same formula as :func:`ratio_moments`, in plain floats: a report calls this
+    a few hundred times per tick and NumPy's per-call overhead on 0-d arrays
+    would dominate.
+    """
+    k, n = float(summary.n_users), float(summary.sum_n)
+    if n <= 0:
+        return Estimate(math.nan, math.nan)
+    r = summary.sum_c / n
+    if k < 2:
+        return Estimate(r, math.nan)
+    resid_ss = max(summary.sum_cc - 2.0 * r * summary.sum_nc + r * r * summary.sum_nn, 0.0)
+    return Estimate(r, k * resid_ss / ((k - 1.0) * n * n))
 
 
 def design_effect(summary: ClusteredRatioSummary) -> float:
     """Clustered variance / naive binomial variance (1 = impressions independent)."""
     clustered = ctr_estimate(summary).variance
-    naive = float(binomial_variance(summary.sum_n, summary.sum_c))
+    n = float(summary.sum_n)
+    naive = (summary.sum_c / n) * (1.0 - summary.sum_c / n) / n if n > 0 else math.nan
     return clustered / naive if naive > 0 and math.isfinite(clustered) else math.nan
 
 

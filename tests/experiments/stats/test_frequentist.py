@@ -38,6 +38,14 @@ def test_ctr_variance_matches_numpy_formula_on_random_users():
     assert est.variance == pytest.approx(expected, rel=1e-9)
 
 
+def test_scalar_and_array_paths_agree():
+    rng = np.random.default_rng(12)
+    n = 1 + rng.poisson(3, 200)
+    s = ClusteredRatioSummary.from_users(n, rng.binomial(n, 0.1))
+    r, v = ratio_moments(*s.to_dict().values())
+    assert (ctr_estimate(s).value, ctr_estimate(s).variance) == pytest.approx((float(r), float(v)), rel=1e-12)
+
+
 def test_single_impression_users_give_binomial_variance_up_to_k_over_k_minus_1():
     # With one impression per user the cluster variance is the binomial one × K/(K−1).
     clicks = np.r_[np.ones(30), np.zeros(70)]
