@@ -1,0 +1,112 @@
+"""``recsite.training.train_arm`` on real Celery workers: a SIGKILL mid-batch, and two workers on one arm.
+
+Each test uses its own queue name so that workers of concurrent test runs on the
+same Redis never take each other's tasks.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from experiments.models import Click, Impression, ModelCheckpoint
+from experiments.tasks import train_arm
+from tests.support import live
+from tests.support.training_world import traffic_log, world_make
+
+pytestmark = [pytest.mark.e2e]
+
+
+def _queue() -> str:
+    return f"training-test-{uuid.uuid4().hex[:12]}"
+
+
+def _ready(worker: live.LiveProcess) -> bool:
+    if not worker.alive():
+        raise RuntimeError(f"worker exited:\n{worker.output()[-3000:]}")
+    return "ready." in worker.output()
+
+
+def _versions(arm) -> list[ModelCheckpoint]:
+    return list(ModelCheckpoint.objects.filter(arm=arm).order_by("version").defer("state"))
+
+
+def _assert_trained_exactly_once(arm) -> None:
+    """Versions 1..n without gap; each version's id ranges start where the previous ended; every row counted once."""
+    versions = _versions(arm)
+    assert [v.version for v in versions] == list(range(1, len(versions) + 1))
+    prev_cursor = prev_click = 0
+    for v in versions:
+        m = v.metrics
+        assert (m["imp_from"], m["click_from"]) == (prev_cursor, prev_click)
+        assert (m["imp_to"], m["click_to"]) == (v.cursor, v.click_cursor)
+        in_range = Impression.objects.filter(arm=arm, id__gt=m["imp_from"], id__lte=m["imp_to"]).count()
+        clicks = Click.objects.filter(impression__arm=arm, late=False, id__gt=m["click_from"], id__lte=m["click_to"])
+        assert (m["n_impressions"], m["n_clicks"]) == (in_range, clicks.count())
+        prev_cursor, prev_click = v.cursor, v.click_cursor
+    head = versions[-1]
+    n_imps = Impression.objects.filter(arm=arm).count()
+    n_clicks = Click.objects.filter(impression__arm=arm, late=False).count()
+    assert sum(v.metrics["n_impressions"] for v in versions) == n_imps
+    assert sum(v.metrics["n_clicks"] for v in versions) == n_clicks
+    assert head.examples_seen == n_imps + n_clicks
+    assert head.cursor == Impression.objects.filter(arm=arm).order_by("-id").values_list("id", flat=True).first()
+
+
+def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_repeats_nothing(worker_factory):
+    world = world_make(seed=61)
+    traffic_log(world, requests=30, k=5, seed=1)
+    queue = _queue()
+    paused = worker_factory(
+        queues=queue, env=live.live_env({"RECSITE_TEST_TRAIN_PAUSE": "120", "RECSITE_TRAIN_BATCH_ROWS": "64"})
+    )
+    live.wait_until(lambda: _ready(paused), timeout=90, what="the first worker to start")
+
+    train_arm.apply_async(args=[world.arm.id], queue=queue)
+    live.wait_until(lambda: "train_pause_begin" in paused.output(), timeout=60, what="the batch to reach the pause")
+    paused.kill()  # SIGKILL between partial_fit + INSERT and COMMIT
+
+    assert _versions(world.arm) == []
+    traffic_log(world, requests=20, k=5, seed=2)  # traffic goes on while the trainer is down
+    fresh = worker_factory(
+        queues=queue, env=live.live_env({"RECSITE_TRAIN_BATCH_ROWS": "64", "RECSITE_TRAIN_BUDGET_S": "60"})
+    )
+    live.wait_until(lambda: _ready(fresh), timeout=90, what="the second worker to start")
+    last_imp = Impression.objects.filter(arm=world.arm).order_by("-id").values_list("id", flat=True).first()
+
+    def caught_up() -> bool:
+        head = ModelCheckpoint.objects.filter(arm=world.arm).order_by("-version").values_list("cursor", flat=True)
+        if (head.first() or 0) >= last_imp:
+            return True
+        train_arm.apply_async(args=[world.arm.id], queue=queue)
+        return False
+
+    live.wait_until(caught_up, timeout=90, interval=1.0, what="the restarted worker to catch up")
+
+    _assert_trained_exactly_once(world.arm)
+    assert len(_versions(world.arm)) >= 4  # 250 impressions in batches of 64
+
+
+def test_two_workers_never_both_apply_an_update_to_one_arm(worker_factory):
+    world = world_make(seed=62)
+    traffic_log(world, requests=20, k=5, seed=3)
+    queue = _queue()
+    env = live.live_env({"RECSITE_TEST_TRAIN_PAUSE": "4"})
+    first, second = worker_factory(queues=queue, env=env), worker_factory(queues=queue, env=env)
+    live.wait_until(lambda: _ready(first) and _ready(second), timeout=90, what="both workers to start")
+
+    train_arm.apply_async(args=[world.arm.id], queue=queue)
+    live.wait_until(
+        lambda: "train_pause_begin" in first.output() + second.output(), timeout=60, what="one worker holding the arm"
+    )
+    holder, other = (first, second) if "train_pause_begin" in first.output() else (second, first)
+    train_arm.apply_async(args=[world.arm.id], queue=queue)  # the idle worker takes it while the holder commits
+
+    live.wait_until(lambda: "train_locked arm=" in other.output(), timeout=60, what="the second run to back off")
+    live.wait_until(lambda: ModelCheckpoint.objects.filter(arm=world.arm).exists(), timeout=60, what="the commit")
+
+    assert "train_pause_begin" not in other.output()
+    assert "train_step arm=" in holder.output()
+    _assert_trained_exactly_once(world.arm)
+    assert [v.version for v in _versions(world.arm)] == [1]
