@@ -88,11 +88,13 @@ def _cumulative_impressions(snap: Snapshot, arm: str) -> Any:
 
 def _layout(kind: str, arms: Sequence[str], title: str, yaxis: dict[str, Any]) -> dict[str, Any]:
     return {
-        "title": {"text": title},
-        "xaxis": {"title": {"text": "time"}},
+        # Title left, legend right, both above the plot: nothing collides with the date ticks.
+        "title": {"text": title, "x": 0.01, "xanchor": "left"},
+        "xaxis": {},  # type auto-detected: ISO strings give a date axis
         "yaxis": yaxis,
         "hovermode": "x unified",
-        "legend": {"orientation": "h"},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
+        "margin": {"t": 60, "r": 20, "b": 40, "l": 60},
         # Keeps the user's zoom/legend toggles across live redraws.
         "uirevision": kind,
         # Tells the update builder which trace belongs to which arm.
@@ -145,7 +147,7 @@ def build_figure(kind: str, snapshots: Sequence[Snapshot], arms: Sequence[str] |
             trace["y"] = [get(s) for s in snapshots]
             data.append(trace)
     titles = {
-        "ctr": ("CTR per arm (95% interval)", {"title": {"text": "CTR"}, "tickformat": ".2%", "rangemode": "tozero"}),
+        "ctr": ("CTR per arm (95% interval)", {"title": {"text": "CTR"}, "tickformat": ".2%"}),
         "traffic": ("Cumulative impressions per arm", {"title": {"text": "impressions"}, "rangemode": "tozero"}),
         "p_best": ("P(best) per arm", {"title": {"text": "P(best)"}, "range": [0, 1], "tickformat": ".0%"}),
     }
@@ -231,7 +233,7 @@ def learning_curve_figure(
         f"Progressive {metric} per arm",
         {"title": {"text": f"{metric} (before update)"}},
     )
-    layout["xaxis"] = {"title": {"text": "model version" if x == "model_version" else "time"}}
+    layout["xaxis"] = {"title": {"text": "model version"}} if x == "model_version" else {}
     layout["meta"].update({"x": x, "metric": metric})
     return {"data": data, "layout": layout}
 
