@@ -70,9 +70,9 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _interval(est: Estimate, confidence: float, lo: float = -math.inf, hi: float = math.inf) -> list[float]:
+def _interval(est: Estimate, confidence: float, lo: float = -math.inf, hi: float = math.inf) -> list[float] | None:
     if not est.defined:
-        return [math.nan, math.nan]
+        return None
     a, b = est.interval(confidence)
     return [max(a, lo), min(b, hi)]
 

@@ -159,6 +159,21 @@ def test_after_promotion_p_best_stays_at_the_last_comparative_state():
         assert r_after["arms"]["b"][key] == pytest.approx(r_before["arms"]["b"][key], abs=1e-12)
 
 
+def test_report_at_experiment_start_is_valid_and_empty():
+    empty = ClusteredRatioSummary.empty()
+    r = experiment_report({"a": empty, "b": empty}, control="a", weights={"a": 1, "b": 1})
+    json.dumps(r, allow_nan=False)
+    assert [r["arms"]["b"][k] for k in ("ctr", "ctr_ci", "lift", "p_value", "always_valid_p", "p_best")] == [
+        None,
+        None,
+        None,
+        None,
+        1.0,
+        None,
+    ]
+    assert not r["srm"]["alert"]
+
+
 def test_unknown_control_is_rejected(arms):
     with pytest.raises(ValueError):
         experiment_report(arms, control="nope", weights=WEIGHTS)
