@@ -77,6 +77,11 @@ def _interval(est: Estimate, confidence: float, lo: float = -math.inf, hi: float
     return [max(a, lo), min(b, hi)]
 
 
+def _count(value: float) -> int | float:
+    """Counts arrive as floats from SQL sums; show whole numbers as integers."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def _warn(warnings: list[dict[str, Any]], code: str, message: str, arm: str | None = None) -> None:
     warnings.append({"code": code, "arm": arm, "message": message})
 
@@ -147,7 +152,11 @@ def experiment_report(
     per-allocation-period summaries (constant weights within each) — give them
     whenever weights ever changed. ``sequential_state``: the
     ``"sequential_state"`` of the previous tick's report (None on the first).
-    Returns a dict that ``json.dumps(..., allow_nan=False)`` accepts.
+    ``seed``: seeds the P(best) Monte Carlo (same inputs + seed = same output).
+    ``at``: echoed as the snapshot's timestamp for the charts.
+
+    Returns a dict that ``json.dumps(..., allow_nan=False)`` accepts (undefined
+    numbers are None); keys are listed in docs/statistics.md §11.
     """
     if not arms:
         raise ValueError("need at least one arm")
@@ -188,8 +197,8 @@ def experiment_report(
             "weight": float(weights.get(name, 0.0)) / total_w,
             "users": s.n_users,
             "user_share": s.n_users / total_users,
-            "impressions": s.sum_n,
-            "clicks": s.sum_c,
+            "impressions": _count(s.sum_n),
+            "clicks": _count(s.sum_c),
             "ctr": pooled.value,
             "ctr_se": pooled.se,
             "ctr_ci": _interval(pooled, confidence, 0.0, 1.0),
