@@ -1,0 +1,153 @@
+"""Training throughput end to end, as a ratio of the arm's raw ``partial_fit`` rate, per arm kind.
+
+End to end = what ``recsite.training.train_arm`` does per mini-batch: the safe-horizon
+check, the DB read of impressions and clicks with their users and items,
+featurisation, progressive validation (predict), the guarded ``partial_fit``,
+serialising the whole state and writing the checkpoint version. Raw = only
+``partial_fit`` on the same featurised batches, in the same process and run.
+
+Run (drops, creates and migrates its own database):
+
+    .venv/bin/python bench/bench_training.py [--kinds popularity,ftrl_logreg,deep_ctr] [--requests 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _setup(database_url: str) -> None:
+    import psycopg2
+
+    name = database_url.rsplit("/", 1)[1]
+    conn = psycopg2.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], check=True, env=os.environ)
+    import django
+
+    django.setup()
+
+
+def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int) -> dict:
+    import dataclasses
+
+    from experiments.models import ModelCheckpoint
+    from experiments.services import training, training_data
+    from experiments.services.training_config import TrainingConfig
+    from experiments.services.training_data import Horizon
+    from experiments.services.training_feedback import fnw_weights
+    from experiments.serving.arms import arm_build
+    from tests.support.training_world import traffic_log, world_make
+
+    world = world_make(seed=seed, n_users=500, n_items=300, kinds=(kind,))
+    arm = world.arm
+    chunks = 10
+    for c in range(chunks):
+        traffic_log(world, requests=requests // chunks, k=k, seed=seed * 100 + c)
+
+    # Raw: partial_fit alone on the same rows, featurised up front.
+    model = arm_build(kind=kind, params=arm.params, arm_id=arm.id)
+    batches, cursor, click_cursor = [], 0, 0
+    horizon = Horizon(10**15, 10**15, 0.0)
+    while True:
+        rows = training_data.step_rows_read(
+            arm_id=arm.id, cursor=cursor, click_cursor=click_cursor, horizon=horizon, limit=batch_rows
+        )
+        if rows.n == 0:
+            break
+        batch = training_data.step_batch(rows=rows, params=model.params)
+        w = fnw_weights(labels=batch.labels, p=model.predict(batch)).astype("float32")
+        batches.append(dataclasses.replace(batch, sample_weight=w))
+        cursor = rows.impressions[-1]["id"] if rows.impressions else 10**15
+        click_cursor = rows.clicks[-1]["id"] if rows.clicks else 10**15
+    model.partial_fit(batches[0])  # warm-up (tf.function tracing, caches)
+    model = arm_build(kind=kind, params=arm.params, arm_id=arm.id)
+    t0 = time.perf_counter()
+    for b in batches:
+        model.partial_fit(b)
+    raw_s = time.perf_counter() - t0
+    examples = sum(len(b) for b in batches)
+    state_bytes = len(model.to_bytes())
+
+    # End to end through the service, one checkpoint version per mini-batch.
+    config = TrainingConfig(batch_rows=batch_rows, budget_s=3600.0)
+    t0 = time.perf_counter()
+    steps = []
+    while True:
+        run = training.arm_train(arm_id=arm.id, config=config)
+        steps.extend(s for s in run.steps if s.status in ("trained", "rejected"))
+        if not run.steps or run.steps[-1].status == "idle":
+            break
+    e2e_s = time.perf_counter() - t0
+    head = ModelCheckpoint.objects.filter(arm=arm).order_by("-version").values("examples_seen", "version").first()
+
+    def med(key: str) -> float:
+        return round(statistics.median(s.timings_ms.get(key, 0.0) for s in steps), 1)
+
+    return {
+        "kind": kind,
+        "examples": examples,
+        "versions": head["version"],
+        "rejected": sum(1 for s in steps if s.status == "rejected"),
+        "raw_per_s": examples / raw_s,
+        "e2e_per_s": head["examples_seen"] / e2e_s,
+        "ratio": (head["examples_seen"] / e2e_s) / (examples / raw_s),
+        "state_kib": state_bytes / 1024,
+        "read_ms": med("read"),
+        "fit_ms": med("fit"),
+        "serialise_ms": med("serialise"),
+        "write_ms": med("write"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kinds", default="popularity,ftrl_logreg,deep_ctr,neural_bandit")
+    parser.add_argument("--requests", type=int, default=3000, help="recommendation requests logged per arm")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--batch-rows", type=int, default=1024)
+    parser.add_argument("--database-url", default="postgres://127.0.0.1:5432/recsite_bench_training")
+    args = parser.parse_args()
+    _setup(args.database_url)
+
+    from models.registry import arm_class  # noqa: F401  (fails early when the arms are missing)
+
+    print(f"# bench_training  python {platform.python_version()}  cpus {os.cpu_count()}  batch_rows {args.batch_rows}")
+    print(
+        "| arm | examples | versions | raw partial_fit ex/s | end-to-end ex/s | ratio | state KiB "
+        "| read ms | fit ms | serialise ms | write ms |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for i, kind in enumerate(k.strip() for k in args.kinds.split(",") if k.strip()):
+        try:
+            r = bench_kind(kind, requests=args.requests, k=args.k, batch_rows=args.batch_rows, seed=1000 + i)
+        except (KeyError, ValueError) as exc:
+            print(f"| {kind} | skipped: {exc} |")
+            continue
+        print(
+            f"| {r['kind']} | {r['examples']} | {r['versions']} | {r['raw_per_s']:,.0f} | {r['e2e_per_s']:,.0f} "
+            f"| {r['ratio']:.2f} | {r['state_kib']:,.0f} | {r['read_ms']} | {r['fit_ms']} | {r['serialise_ms']} "
+            f"| {r['write_ms']} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
