@@ -1,0 +1,1 @@
+"""One module per arm kind; see models.registry for the kind → class map."""

@@ -1,0 +1,200 @@
+"""The arm interface every kind implements, plus the shared plumbing.
+
+Subclasses implement the ``_``-prefixed hooks; the public methods here validate
+input, compute progressive-validation metrics and handle checkpoints, so every
+kind behaves identically at the edges.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from models import metrics, serialization
+from models.errors import BadBatchError, DivergedUpdateError, StateFormatError
+from models.params import Param
+from models.types import Batch, Context, Ranking, Users
+
+
+class Arm:
+    """Base class. Construct through :func:`models.registry.make_arm`."""
+
+    kind: ClassVar[str] = ""
+    PARAMS: ClassVar[dict[str, Param]] = {}
+    # Shared by every kind, so the Django side can size its arrays uniformly.
+    COMMON: ClassVar[dict[str, Param]] = {
+        "user_dim": Param(8, lo=1, hi=4096, doc="length of the user feature vector"),
+        "item_dim": Param(16, lo=1, hi=4096, doc="length of the item feature vector"),
+        "history_len": Param(10, lo=1, hi=1000, doc="session history length (padded with -1)"),
+    }
+
+    def __init__(self, params: dict[str, Any], seed: int) -> None:
+        # ``params`` arrive validated and complete (the registry sees to that).
+        self.params = dict(params)
+        self.seed = int(seed)
+        self.n_updates = 0
+        self.n_seen = 0.0
+
+    @classmethod
+    def param_spec(cls) -> dict[str, Param]:
+        return {**cls.COMMON, **cls.PARAMS}
+
+    # ----------------------------------------------------------------- rank
+    def rank(self, ctx: Context, k: int, rng: np.random.Generator) -> Ranking:
+        """Choose k of ``ctx``'s candidates, with exploration and exact propensities."""
+        self._check_context(ctx.user_feats[None, :], ctx.item_feats)
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        slates, scores, props = self._rank_many(
+            Users.of(ctx), ctx.item_keys, ctx.item_feats, k, rng, True
+        )
+        assert props is not None
+        return Ranking(slates[0].astype(np.int64), scores[0], props[0])
+
+    def rank_many(
+        self,
+        users: Users,
+        item_keys: np.ndarray,
+        item_feats: np.ndarray,
+        k: int,
+        rng: np.random.Generator,
+        propensities: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Rank one shared candidate set for m users at once (simulators, tests).
+
+        Same randomisation as :meth:`rank` row by row. Returns slates ``[m, k]``,
+        scores ``[m, k]`` and propensities ``[m, k]`` (None if not asked for).
+        """
+        self._check_context(users.feats, item_feats)
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        return self._rank_many(users, item_keys, item_feats, k, rng, propensities)
+
+    def propensity_matrix(self, ctx: Context, k: int) -> np.ndarray:
+        """Exact ``P[i, j]``: probability that candidate i is shown in slot j.
+
+        Rows sum to at most 1, columns to exactly 1 (for j < min(k, n)).
+        """
+        self._check_context(ctx.user_feats[None, :], ctx.item_feats)
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        return self._propensity_matrix(ctx, min(k, ctx.n))
+
+    # -------------------------------------------------------------- predict
+    def predict(self, batch: Batch) -> np.ndarray:
+        """Click probabilities of the batch rows (at ``batch.position``) as float64."""
+        self._check_batch(batch, labelled=False)
+        return np.asarray(self._predict(batch), dtype=np.float64)
+
+    # ---------------------------------------------------------------- learn
+    def partial_fit(self, batch: Batch) -> dict[str, float]:
+        """One online update; metrics of the model *before* the update included.
+
+        Raises BadBatchError (nothing touched) or DivergedUpdateError (state
+        restored exactly).
+        """
+        self._check_batch(batch, labelled=True)
+        assert batch.labels is not None
+        w = batch.weights()
+        if not float(w.sum()) > 0:
+            raise BadBatchError("sample weights sum to zero")
+        p_before, loss, extra = self._fit(batch)
+        if not np.isfinite(loss) or not np.isfinite(p_before).all():
+            # Hooks validate before applying, so this is a last line of defence.
+            raise DivergedUpdateError(f"{self.kind}: non-finite loss {loss}")
+        self.n_updates += 1
+        self.n_seen += float(w.sum())
+        out = {
+            "loss": float(loss),
+            "n": float(len(batch)),
+            "logloss_before": metrics.logloss(batch.labels, p_before, w),
+            "auc_before": metrics.auc(batch.labels, p_before, w),
+            "n_updates": float(self.n_updates),
+        }
+        out.update(extra)
+        return out
+
+    # ---------------------------------------------------------------- state
+    def to_bytes(self) -> bytes:
+        """Whole state (params, weights, optimizer slots, counters) as bytes."""
+        meta = {
+            "kind": self.kind,
+            "params": self.params,
+            "seed": self.seed,
+            "n_updates": self.n_updates,
+            "n_seen": self.n_seen,
+            "extra": self._extra_state(),
+        }
+        return serialization.pack(meta, self._arrays())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Arm:
+        """Rebuild an arm of the kind stored in ``data``."""
+        from models.registry import arm_class
+
+        meta, arrays = serialization.unpack(data)
+        klass = arm_class(meta["kind"]) if cls is Arm else cls
+        if klass.kind != meta["kind"]:
+            raise StateFormatError(f"checkpoint is {meta['kind']!r}, not {klass.kind!r}")
+        arm = klass(meta["params"], meta["seed"])
+        arm.n_updates = int(meta["n_updates"])
+        arm.n_seen = float(meta["n_seen"])
+        arm._load_extra_state(meta["extra"])
+        arm._load_arrays(arrays)
+        return arm
+
+    # ---------------------------------------------------------- validation
+    def _check_context(self, user_feats: np.ndarray, item_feats: np.ndarray) -> None:
+        if user_feats.shape[1] != self.params["user_dim"]:
+            raise BadBatchError(
+                f"user_feats has length {user_feats.shape[1]}, arm expects {self.params['user_dim']}"
+            )
+        if item_feats.shape[1] != self.params["item_dim"]:
+            raise BadBatchError(
+                f"item_feats has length {item_feats.shape[1]}, arm expects {self.params['item_dim']}"
+            )
+
+    def _check_batch(self, batch: Batch, labelled: bool) -> None:
+        if not isinstance(batch, Batch):
+            raise BadBatchError("expected a models.types.Batch")
+        if labelled and batch.labels is None:
+            raise BadBatchError("partial_fit needs labels")
+        self._check_context(batch.user_feats, batch.item_feats)
+        h = self.params["history_len"]
+        if batch.clicked.shape[1] != h or batch.impressed.shape[1] != h:
+            raise BadBatchError(f"history arrays must have length history_len={h}")
+
+    # ---------------------------------------------------------------- hooks
+    def _rank_many(
+        self,
+        users: Users,
+        item_keys: np.ndarray,
+        item_feats: np.ndarray,
+        k: int,
+        rng: np.random.Generator,
+        propensities: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    def _propensity_matrix(self, ctx: Context, k: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _predict(self, batch: Batch) -> np.ndarray:
+        raise NotImplementedError
+
+    def _fit(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, float]]:
+        """Update; return (predictions before the update, loss, extra metrics)."""
+        raise NotImplementedError
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        return None

@@ -1,0 +1,96 @@
+"""Exploration schemes whose marginal propensities are exact and closed-form.
+
+A *slate* is k candidate indices in slot order. ``P[i, j]`` is the probability
+that candidate ``i`` is shown in slot ``j`` under the arm's randomisation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores per row, best first.
+
+    Deterministic for a given input (ties broken by lower index), which is what
+    makes the greedy slate a function of the context and its propensity exact.
+    """
+    n = scores.shape[-1]
+    k = min(k, n)
+    if k < n:
+        part = np.argpartition(-scores, k - 1, axis=-1)[..., :k]
+    else:
+        part = np.broadcast_to(np.arange(n), scores.shape).copy()
+    sub = np.take_along_axis(scores, part, axis=-1)
+    # lexsort: last key is primary -> sort by score desc, then index asc.
+    order = np.lexsort((part, -sub), axis=-1)
+    return np.take_along_axis(part, order, axis=-1)
+
+
+def random_slates(m: int, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """m uniformly random ordered k-subsets of range(n): every (i, j) has prob 1/n."""
+    u = rng.random((m, n))
+    return topk(u, k)
+
+
+def epsilon_greedy(
+    scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slate-level ε-greedy for ``scores [m, n]``.
+
+    With prob 1-ε the greedy slate, else a uniformly random slate, so
+    ``P(i at j) = (1-ε)·1[greedy_j = i] + ε/n`` exactly. Returns (slates, props).
+    """
+    m, n = scores.shape
+    k = min(k, n)
+    greedy = topk(scores, k)
+    explore = rng.random(m) < epsilon
+    slates = greedy.copy()
+    if explore.any():
+        slates[explore] = random_slates(int(explore.sum()), n, k, rng)
+    props = (1.0 - epsilon) * (slates == greedy) + epsilon / n
+    return slates, props
+
+
+def epsilon_greedy_matrix(scores: np.ndarray, k: int, epsilon: float) -> np.ndarray:
+    """Exact ``P [n, k]`` of :func:`epsilon_greedy` for one context's ``scores [n]``."""
+    n = scores.shape[0]
+    k = min(k, n)
+    p = np.full((n, k), epsilon / n)
+    greedy = topk(scores[None, :], k)[0]
+    p[greedy, np.arange(k)] += 1.0 - epsilon
+    return p
+
+
+def ensemble_sample(
+    head_scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thompson sampling over an ensemble of H posterior samples (bootstrapped heads).
+
+    ``head_scores [m, n, H]``. Per row a head is drawn uniformly and its greedy
+    slate shown; with prob ε a uniform random slate instead (full support).
+    ``P(i at j) = (1-ε)·#{h: greedy_h,j = i}/H + ε/n`` exactly.
+    Returns (slates, props, chosen head scores [m, n]).
+    """
+    m, n, n_heads = head_scores.shape
+    k = min(k, n)
+    per_head = topk(np.moveaxis(head_scores, 2, 1), k)  # [m, H, k]
+    heads = rng.integers(0, n_heads, size=m)
+    slates = per_head[np.arange(m), heads]
+    explore = rng.random(m) < epsilon
+    if explore.any():
+        slates[explore] = random_slates(int(explore.sum()), n, k, rng)
+    agree = (per_head == slates[:, None, :]).mean(axis=1)
+    props = (1.0 - epsilon) * agree + epsilon / n
+    return slates, props, head_scores[np.arange(m), :, heads]
+
+
+def ensemble_matrix(head_scores: np.ndarray, k: int, epsilon: float) -> np.ndarray:
+    """Exact ``P [n, k]`` of :func:`ensemble_sample` for one context's ``[n, H]`` scores."""
+    n, n_heads = head_scores.shape
+    k = min(k, n)
+    per_head = topk(head_scores.T, k)  # [H, k]
+    p = np.full((n, k), epsilon / n)
+    for h in range(n_heads):
+        p[per_head[h], np.arange(k)] += (1.0 - epsilon) / n_heads
+    return p
