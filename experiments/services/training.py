@@ -38,6 +38,7 @@ import os
 import socket
 import time
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -144,7 +145,11 @@ def state_compact(raw: bytes) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zout:
         for info in zin.infolist():
-            zout.writestr(info.filename, zin.read(info.filename))
+            data = zin.read(info.filename)
+            # Dense trained weights (embeddings) barely compress: store them, deflate the sparse rest.
+            probe = data[: 1 << 16]
+            dense = len(data) > (1 << 18) and len(zlib.compress(probe, 1)) > 0.8 * len(probe)
+            zout.writestr(info.filename, data, compress_type=zipfile.ZIP_STORED if dense else zipfile.ZIP_DEFLATED)
     packed = out.getvalue()
     return packed if len(packed) < len(raw) else raw
 

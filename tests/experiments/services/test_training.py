@@ -188,3 +188,16 @@ def test_dispatch_queues_at_most_one_run_per_active_arm(settings):
         assert client.llen(queue) == 3
     finally:
         client.delete(queue, *[training._pending_key(a.id) for a in world.arms])
+
+
+def test_a_compacted_checkpoint_restores_to_the_same_arm():
+    from models.base import Arm as ModelArm
+    from models.registry import make_arm
+
+    model = make_arm("popularity", {}, 3)
+    raw = model.to_bytes()
+
+    packed = training.state_compact(raw)
+
+    assert len(packed) < len(raw) / 10
+    assert ModelArm.from_bytes(packed).to_bytes() == raw
