@@ -8,6 +8,7 @@ it into the six sufficient statistics per arm and period (docs/statistics.md).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,8 +16,9 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
+from experiments import charts
 from experiments.models import AllocationEpoch, Arm, ArmUserStat, Experiment, ModelCheckpoint, StatsSnapshot
-from experiments.stats import AllocationPeriod, ClusteredRatioSummary
+from experiments.stats import AllocationPeriod, ClusteredRatioSummary, experiment_report
 
 log = logging.getLogger(__name__)
 
@@ -196,20 +198,62 @@ def history_points(*, experiment: Experiment, limit: int = HISTORY_POINTS) -> li
     rows = (
         StatsSnapshot.objects.filter(experiment=experiment)
         .order_by("-computed_at", "-id")
-        .values_list("payload", flat=True)[:limit]
+        .values_list("payload__point", flat=True)[:limit]
     )
-    return [payload["point"] for payload in reversed(list(rows)) if "point" in payload]
+    return [point for point in reversed(list(rows)) if point]
+
+
+def learning_points(point: dict) -> list[dict]:
+    """A history point as progressive-validation points for the learning-curve chart."""
+    return [
+        {"arm": arm, "at": point["at"], "model_version": row.get("model_version"), "logloss": row.get("logloss")}
+        for arm, row in point["arms"].items()
+    ]
+
+
+def dashboard_figures(history: list[dict], arms: list[str]) -> dict[str, dict]:
+    """Every chart of the dashboard drawn from the history points (what a new browser draws)."""
+    figures = charts.dashboard_figures(history, arms)
+    figures["learning"] = charts.learning_curve_figure(
+        [lp for point in history for lp in learning_points(point)], arms, x="at"
+    )
+    return figures
+
+
+def figure_updates(point: dict, arms: list[str]) -> dict[str, dict]:
+    """The ``extendTraces`` payloads that add ``point`` to every chart."""
+    updates = charts.snapshot_update(point, arms)
+    updates["learning"] = charts.learning_curve_update(learning_points(point), arms, x="at")
+    return updates
 
 
 def dashboard_state(*, experiment: Experiment) -> dict:
-    """What a dashboard that connects now must see: the latest numbers and the chart history."""
+    """What a dashboard that connects now must see: the latest numbers, the chart history and figures."""
     latest = snapshot_latest(experiment=experiment)
+    history = history_points(experiment=experiment)
+    arms = latest.payload["report"]["arm_order"] if latest else [a.name for a in experiment_arms(experiment=experiment)]
     return {
         "type": "snapshot",
         "experiment": experiment.slug,
         "stats": latest.payload if latest else None,
-        "history": history_points(experiment=experiment),
+        "history": history,
+        "figures": dashboard_figures(history, arms),
     }
+
+
+def _figure_apply(figure: dict, update: dict, *, replace_last: bool, limit: int) -> dict:
+    """``Plotly.extendTraces`` with ``maxPoints``, or an overwrite of each trace's last point."""
+    fig = charts.apply_update(figure, update)
+    if replace_last:
+        # The thinned history overwrote its newest row: drop the point that this one replaces.
+        for key, columns in update["data"].items():
+            for trace_index, values in zip(update["traces"], columns, strict=True):
+                series = fig["data"][trace_index][key]
+                if len(series) > len(values):
+                    del series[-len(values) - 1]
+    for trace in fig["data"]:
+        trace["x"], trace["y"] = trace["x"][-limit:], trace["y"][-limit:]
+    return fig
 
 
 def dashboard_state_apply(state: dict, event: dict, *, limit: int = HISTORY_POINTS) -> dict:
@@ -225,12 +269,24 @@ def dashboard_state_apply(state: dict, event: dict, *, limit: int = HISTORY_POIN
     if current and event["stats"]["seq"] <= current.get("seq", 0):
         # Published between the group join and the snapshot read: already in the snapshot.
         return state
+    replace = bool(event.get("replaces_last")) and bool(state.get("history"))
     history = list(state.get("history", []))
-    if event.get("replaces_last") and history:
+    if replace:
         history[-1] = event["stats"]["point"]
     else:
         history.append(event["stats"]["point"])
-    return {**state, "stats": event["stats"], "history": history[-limit:]}
+    history = history[-limit:]
+    arms = event["stats"]["report"]["arm_order"]
+    figures = state.get("figures") or {}
+    if any(fig["layout"]["meta"]["arms"] != arms for fig in figures.values()) or set(figures) != set(event["figure_updates"]):
+        # The browser reconnects for a fresh snapshot when the set of arms changes.
+        figures = dashboard_figures(history, arms)
+    else:
+        figures = {
+            kind: _figure_apply(fig, event["figure_updates"][kind], replace_last=replace, limit=limit)
+            for kind, fig in figures.items()
+        }
+    return {**state, "stats": event["stats"], "history": history, "figures": figures}
 
 
 def experiments_for_dashboard() -> list[Experiment]:
@@ -239,3 +295,169 @@ def experiments_for_dashboard() -> list[Experiment]:
 
 def experiment_arms(*, experiment: Experiment) -> list[Arm]:
     return list(Arm.objects.filter(experiment=experiment).order_by("id"))
+
+
+RESULT_FIELDS = (
+    "arm", "is_control", "status", "health", "weight", "users", "impressions", "clicks",
+    "ctr", "ctr_ci_low", "ctr_ci_high", "lift", "lift_ci_low", "lift_ci_high", "p_value", "p_value_holm",
+    "always_valid_p", "always_valid_p_holm", "p_best", "expected_loss", "model_version",
+    "seconds_since_update", "logloss", "auc",
+)
+
+
+def _pair(value: list | None) -> tuple:
+    return (value[0], value[1]) if value else (None, None)
+
+
+def results_rows(payload: dict) -> list[dict]:
+    """Per-arm results as flat rows (the CSV/JSON export and the stats API)."""
+    report = payload["report"]
+    rows = []
+    for name in report["arm_order"]:
+        r, meta = report["arms"][name], payload["arms"].get(name, {})
+        ctr_lo, ctr_hi = _pair(r.get("ctr_ci"))
+        lift_lo, lift_hi = _pair(r.get("lift_ci"))
+        rows.append(
+            {
+                "arm": name,
+                "is_control": r["is_control"],
+                "status": meta.get("status"),
+                "health": meta.get("health"),
+                "weight": r["weight"],
+                "users": r["users"],
+                "impressions": r["impressions"],
+                "clicks": r["clicks"],
+                "ctr": r["ctr"],
+                "ctr_ci_low": ctr_lo,
+                "ctr_ci_high": ctr_hi,
+                "lift": r.get("lift"),
+                "lift_ci_low": lift_lo,
+                "lift_ci_high": lift_hi,
+                "p_value": r.get("p_value"),
+                "p_value_holm": r.get("p_value_holm"),
+                "always_valid_p": r.get("always_valid_p"),
+                "always_valid_p_holm": r.get("always_valid_p_holm"),
+                "p_best": r.get("p_best"),
+                "expected_loss": r.get("expected_loss"),
+                "model_version": meta.get("model_version"),
+                "seconds_since_update": meta.get("seconds_since_update"),
+                "logloss": meta.get("logloss"),
+                "auc": meta.get("auc"),
+            }
+        )
+    return rows
+
+
+def results(payload: dict) -> dict:
+    """The experiment's results document: what ``GET /api/v1/experiments/<slug>/stats`` returns."""
+    report = payload["report"]
+    return {
+        "experiment": payload["experiment"],
+        "computed_at": payload["computed_at"],
+        "seq": payload["seq"],
+        "control": report["control"],
+        "alpha": report["alpha"],
+        "arms": results_rows(payload),
+        "srm": {"p_value": report["srm"]["p_value"], "alert": report["srm"]["alert"]},
+        "warnings": report["warnings"],
+    }
+
+
+WEAK_EVIDENCE_P = 0.05
+
+
+def arm_evidence(payload: dict, arm: str) -> dict:
+    """The numbers a promotion is confirmed against, and why the evidence may be weak."""
+    report = payload["report"]
+    row = next(r for r in results_rows(payload) if r["arm"] == arm)
+    weak: list[str] = []
+    p = row["always_valid_p"]
+    if row["is_control"]:
+        others = [r["always_valid_p"] for r in results_rows(payload) if not r["is_control"]]
+        if not others or all(o is None or o >= WEAK_EVIDENCE_P for o in others):
+            weak.append("No arm differs from the control with always-valid p < 0.05.")
+    elif p is None or p >= WEAK_EVIDENCE_P:
+        weak.append(f"Always-valid p = {'n/a' if p is None else f'{p:.3g}'} is not below 0.05: the lift may be noise.")
+    if report["srm"]["alert"]:
+        weak.append(f"Sample-ratio mismatch (p = {report['srm']['p_value']:.2g}): the traffic split is broken.")
+    for w in report["warnings"]:
+        if w["code"] == "few_data" and w.get("arm") == arm:
+            weak.append(w["message"])
+    return {"row": row, "weak": weak, "computed_at": payload["computed_at"]}
+
+
+def _point(report: dict, *, at: str, freshness: dict) -> dict:
+    """The compact per-tick record the charts plot (CTR band, traffic, P(best), logloss)."""
+    return {
+        "at": at,
+        "arms": {
+            name: {
+                "ctr": row["ctr"],
+                "ctr_ci": row["ctr_ci"],
+                "impressions": row["impressions"],
+                "clicks": row["clicks"],
+                "p_best": row["p_best"],
+                "logloss": (freshness.get(name) or {}).get("logloss"),
+                "model_version": (freshness.get(name) or {}).get("model_version"),
+            }
+            for name, row in report["arms"].items()
+        },
+    }
+
+
+def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, now=None) -> dict:
+    """The full payload of one tick (pure read; no writes)."""
+    started = time.perf_counter()
+    now = now or timezone.now()
+    arms = experiment_arms(experiment=experiment)
+    if not arms:
+        raise ValueError(f"experiment {experiment.slug} has no arms")
+    inputs = experiment_stats_inputs(experiment=experiment, arms=arms)
+    at = now.isoformat()
+    report = experiment_report(
+        inputs.arms,
+        control=inputs.control,
+        weights=inputs.weights,
+        periods=inputs.periods,
+        sequential_state=(previous or {}).get("report", {}).get("sequential_state"),
+        seed=experiment.id,
+        at=at,
+    )
+    freshness = arm_freshness(arms=arms, now=now)
+    arm_meta = {
+        arm.name: {
+            "id": arm.id,
+            "kind": arm.kind,
+            "status": arm.status,
+            "health": arm.health,
+            "health_reason": arm.health_reason,
+            "weight": arm.weight,
+            "is_winner": arm.id == experiment.winner_id,
+            **freshness.get(arm.name, {}),
+        }
+        for arm in arms
+    }
+    compute_ms = (time.perf_counter() - started) * 1000
+    return {
+        "experiment": {
+            "slug": experiment.slug,
+            "name": experiment.name,
+            "status": experiment.status,
+            "winner": next((a.name for a in arms if a.id == experiment.winner_id), None),
+            "allocation_epoch": experiment.allocation_epoch,
+        },
+        "computed_at": at,
+        "seq": int((previous or {}).get("seq", 0)) + 1,
+        "compute_ms": round(compute_ms, 1),
+        "report": report,
+        "arms": arm_meta,
+        "point": _point(report, at=at, freshness=freshness),
+    }
+
+
+def experiment_payload_current(*, experiment: Experiment, max_age_s: float = 5.0) -> dict:
+    """The latest tick's payload, or a freshly computed one (not stored) when none is recent."""
+    latest = snapshot_latest(experiment=experiment)
+    if latest is not None and (timezone.now() - latest.computed_at).total_seconds() <= max_age_s:
+        return latest.payload
+    return experiment_stats_payload(experiment=experiment, previous=latest.payload if latest else None)

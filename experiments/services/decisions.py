@@ -71,7 +71,7 @@ def experiment_state(*, experiment: Experiment, arms: list[Arm]) -> dict:
 def _evidence(experiment: Experiment) -> dict:
     """The full statistics at the moment of the decision (computed now, continuing the live state)."""
     latest = stats_selectors.snapshot_latest(experiment=experiment)
-    return stats_services.stats_compute(experiment=experiment, previous=latest.payload if latest else None)
+    return stats_selectors.experiment_stats_payload(experiment=experiment, previous=latest.payload if latest else None)
 
 
 def _commit_change(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from datetime import timedelta
 
 from django.db import transaction
@@ -12,7 +11,6 @@ from django.utils import timezone
 from experiments import realtime
 from experiments.models import AllocationEpoch, Experiment, StatsSnapshot
 from experiments.selectors import stats as stats_selectors
-from experiments.stats import experiment_report
 
 log = logging.getLogger(__name__)
 
@@ -35,74 +33,6 @@ def allocation_epoch_record(*, experiment: Experiment, weights: dict[str, float]
     return row
 
 
-def _point(report: dict, *, at: str, freshness: dict) -> dict:
-    """The compact per-tick record the charts plot (CTR band, traffic, P(best), logloss)."""
-    return {
-        "t": at,
-        "arms": {
-            name: {
-                "ctr": row["ctr"],
-                "ctr_ci": row["ctr_ci"],
-                "impressions": row["impressions"],
-                "clicks": row["clicks"],
-                "p_best": row["p_best"],
-                "logloss": (freshness.get(name) or {}).get("logloss"),
-            }
-            for name, row in report["arms"].items()
-        },
-    }
-
-
-def stats_compute(*, experiment: Experiment, previous: dict | None, now=None) -> dict:
-    """The full payload of one tick (pure read; no writes)."""
-    started = time.perf_counter()
-    now = now or timezone.now()
-    arms = stats_selectors.experiment_arms(experiment=experiment)
-    if not arms:
-        raise ValueError(f"experiment {experiment.slug} has no arms")
-    inputs = stats_selectors.experiment_stats_inputs(experiment=experiment, arms=arms)
-    at = now.isoformat()
-    report = experiment_report(
-        inputs.arms,
-        control=inputs.control,
-        weights=inputs.weights,
-        periods=inputs.periods,
-        sequential_state=(previous or {}).get("report", {}).get("sequential_state"),
-        seed=experiment.id,
-        at=at,
-    )
-    freshness = stats_selectors.arm_freshness(arms=arms, now=now)
-    arm_meta = {
-        arm.name: {
-            "id": arm.id,
-            "kind": arm.kind,
-            "status": arm.status,
-            "health": arm.health,
-            "health_reason": arm.health_reason,
-            "weight": arm.weight,
-            "is_winner": arm.id == experiment.winner_id,
-            **freshness.get(arm.name, {}),
-        }
-        for arm in arms
-    }
-    compute_ms = (time.perf_counter() - started) * 1000
-    return {
-        "experiment": {
-            "slug": experiment.slug,
-            "name": experiment.name,
-            "status": experiment.status,
-            "winner": next((a.name for a in arms if a.id == experiment.winner_id), None),
-            "allocation_epoch": experiment.allocation_epoch,
-        },
-        "computed_at": at,
-        "seq": int((previous or {}).get("seq", 0)) + 1,
-        "compute_ms": round(compute_ms, 1),
-        "report": report,
-        "arms": arm_meta,
-        "point": _point(report, at=at, freshness=freshness),
-    }
-
-
 def stats_tick(*, experiment_id: int) -> dict:
     """Computes, stores (thinned) and, after commit, publishes one tick; returns the published event.
 
@@ -117,7 +47,7 @@ def stats_tick(*, experiment_id: int) -> dict:
         last_two = stats_selectors.snapshot_last_two(experiment=experiment)
         previous = last_two[0].payload if last_two else None
         now = timezone.now()
-        payload = stats_compute(experiment=experiment, previous=previous, now=now)
+        payload = stats_selectors.experiment_stats_payload(experiment=experiment, previous=previous, now=now)
         replaces_last = len(last_two) == 2 and (
             last_two[0].computed_at - last_two[1].computed_at < timedelta(seconds=SNAPSHOT_SPACING_S)
         )
@@ -128,7 +58,13 @@ def stats_tick(*, experiment_id: int) -> dict:
             head.save(update_fields=["computed_at", "payload"])
         else:
             StatsSnapshot.objects.create(experiment=experiment, computed_at=now, payload=payload)
-        event = {"type": "stats", "experiment": experiment.slug, "replaces_last": replaces_last, "stats": payload}
+        event = {
+            "type": "stats",
+            "experiment": experiment.slug,
+            "replaces_last": replaces_last,
+            "stats": payload,
+            "figure_updates": stats_selectors.figure_updates(payload["point"], payload["report"]["arm_order"]),
+        }
         slug = experiment.slug
         transaction.on_commit(lambda: realtime.publish(slug, event))
     log.info(

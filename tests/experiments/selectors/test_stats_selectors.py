@@ -69,12 +69,34 @@ def test_stats_inputs_total_is_sum_of_periods_and_weights_follow_status():
     assert inputs.periods[1].assigned == {"treat": 1}
 
 
-def test_dashboard_state_apply_skips_events_already_in_the_snapshot():
-    state = {"type": "snapshot", "stats": {"seq": 5, "point": {"t": "5"}}, "history": [{"t": "4"}, {"t": "5"}]}
-    old = {"type": "stats", "replaces_last": False, "stats": {"seq": 5, "point": {"t": "5"}}}
-    new = {"type": "stats", "replaces_last": True, "stats": {"seq": 6, "point": {"t": "6"}}}
+def test_snapshot_plus_events_equals_a_fresh_snapshot_across_thinning():
+    from experiments.services import stats as stats_services
 
-    after = stats_selectors.dashboard_state_apply(stats_selectors.dashboard_state_apply(state, old), new)
+    experiment, (control, treat) = make_experiment()
+    add_rollup(arm=control, impressions=[5, 6, 7], clicks=[1, 0, 2])
+    stats_services.stats_tick(experiment_id=experiment.id)
+    state = stats_selectors.dashboard_state(experiment=experiment)
+    events = []
+    for i in range(4):
+        add_rollup(arm=treat, impressions=[3 + i], clicks=[1], prefix=f"tick{i}")
+        events.append(stats_services.stats_tick(experiment_id=experiment.id))
+    for event in events:
+        state = stats_selectors.dashboard_state_apply(state, event)
 
-    assert after["history"] == [{"t": "4"}, {"t": "6"}]
-    assert after["stats"]["seq"] == 6
+    fresh = stats_selectors.dashboard_state(experiment=experiment)
+
+    assert [e["replaces_last"] for e in events] == [False, True, True, True]
+    assert state == fresh
+    assert len(fresh["history"]) == 2
+    assert fresh["figures"]["ctr"]["data"][2]["y"][-1] == pytest.approx(3 / 18)
+
+
+def test_an_event_already_in_the_snapshot_is_skipped():
+    from experiments.services import stats as stats_services
+
+    experiment, (control, _) = make_experiment()
+    add_rollup(arm=control, impressions=[5], clicks=[1])
+    event = stats_services.stats_tick(experiment_id=experiment.id)
+    state = stats_selectors.dashboard_state(experiment=experiment)
+
+    assert stats_selectors.dashboard_state_apply(state, event) == state

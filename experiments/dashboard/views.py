@@ -1,0 +1,174 @@
+"""Dashboard pages: live experiment view, confirmation pages for traffic decisions, audit log, exports.
+
+Thin: reads come from ``selectors.stats``, writes go through ``services.decisions``
+(which checks the promote_arm permission again, so no page can skip it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from experiments.dashboard.forms import DecisionForm, ReweightForm
+from experiments.models import Arm, Decision, Experiment
+from experiments.selectors import stats as stats_selectors
+from experiments.services import decisions as decision_services
+
+ARM_ACTIONS = {
+    "promote": ("Promote", decision_services.arm_promote),
+    "pause": ("Pause", decision_services.arm_pause),
+    "resume": ("Resume", decision_services.arm_resume),
+    "reweight": ("Re-weight", decision_services.arm_reweight),
+}
+
+
+def can_decide(user) -> bool:
+    return bool(user.is_authenticated and user.is_staff and user.has_perm(decision_services.PERMISSION))
+
+
+def _require_decider(request: HttpRequest) -> None:
+    if not can_decide(request.user):
+        raise PermissionDenied("Only staff with the promote_arm permission can change traffic.")
+
+
+@login_required
+def experiment_list(request: HttpRequest) -> HttpResponse:
+    experiments = stats_selectors.experiments_for_dashboard()
+    if len(experiments) == 1:
+        return redirect("dashboard:detail", slug=experiments[0].slug)
+    return render(request, "dashboard/list.html", {"experiments": experiments})
+
+
+@login_required
+def experiment_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    experiment = get_object_or_404(Experiment, slug=slug)
+    arms = stats_selectors.experiment_arms(experiment=experiment)
+    allowed = can_decide(request.user)
+    config = {
+        "slug": experiment.slug,
+        "wsPath": f"/ws/experiments/{experiment.slug}/",
+        "canDecide": allowed,
+        "armActionUrl": reverse("dashboard:arm_decide", args=[experiment.slug, 0, "ACTION"]),
+        "armIds": {arm.name: arm.id for arm in arms},
+    }
+    return render(
+        request,
+        "dashboard/detail.html",
+        {"experiment": experiment, "arms": arms, "can_decide": allowed, "config": config},
+    )
+
+
+@login_required
+def audit(request: HttpRequest, slug: str) -> HttpResponse:
+    experiment = get_object_or_404(Experiment, slug=slug)
+    decisions = list(Decision.objects.filter(experiment=experiment).select_related("user", "arm"))
+    rows = []
+    for d in decisions:
+        snap = d.stats_snapshot or {}
+        arm_row = (snap.get("report", {}).get("arms", {}) or {}).get(d.arm.name) if d.arm else None
+        rows.append({"decision": d, "arm_row": arm_row, "srm": (snap.get("report", {}).get("srm") or {}).get("alert")})
+    return render(
+        request,
+        "dashboard/audit.html",
+        {"experiment": experiment, "rows": rows, "can_decide": can_decide(request.user)},
+    )
+
+
+@login_required
+def export_json(request: HttpRequest, slug: str) -> HttpResponse:
+    experiment = get_object_or_404(Experiment, slug=slug)
+    doc = stats_selectors.results(stats_selectors.experiment_payload_current(experiment=experiment))
+    response = JsonResponse(doc, json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = f'attachment; filename="{slug}-results.json"'
+    return response
+
+
+@login_required
+def export_csv(request: HttpRequest, slug: str) -> HttpResponse:
+    experiment = get_object_or_404(Experiment, slug=slug)
+    payload = stats_selectors.experiment_payload_current(experiment=experiment)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{slug}-results.csv"'
+    writer = csv.DictWriter(response, fieldnames=["computed_at", *stats_selectors.RESULT_FIELDS])
+    writer.writeheader()
+    for row in stats_selectors.results_rows(payload):
+        writer.writerow({"computed_at": payload["computed_at"], **{k: "" if v is None else v for k, v in row.items()}})
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def arm_decide(request: HttpRequest, slug: str, arm_id: int, action: str) -> HttpResponse:
+    """GET: the confirmation page with the current numbers; POST: the decision itself."""
+    _require_decider(request)
+    if action not in ARM_ACTIONS:
+        return HttpResponse(status=404)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    arm = get_object_or_404(Arm, pk=arm_id, experiment=experiment)
+    label, service = ARM_ACTIONS[action]
+    form_class = ReweightForm if action == "reweight" else DecisionForm
+    form = form_class(request.POST or None, initial={"weight": arm.weight})
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        kwargs = {"weight": form.cleaned_data["weight"]} if action == "reweight" else {}
+        try:
+            decision = (
+                service(experiment=experiment, arm=arm, user=request.user, reason=form.cleaned_data["reason"])
+                if action == "promote"
+                else service(arm=arm, user=request.user, reason=form.cleaned_data["reason"], **kwargs)
+            )
+        except decision_services.DecisionError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            status = exc.status
+        else:
+            messages.success(request, f"{label} {arm.name}: recorded as decision #{decision.id}.")
+            return redirect("dashboard:detail", slug=experiment.slug)
+    elif request.method == "POST":
+        status = 400
+    payload = stats_selectors.experiment_payload_current(experiment=experiment)
+    evidence = stats_selectors.arm_evidence(payload, arm.name)
+    context = {
+        "experiment": experiment,
+        "arm": arm,
+        "action": action,
+        "label": label,
+        "form": form,
+        "evidence": evidence,
+        "show_weak": action == "promote",
+    }
+    return render(request, "dashboard/confirm.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> HttpResponse:
+    _require_decider(request)
+    decision = get_object_or_404(Decision, pk=decision_id, experiment__slug=slug)
+    form = DecisionForm(request.POST or None, initial={"reason": f"Roll back decision #{decision.id}"})
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            new = decision_services.decision_rollback(decision=decision, user=request.user, reason=form.cleaned_data["reason"])
+        except decision_services.DecisionError as exc:
+            form.add_error(None, exc.message)
+            status = exc.status
+        else:
+            messages.success(request, f"Rolled back decision #{decision.id} as decision #{new.id}.")
+            return redirect("dashboard:audit", slug=slug)
+    elif request.method == "POST":
+        status = 400
+    restore = json.dumps(decision.previous_state, indent=2, sort_keys=True)
+    return render(
+        request,
+        "dashboard/rollback.html",
+        {"experiment": decision.experiment, "decision": decision, "form": form, "restore": restore},
+        status=status,
+    )

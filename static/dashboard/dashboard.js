@@ -1,0 +1,220 @@
+/* Live experiment dashboard: a snapshot on connect, then stats events; reconnects with backoff.
+ *
+ * The fold of events into the snapshot mirrors experiments.selectors.stats.dashboard_state_apply,
+ * which the server tests prove equal to a fresh snapshot.
+ */
+(function () {
+  "use strict";
+
+  const config = JSON.parse(document.getElementById("dashboard-config").textContent);
+  const HISTORY_POINTS = 720;
+  const KINDS = ["ctr", "traffic", "p_best", "learning"];
+  const BACKOFF_MS = 500;
+  const BACKOFF_MAX_MS = 15000;
+
+  const debug = { messages: 0, snapshots: 0, reconnects: 0, lastSeq: 0 };
+  window.recsiteDashboard = debug;
+
+  let state = null;
+  let historyLength = 0;
+  let socket = null;
+  let attempt = 0;
+
+  const $ = (id) => document.getElementById(id);
+  const isNum = (v) => typeof v === "number" && isFinite(v);
+  const pct = (v, d = 2) => (isNum(v) ? (v * 100).toFixed(d) + "%" : "—");
+  const signed = (v, d = 1) => (isNum(v) ? (v >= 0 ? "+" : "") + (v * 100).toFixed(d) + "%" : "—");
+  const pval = (v) => (isNum(v) ? (v < 0.001 ? "<0.001" : v.toFixed(3)) : "—");
+  const int = (v) => (isNum(v) ? Math.round(v).toLocaleString("en-US") : "—");
+  const num = (v, d = 3) => (isNum(v) ? v.toFixed(d) : "—");
+  const secs = (v) => (isNum(v) ? (v < 90 ? v.toFixed(0) + " s" : (v / 60).toFixed(0) + " min") : "—");
+
+  function setStatus(kind, text) {
+    const el = $("ws-status");
+    el.dataset.state = kind;
+    el.textContent = text;
+  }
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function actionLink(armName, action, label) {
+    const url = config.armActionUrl.replace("/0/", "/" + config.armIds[armName] + "/").replace("ACTION", action);
+    return el("a", { href: url, class: "action " + action, "data-action": action }, label);
+  }
+
+  function renderTable(stats) {
+    const report = stats.report;
+    const tbody = $("arms-table").querySelector("tbody");
+    const rows = [];
+    for (const name of report.arm_order) {
+      const r = report.arms[name];
+      const m = stats.arms[name] || {};
+      const tr = el("tr", { "data-arm": name, class: (m.is_winner ? "winner " : "") + (m.status || "") });
+      const cells = [
+        ["name", name + (r.is_control ? " (control)" : "") + (m.is_winner ? " ★" : "")],
+        ["status", m.status || "—"],
+        ["weight", pct(r.weight, 0)],
+        ["impressions", int(r.impressions)],
+        ["clicks", int(r.clicks)],
+        ["ctr", pct(r.ctr) + (r.ctr_ci ? " ± " + pct((r.ctr_ci[1] - r.ctr_ci[0]) / 2) : "")],
+        ["lift", r.is_control ? "—" : signed(r.lift) + (r.lift_ci ? " [" + signed(r.lift_ci[0]) + ", " + signed(r.lift_ci[1]) + "]" : "")],
+        ["always_valid_p", r.is_control ? "—" : pval(r.always_valid_p) + " (" + pval(r.always_valid_p_holm) + ")"],
+        ["p_best", pct(r.p_best, 1)],
+        ["expected_loss", pct(r.expected_loss, 3)],
+        ["model_version", m.model_version === undefined || m.model_version === null ? "—" : "v" + m.model_version],
+        ["freshness", secs(m.seconds_since_update) + (isNum(m.serving_lag_s) ? " · lag " + m.serving_lag_s.toFixed(1) + " s" : "")],
+        ["logloss", num(m.logloss) + " / " + num(m.auc)],
+        ["health", m.health || "—"],
+      ];
+      for (const [field, text] of cells) {
+        const td = el("td", { "data-field": field }, text);
+        if (field === "ctr") td.dataset.value = isNum(r.ctr) ? String(r.ctr) : "";
+        if (field === "health" && m.health === "unhealthy") { td.className = "flag"; td.title = m.health_reason || ""; }
+        if (field === "always_valid_p" && r.significant_sequential) td.className = "good";
+        tr.appendChild(td);
+      }
+      if (config.canDecide) {
+        const td = el("td", { class: "actions" });
+        if (stats.experiment.status === "running" && m.status === "active") td.appendChild(actionLink(name, "promote", "promote"));
+        if (!m.is_winner) {
+          td.appendChild(m.status === "paused" ? actionLink(name, "resume", "resume") : actionLink(name, "pause", "pause"));
+        }
+        td.appendChild(actionLink(name, "reweight", "weight"));
+        tr.appendChild(td);
+      }
+      rows.push(tr);
+    }
+    tbody.replaceChildren(...rows);
+
+    const exp = stats.experiment;
+    $("exp-status").textContent = exp.status + (exp.winner ? " · winner " + exp.winner : "");
+    $("computed-at").textContent = "as of " + new Date(stats.computed_at).toLocaleTimeString();
+    $("compute-ms").textContent = isNum(stats.compute_ms) ? stats.compute_ms.toFixed(0) : "—";
+    const srm = report.srm;
+    const srmEl = $("srm");
+    srmEl.textContent = srm.alert ? "MISMATCH (p = " + pval(srm.p_value) + ")" : "ok (p = " + pval(srm.p_value) + ")";
+    srmEl.className = srm.alert ? "flag" : "";
+    $("periods").textContent = report.comparison.method + ", " + report.comparison.used + "/" + report.comparison.count;
+
+    const banners = $("banners");
+    const seen = new Set();
+    const items = [];
+    for (const w of report.warnings) {
+      const key = w.code + ":" + w.message;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      items.push(el("li", { class: w.code === "srm" ? "flag" : "", "data-code": w.code }, (w.arm ? w.arm + ": " : "") + w.message));
+    }
+    const list = el("ul", { class: "warnings" });
+    list.replaceChildren(...items);
+    banners.replaceChildren(...(items.length ? [list] : []));
+  }
+
+  function chartDiv(kind) {
+    return $("chart-" + kind);
+  }
+
+  function drawFigures(figures) {
+    for (const kind of KINDS) {
+      const fig = figures[kind];
+      if (!fig) continue;
+      Plotly.react(chartDiv(kind), fig.data, fig.layout, { responsive: true, displaylogo: false });
+    }
+  }
+
+  function figureArms() {
+    const gd = chartDiv("ctr");
+    return gd && gd.layout && gd.layout.meta ? gd.layout.meta.arms : null;
+  }
+
+  function applyUpdates(updates, replaceLast, seq) {
+    for (const kind of KINDS) {
+      const u = updates[kind];
+      const gd = chartDiv(kind);
+      if (!u || !gd || !gd.data) continue;
+      if (replaceLast) {
+        // The server overwrote its newest history row: overwrite our newest point too.
+        u.traces.forEach((traceIndex, i) => {
+          for (const key of Object.keys(u.data)) {
+            const series = gd.data[traceIndex][key];
+            const values = u.data[key][i];
+            series.splice(series.length - values.length, values.length, ...values);
+          }
+        });
+        gd.layout.datarevision = seq;
+        Plotly.react(gd, gd.data, gd.layout);
+      } else {
+        Plotly.extendTraces(gd, u.data, u.traces, HISTORY_POINTS);
+      }
+    }
+  }
+
+  function onSnapshot(msg) {
+    debug.snapshots += 1;
+    state = msg;
+    historyLength = msg.history.length;
+    drawFigures(msg.figures);
+    if (msg.stats) {
+      renderTable(msg.stats);
+      debug.lastSeq = msg.stats.seq;
+    }
+  }
+
+  function onStats(msg) {
+    const current = state && state.stats;
+    if (current && msg.stats.seq <= current.seq) return; // already in the snapshot
+    const arms = figureArms();
+    if (!arms || JSON.stringify(arms) !== JSON.stringify(msg.stats.report.arm_order)) {
+      socket.close(4000, "arms changed"); // a fresh snapshot redraws every figure
+      return;
+    }
+    const replace = msg.replaces_last && historyLength > 0;
+    if (!replace) historyLength = Math.min(historyLength + 1, HISTORY_POINTS);
+    applyUpdates(msg.figure_updates, replace, msg.stats.seq);
+    state.stats = msg.stats;
+    debug.lastSeq = msg.stats.seq;
+    renderTable(msg.stats);
+  }
+
+  function onDecision(msg) {
+    const d = msg.decision;
+    const banner = el("p", { class: "notice", "data-testid": "decision-notice" },
+      "Decision #" + d.id + ": " + d.action + (d.arm ? " " + d.arm : "") + " by " + d.user);
+    $("banners").prepend(banner);
+  }
+
+  function connect() {
+    const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + window.location.host + config.wsPath);
+    setStatus("connecting", "connecting…");
+    socket.onopen = () => {
+      attempt = 0;
+      setStatus("live", "live");
+    };
+    socket.onmessage = (event) => {
+      debug.messages += 1;
+      const msg = JSON.parse(event.data);
+      if (msg.type === "snapshot") onSnapshot(msg);
+      else if (msg.type === "stats") onStats(msg);
+      else if (msg.type === "decision") onDecision(msg);
+    };
+    socket.onclose = (event) => {
+      if (event.code === 4401) {
+        window.location.assign("/accounts/login/?next=" + encodeURIComponent(window.location.pathname));
+        return;
+      }
+      const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MS * 2 ** attempt) * (0.8 + 0.4 * Math.random());
+      attempt += 1;
+      debug.reconnects += 1;
+      setStatus("reconnecting", "reconnecting in " + (delay / 1000).toFixed(1) + " s");
+      window.setTimeout(connect, delay);
+    };
+  }
+
+  connect();
+})();

@@ -1,0 +1,115 @@
+"""Traffic decisions: permission, audit record with evidence and previous state, epoch bump, rollback."""
+
+import pytest
+
+from experiments.models import AllocationEpoch, Arm, Decision, Experiment
+from experiments.services import decisions
+from tests.experiments.stats_support import add_rollup, make_experiment, make_login
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def setup():
+    experiment, arms = make_experiment(arms=("control", "treat", "third"))
+    add_rollup(arm=arms[0], impressions=[10, 12, 9], clicks=[1, 2, 0])
+    add_rollup(arm=arms[1], impressions=[11, 8], clicks=[3, 2])
+    admin = make_login(username="boss", promoter=True)
+    return experiment, arms, admin
+
+
+def state(experiment):
+    experiment.refresh_from_db()
+    arms = {a.name: (a.weight, a.status) for a in Arm.objects.filter(experiment=experiment)}
+    return experiment.status, experiment.winner_id, experiment.allocation_epoch, arms
+
+
+def test_promote_concludes_records_evidence_and_bumps_the_epoch(setup):
+    experiment, (control, treat, third), admin = setup
+
+    decision = decisions.arm_promote(experiment=experiment, arm=treat, user=admin, reason="treat wins")
+
+    experiment.refresh_from_db()
+    assert (experiment.status, experiment.winner_id, experiment.allocation_epoch) == ("concluded", treat.id, 1)
+    assert decision.user == admin and decision.reason == "treat wins" and decision.action == "promote"
+    assert decision.stats_snapshot["report"]["arms"]["treat"]["impressions"] == 19
+    assert decision.previous_state["status"] == "running"
+    assert decision.previous_state["arms"][str(treat.id)] == {"name": "treat", "weight": 1.0, "status": "active"}
+    assert AllocationEpoch.objects.get(experiment=experiment, epoch=1).weights == {"control": 0.0, "treat": 1.0, "third": 0.0}
+    assert AllocationEpoch.objects.get(experiment=experiment, epoch=0).weights == {"control": 1.0, "treat": 1.0, "third": 1.0}
+
+
+def test_rollback_restores_the_previous_state_as_another_decision(setup):
+    experiment, (control, treat, third), admin = setup
+    before = state(experiment)
+    promote = decisions.arm_promote(experiment=experiment, arm=treat, user=admin, reason="ship")
+
+    rollback = decisions.decision_rollback(decision=promote, user=admin, reason="too early")
+
+    after = state(experiment)
+    assert after[:2] == before[:2] and after[3] == before[3]
+    assert after[2] == 2
+    assert rollback.action == "rollback" and rollback.previous_state["winner_id"] == treat.id
+    assert Decision.objects.filter(experiment=experiment).count() == 2
+
+
+def test_pause_resume_and_reweight_change_traffic_and_are_audited(setup):
+    experiment, (control, treat, third), admin = setup
+
+    decisions.arm_pause(arm=third, user=admin, reason="broken")
+    decisions.arm_reweight(arm=treat, weight=3.0, user=admin, reason="more data")
+    decisions.arm_resume(arm=third, user=admin, reason="fixed")
+
+    assert state(experiment) == ("running", None, 3, {"control": (1.0, "active"), "treat": (3.0, "active"), "third": (1.0, "active")})
+    assert list(Decision.objects.filter(experiment=experiment).order_by("id").values_list("action", flat=True)) == [
+        "pause", "reweight", "resume",
+    ]
+    assert AllocationEpoch.objects.get(experiment=experiment, epoch=1).weights == {"control": 1.0, "treat": 1.0, "third": 0.0}
+
+
+def test_an_analyst_and_a_non_staff_permission_holder_are_refused(setup):
+    experiment, (control, treat, third), _ = setup
+    analyst = make_login(username="analyst", promoter=False)
+    not_staff = make_login(username="perm-only", promoter=True)
+    type(not_staff).objects.filter(pk=not_staff.pk).update(is_staff=False)
+    not_staff.refresh_from_db()
+
+    for user in (analyst, not_staff):
+        with pytest.raises(decisions.DecisionError) as exc:
+            decisions.arm_promote(experiment=experiment, arm=treat, user=user, reason="sneaky")
+        assert exc.value.status == 403
+
+    assert state(experiment)[:3] == ("running", None, 0)
+    assert Decision.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "call, code",
+    [
+        (lambda e, a, u: decisions.arm_promote(experiment=e, arm=a[1], user=u, reason="  "), "reason_required"),
+        (lambda e, a, u: decisions.arm_reweight(arm=a[1], weight=-1, user=u, reason="x"), "invalid_weight"),
+        (lambda e, a, u: decisions.arm_reweight(arm=a[1], weight=float("nan"), user=u, reason="x"), "invalid_weight"),
+        (lambda e, a, u: decisions.arm_resume(arm=a[1], user=u, reason="x"), "no_change"),
+    ],
+)
+def test_invalid_decisions_are_refused_without_writing(setup, call, code):
+    experiment, arms, admin = setup
+
+    with pytest.raises(decisions.DecisionError) as exc:
+        call(experiment, arms, admin)
+
+    assert exc.value.code == code
+    assert state(experiment)[2] == 0 and Decision.objects.count() == 0
+
+
+def test_pausing_every_arm_is_refused_atomically(setup):
+    experiment, (control, treat, third), admin = setup
+    decisions.arm_pause(arm=third, user=admin, reason="a")
+    decisions.arm_pause(arm=treat, user=admin, reason="b")
+
+    with pytest.raises(decisions.DecisionError) as exc:
+        decisions.arm_pause(arm=control, user=admin, reason="c")
+
+    assert exc.value.code == "no_traffic"
+    assert Arm.objects.get(pk=control.pk).status == "active"
+    assert Experiment.objects.get(pk=experiment.pk).allocation_epoch == 2
