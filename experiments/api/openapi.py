@@ -29,6 +29,7 @@ COMMON_ERRORS = {
     "503": {**ERROR, "description": "database unavailable or serving not ready"},
 }
 
+# Optional request fields also accept null, meaning "absent" (the default applies), as the views do.
 COMPONENTS: dict[str, dict[str, Any]] = {
     "Error": {
         "type": "object",
@@ -67,10 +68,10 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "user_id": {"type": "string", "minLength": 1, "maxLength": 255},
             "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10,
                   "description": "at most RECSITE['MAX_K']; fewer items come back if the catalogue is smaller"},
-            "context": {"type": "object", "default": {}},
-            "experiment": {"type": "string",
+            "context": {"type": ["object", "null"], "default": {}},
+            "experiment": {"type": ["string", "null"],
                            "description": "slug; defaults to the one running experiment (required when several run)"},
-            "user": {"type": "object",
+            "user": {"type": ["object", "null"],
                      "description": "the user's attributes: stored on first sight, replaced when they change"},
         },
     },
@@ -119,11 +120,11 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         "required": ["item_id"],
         "properties": {
             "item_id": {"type": "string", "minLength": 1, "maxLength": 255},
-            "title": {"type": "string", "maxLength": 500},
-            "category": {"type": "string", "maxLength": 100},
+            "title": {"type": ["string", "null"], "maxLength": 500},
+            "category": {"type": ["string", "null"], "maxLength": 100},
             "price": {"type": ["number", "null"], "minimum": 0},
-            "features": {"type": "object"},
-            "active": {"type": "boolean", "default": True},
+            "features": {"type": ["object", "null"]},
+            "active": {"type": ["boolean", "null"], "default": True},
         },
     },
     "UserRow": {
@@ -131,7 +132,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         "required": ["user_id"],
         "properties": {
             "user_id": {"type": "string", "minLength": 1, "maxLength": 255},
-            "attributes": {"type": "object"},
+            "attributes": {"type": ["object", "null"]},
         },
     },
     "ItemsRequest": {
