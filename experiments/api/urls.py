@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from experiments.api import views
+from experiments.api import experiments, views
 
 app_name = "api"
 
@@ -13,6 +13,8 @@ urlpatterns = [
     path("api/v1/users", views.users, name="users"),
     path("api/v1/schema", views.schema, name="schema"),
     path("api/v1/ping", views.ping, name="ping"),
+    path("api/v1/experiments/<slug:slug>/stats", experiments.experiment_stats, name="experiment-stats"),
+    path("api/v1/experiments/<slug:slug>/promote", experiments.experiment_promote, name="experiment-promote"),
     # Keep last: any other path under /api/ is a JSON 404, never Django's HTML page.
     re_path(r"^api/", views.not_found, name="not-found"),
 ]

@@ -1,0 +1,105 @@
+"""GET /api/v1/experiments/<slug>/stats and POST .../promote: session, CSRF, permission, error shape."""
+
+import json
+
+import pytest
+from django.test import Client
+
+from experiments.models import Decision, Experiment
+from experiments.services import stats as stats_services
+from tests.experiments.stats_support import PASSWORD, add_rollup, make_experiment, make_login
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def experiment():
+    experiment, (control, treat) = make_experiment(slug="homepage")
+    add_rollup(arm=control, impressions=[10, 20], clicks=[1, 2])
+    add_rollup(arm=treat, impressions=[10, 10], clicks=[5, 4])
+    stats_services.stats_tick(experiment_id=experiment.id)
+    return experiment
+
+
+def client_for(username: str, promoter: bool) -> Client:
+    make_login(username=username, promoter=promoter)
+    client = Client(enforce_csrf_checks=True)
+    assert client.login(username=username, password=PASSWORD)
+    client.get("/accounts/login/")  # sets the csrftoken cookie
+    return client
+
+
+def promote(client: Client, body: dict, csrf: bool = True):
+    headers = {"HTTP_X_CSRFTOKEN": client.cookies["csrftoken"].value} if csrf else {}
+    return client.post("/api/v1/experiments/homepage/promote", json.dumps(body), content_type="application/json", **headers)
+
+
+def test_stats_needs_a_session_and_returns_per_arm_results(experiment):
+    anonymous = Client().get("/api/v1/experiments/homepage/stats")
+    doc = client_for("analyst", promoter=False).get("/api/v1/experiments/homepage/stats").json()
+
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthenticated"
+    assert doc["control"] == "control"
+    assert [a["arm"] for a in doc["arms"]] == ["control", "treat"]
+    assert doc["arms"][1]["ctr"] == pytest.approx(0.45)
+    assert set(doc["arms"][1]) >= {"ctr_ci_low", "lift", "always_valid_p", "p_best", "model_version", "logloss", "auc"}
+
+
+def test_stats_of_an_unknown_experiment_is_a_json_404(experiment):
+    response = client_for("analyst", promoter=False).get("/api/v1/experiments/nope/stats")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "experiment_not_found", "message": "no experiment 'nope'", "field": None}}
+
+
+def test_analyst_promote_is_refused_by_the_server(experiment):
+    response = promote(client_for("analyst", promoter=False), {"arm": "treat", "reason": "I want it"})
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+    assert Decision.objects.count() == 0
+
+
+def test_promote_without_the_csrf_token_is_refused(experiment):
+    response = promote(client_for("boss", promoter=True), {"arm": "treat", "reason": "ship"}, csrf=False)
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "csrf_failed"
+    assert Decision.objects.count() == 0
+
+
+def test_admin_promotes_with_a_reason(experiment):
+    response = promote(client_for("boss", promoter=True), {"arm": "treat", "reason": "clear winner"})
+
+    body = response.json()
+    assert response.status_code == 201
+    assert body["decision"]["action"] == "promote" and body["decision"]["reason"] == "clear winner"
+    assert body["experiment"] == {"slug": "homepage", "status": "concluded", "winner": "treat"}
+    assert Experiment.objects.get(pk=experiment.pk).winner.name == "treat"
+
+
+@pytest.mark.parametrize(
+    "body, status, code, field",
+    [
+        ({"arm": "ghost", "reason": "x"}, 404, "arm_not_found", "arm"),
+        ({"reason": "x"}, 400, "required", "arm"),
+        ({"arm": "treat"}, 400, "reason_required", "reason"),
+        ({"arm": "treat", "reason": 5}, 400, "invalid_type", "reason"),
+        ([1, 2], 400, "invalid_type", None),
+    ],
+)
+def test_bad_promote_bodies_are_4xx_with_the_error_shape(experiment, body, status, code, field):
+    response = promote(client_for("boss", promoter=True), body)
+
+    assert response.status_code == status
+    assert (response.json()["error"]["code"], response.json()["error"]["field"]) == (code, field)
+    assert Decision.objects.count() == 0
+
+
+def test_promoting_a_concluded_experiment_again_is_a_409(experiment):
+    client = client_for("boss", promoter=True)
+    promote(client, {"arm": "treat", "reason": "first"})
+
+    response = promote(client, {"arm": "control", "reason": "second"})
+
+    assert response.status_code == 409 and response.json()["error"]["code"] == "not_running"
