@@ -18,8 +18,9 @@ Conventions (the arms' side is ``models/types.py``):
 * slot 0 of every vector is a constant 1.0 (a bias the arm may use).
 * an attribute ``name: "text"`` (or ``True``) sets the hashed slot of
   ``name=text`` to ±1; a number sets the slot of ``name`` to ±``signed_log1p(value)``;
-  a list sets one slot per element; a nested object is flattened one level
-  (``name.sub``). Other values are ignored.
+  a list of numbers is a vector (element j is the number ``name[j]``), a list of
+  strings a bag of tokens; a nested object is flattened one level (``name.sub``).
+  Other values are ignored.
 * items: ``category`` is a ``category=<value>`` token, ``price`` a numeric
   ``price`` feature, then the ``features`` object as for user attributes.
 
@@ -82,9 +83,12 @@ def _add(vec: np.ndarray, name: str, value: Any, depth: int = 0) -> None:
         i, s = _slot(f"{name}={value}", dim)
         vec[i] += s
     elif isinstance(value, list):
-        for element in value[:64]:
-            if not isinstance(element, (list, dict)):
+        # Numbers are positional (a vector: ``name[j]``); strings are a bag of ``name=text`` tokens.
+        for j, element in enumerate(value[:64]):
+            if isinstance(element, str):
                 _add(vec, name, element, depth)
+            elif not isinstance(element, (list, dict)):
+                _add(vec, f"{name}[{j}]", element, depth)
     elif isinstance(value, Mapping) and depth == 0:
         for sub, v in list(value.items())[:64]:
             _add(vec, f"{name}.{sub}", v, depth + 1)

@@ -25,6 +25,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from experiments.api import validation as v
+from experiments.api.dbpool import run_db
 from experiments.api.errors import ApiError, api_error_response, error_response
 from experiments.services.catalogue import ItemRow, UserRow, item_bulk_upsert, user_bulk_upsert
 from experiments.services.events import ServingError, UnknownImpression, click_record, recommendation_serve
@@ -72,18 +73,19 @@ def _check_api_key(request: HttpRequest) -> None:
         raise ApiError(403, "forbidden", "the API key is not valid")
 
 
-def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMALL_BODY_BYTES, api_key: bool = False):
+def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMALL_BODY_BYTES, api_key: bool = False,
+             database: bool = True):
     """JSON in, JSON out, never an HTML error page and never a bare 500 from bad input.
 
     405 for other methods, 413 for oversized bodies, 400 for invalid JSON or fields,
-    503 when Postgres is unreachable.
+    503 when Postgres is unreachable. The view itself is async; the handler (sync,
+    ``handler(request, body)``) runs on the database pool (:mod:`experiments.api.dbpool`).
     """
     allowed = tuple(methods)
 
-    def decorate(handler: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @csrf_exempt
+    def decorate(handler: Callable[..., HttpResponse]) -> Callable[..., Any]:
         @functools.wraps(handler)
-        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
                 if request.method not in allowed:
                     response = error_response(405, "method_not_allowed",
@@ -95,7 +97,9 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
                 body = None
                 if request.method == "POST":
                     body = _read_json(request, max_body() if callable(max_body) else max_body)
-                return handler(request, body, *args, **kwargs)
+                if not database:
+                    return handler(request, body, *args, **kwargs)
+                return await run_db(request, handler, request, body, *args, **kwargs)
             except ApiError as exc:
                 return api_error_response(exc)
             except ServingError as exc:
@@ -113,7 +117,7 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
                 log.exception("api_unhandled_error path=%s", request.path)
                 return error_response(500, "internal_error", "unexpected server error (logged)")
 
-        return view
+        return csrf_exempt(view)
 
     return decorate
 
@@ -244,19 +248,19 @@ def users(request: HttpRequest, body: Any) -> HttpResponse:
 # ---------------------------------------------------------------------------- other
 
 
-@api_view(methods=["GET"])
+@api_view(methods=["GET"], database=False)
 def schema(request: HttpRequest, body: Any) -> HttpResponse:
     from experiments.api.openapi import openapi_document
 
     return JsonResponse(openapi_document(), json_dumps_params={"indent": 1})
 
 
-@api_view(methods=["GET"])
+@api_view(methods=["GET"], database=False)
 def ping(request: HttpRequest, body: Any) -> HttpResponse:
     """A trivial JSON endpoint: the baseline of the serving benchmark."""
     return JsonResponse({"ok": True})
 
 
 @csrf_exempt
-def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+async def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     return error_response(404, "not_found", f"no API endpoint at {request.path}")

@@ -1,0 +1,1 @@
+"""Simulated shoppers: a hidden preference model (``world``) and an HTTP client loop (``runner``)."""

@@ -1,0 +1,158 @@
+"""The shoppers' hidden preferences, built on ``models.synthetic.SyntheticWorld``.
+
+The simulator's own shoppers and items are the synthetic world's users and
+items (shopper ``<prefix>user-00007`` is world user 7, item ``<prefix>item-00042``
+world item 42), so their latent factors, biases, position bias and observable
+features are the ones the arms' own tests and benchmarks use, fixed by the
+seed. An item the simulator did not create (say, the demo catalogue) gets a
+latent vector and bias drawn from a generator seeded by ``(seed, its id)``,
+in the same distribution, so every item has a defined, run-independent taste:
+
+    P(click | u, i, slot s) = examination(s) · σ(base + bias_i + scale · ⟨z_u, v_i⟩)
+
+with ``examination(s) = s^(-position_decay)``. After ``drift_at`` seconds every
+shopper's latent vector is redrawn: tastes change under the arms' feet.
+
+What the simulator publishes through the API are the world's *observable*
+features (noisy linear views of the latents): item ``features.vec`` and a
+category, user ``attributes.vec`` and a segment. The oracle ranks the whole
+known catalogue by true relevance (optimal, since examination decreases with
+the slot); a slate's regret is the oracle's expected clicks minus its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.synthetic import SyntheticWorld, WorldConfig
+
+N_SEGMENTS = 4
+
+
+def _key(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+@dataclass
+class ShopperWorld:
+    seed: int
+    n_users: int = 200
+    n_items: int = 200
+    prefix: str = "sim-"
+    drift_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.synthetic = SyntheticWorld(
+            WorldConfig(n_users=max(1, self.n_users), n_items=max(1, self.n_items)), seed=self.seed
+        )
+        c = self.synthetic.config
+        self.dim = c.latent_dim
+        self.base = c.base_logit
+        self.scale = c.interaction_scale
+        self.user_ids = [f"{self.prefix}user-{i:05d}" for i in range(self.n_users)]
+        self.item_ids = [f"{self.prefix}item-{i:05d}" for i in range(self.n_items)]
+        self._user_index = {u: i for i, u in enumerate(self.user_ids)}
+        self._item_index = {i: j for j, i in enumerate(self.item_ids)}
+        self._items: dict[str, tuple[np.ndarray, float]] = {}
+        self._users: dict[tuple[str, int], np.ndarray] = {}
+
+    def examine(self, positions: np.ndarray) -> np.ndarray:
+        return self.synthetic.examination(np.asarray(positions))
+
+    # ------------------------------------------------------------------ latents
+    def _rng(self, kind: str, external_id: str, phase: int = 0) -> np.random.Generator:
+        return np.random.default_rng([self.seed, phase, _key(kind), _key(external_id)])
+
+    def item(self, item_id: str) -> tuple[np.ndarray, float]:
+        cached = self._items.get(item_id)
+        if cached is None:
+            j = self._item_index.get(item_id)
+            if j is not None:
+                cached = (self.synthetic.item_latent[j], float(self.synthetic.item_bias[j]))
+            else:
+                rng = self._rng("item", item_id)
+                c = self.synthetic.config
+                cached = (rng.normal(0, 1 / np.sqrt(np.sqrt(self.dim)), self.dim),
+                          float(rng.normal(0, c.item_bias_scale)))
+            self._items[item_id] = cached
+        return cached
+
+    def phase(self, elapsed_s: float) -> int:
+        return int(self.drift_at is not None and elapsed_s >= self.drift_at)
+
+    def user(self, user_id: str, phase: int = 0) -> np.ndarray:
+        cached = self._users.get((user_id, phase))
+        if cached is None:
+            i = self._user_index.get(user_id)
+            if i is not None and phase == 0:
+                cached = self.synthetic.user_latent[i]
+            else:
+                cached = self._rng("user", user_id, phase).normal(0, 1 / np.sqrt(np.sqrt(self.dim)), self.dim)
+            self._users[(user_id, phase)] = cached
+        return cached
+
+    # --------------------------------------------------------------- published
+    def item_row(self, item_id: str) -> dict:
+        """The item as the simulator upserts it: the world's observable features."""
+        j = self._item_index[item_id]
+        rng = self._rng("item-noise", item_id)
+        return {
+            "item_id": item_id,
+            "title": f"Simulated product {j}",
+            "category": f"cat-{int(np.argmax(self.synthetic.item_feats[j][:6]))}",
+            "price": round(float(np.exp(3.0 + 0.4 * rng.normal())), 2),
+            "features": {"vec": [round(float(x), 3) for x in self.synthetic.item_feats[j]]},
+        }
+
+    def user_row(self, user_id: str) -> dict:
+        i = self._user_index[user_id]
+        feats = self.synthetic.user_feats[i]
+        return {
+            "user_id": user_id,
+            "attributes": {"segment": f"s{int(np.argmax(feats[:N_SEGMENTS]))}",
+                           "vec": [round(float(x), 3) for x in feats]},
+        }
+
+    # ------------------------------------------------------------------- truth
+    def click_probability(self, user_id: str, item_ids: list[str], positions: np.ndarray, phase: int) -> np.ndarray:
+        return self.examine(positions) * self.relevance(user_id, item_ids, phase)
+
+    def relevance(self, user_id: str, item_ids: list[str], phase: int) -> np.ndarray:
+        """σ(logit): the click probability in slot 1."""
+        u = self.user(user_id, phase)
+        vs = np.array([self.item(i)[0] for i in item_ids])
+        pops = np.array([self.item(i)[1] for i in item_ids])
+        logit = self.base + pops + self.scale * (vs @ u)
+        return 1.0 / (1.0 + np.exp(-logit))
+
+    def oracle_expected_clicks(self, user_id: str, catalogue: CatalogueView, k: int, phase: int) -> float:
+        """Expected clicks of the best slate of k over the catalogue, under the true model."""
+        u = self.user(user_id, phase)
+        logit = self.base + catalogue.pops + self.scale * (catalogue.vectors @ u)
+        k = min(k, logit.shape[0])
+        top = np.sort(np.partition(logit, -k)[-k:])[::-1] if k < logit.shape[0] else np.sort(logit)[::-1]
+        rel = 1.0 / (1.0 + np.exp(-top))
+        return float((self.examine(np.arange(1, k + 1)) * rel).sum())
+
+
+class CatalogueView:
+    """The items known to the simulator (synced or seen in responses), as matrices for the oracle."""
+
+    def __init__(self, world: ShopperWorld) -> None:
+        self.world = world
+        self.ids: list[str] = []
+        self._index: set[str] = set()
+        self.vectors = np.zeros((0, world.dim))
+        self.pops = np.zeros(0)
+
+    def add(self, item_ids: list[str]) -> None:
+        new = [i for i in dict.fromkeys(item_ids) if i not in self._index]
+        if not new:
+            return
+        self.ids.extend(new)
+        self._index.update(new)
+        self.vectors = np.vstack([self.vectors, np.array([self.world.item(i)[0] for i in new])])
+        self.pops = np.concatenate([self.pops, np.array([self.world.item(i)[1] for i in new])])
