@@ -17,12 +17,8 @@ def arm_seed(*, arm_id: int) -> int:
 
 def arm_build(*, kind: str, params: dict[str, Any], arm_id: int) -> Any:
     """A fresh arm (version 0). Raises ValueError/KeyError for an unknown kind or bad params."""
-    try:
-        from models.registry import make_arm
-    except ImportError:  # the real arms have not landed yet
-        from experiments.serving.placeholder import PlaceholderRandomArm
+    from models.registry import make_arm
 
-        return PlaceholderRandomArm(kind, params or {}, arm_seed(arm_id=arm_id))
     return make_arm(kind, params or {}, arm_seed(arm_id=arm_id))
 
 
