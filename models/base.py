@@ -46,9 +46,7 @@ class Arm:
         self._check_context(ctx.user_feats[None, :], ctx.item_feats)
         if k < 1:
             raise ValueError("k must be >= 1")
-        slates, scores, props = self._rank_many(
-            Users.of(ctx), ctx.item_keys, ctx.item_feats, k, rng, True
-        )
+        slates, scores, props = self._rank_many(Users.of(ctx), ctx.item_keys, ctx.item_feats, k, rng, True)
         assert props is not None
         return Ranking(slates[0].astype(np.int64), scores[0], props[0])
 
@@ -146,14 +144,12 @@ class Arm:
 
     # ---------------------------------------------------------- validation
     def _check_context(self, user_feats: np.ndarray, item_feats: np.ndarray) -> None:
+        if not (np.isfinite(user_feats).all() and np.isfinite(item_feats).all()):
+            raise BadBatchError("features contain NaN or inf")
         if user_feats.shape[1] != self.params["user_dim"]:
-            raise BadBatchError(
-                f"user_feats has length {user_feats.shape[1]}, arm expects {self.params['user_dim']}"
-            )
+            raise BadBatchError(f"user_feats has length {user_feats.shape[1]}, arm expects {self.params['user_dim']}")
         if item_feats.shape[1] != self.params["item_dim"]:
-            raise BadBatchError(
-                f"item_feats has length {item_feats.shape[1]}, arm expects {self.params['item_dim']}"
-            )
+            raise BadBatchError(f"item_feats has length {item_feats.shape[1]}, arm expects {self.params['item_dim']}")
 
     def _check_batch(self, batch: Batch, labelled: bool) -> None:
         if not isinstance(batch, Batch):
@@ -161,6 +157,11 @@ class Arm:
         if labelled and batch.labels is None:
             raise BadBatchError("partial_fit needs labels")
         self._check_context(batch.user_feats, batch.item_feats)
+        # Batch.make validates, but a Batch built directly must not slip NaN in.
+        for name in ("user_feats", "item_feats", "labels", "sample_weight"):
+            arr = getattr(batch, name)
+            if arr is not None and not np.isfinite(arr).all():
+                raise BadBatchError(f"{name} contains NaN or inf")
         h = self.params["history_len"]
         if batch.clicked.shape[1] != h or batch.impressed.shape[1] != h:
             raise BadBatchError(f"history arrays must have length history_len={h}")

@@ -43,9 +43,7 @@ def uniform01(keys: np.ndarray, salt: int) -> np.ndarray:
     return (mix64(keys, salt) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def double_or_nothing(
-    user_keys: np.ndarray, item_keys: np.ndarray, n_heads: int, salt: int
-) -> np.ndarray:
+def double_or_nothing(user_keys: np.ndarray, item_keys: np.ndarray, n_heads: int, salt: int) -> np.ndarray:
     """Bootstrap weights ``[m, n_heads]`` in {0, 2} from a hash of each row.
 
     Deterministic in (row, head, salt), so an update can be replayed exactly

@@ -51,6 +51,10 @@ class RunningMetrics:
         self._y.append(np.asarray(y, dtype=np.float64))
         self._p.append(np.asarray(p, dtype=np.float64))
 
+    @staticmethod
+    def single_logloss(y: np.ndarray, p: np.ndarray) -> float:
+        return logloss(y, p)
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.concatenate(self._y), np.concatenate(self._p)
 

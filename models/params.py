@@ -43,17 +43,13 @@ def validate(kind: str, spec: dict[str, Param], params: dict[str, Any] | None) -
         else:
             ok = isinstance(value, want)
         if not ok:
-            raise ValueError(
-                f"param {name!r} of kind {kind!r} must be a finite {want.__name__}, got {value!r}"
-            )
+            raise ValueError(f"param {name!r} of kind {kind!r} must be a finite {want.__name__}, got {value!r}")
         if p.lo is not None and value < p.lo:
             raise ValueError(f"param {name!r} of kind {kind!r} must be >= {p.lo}, got {value!r}")
         if p.hi is not None and value > p.hi:
             raise ValueError(f"param {name!r} of kind {kind!r} must be <= {p.hi}, got {value!r}")
         if p.choices is not None and value not in p.choices:
-            raise ValueError(
-                f"param {name!r} of kind {kind!r} must be one of {list(p.choices)}, got {value!r}"
-            )
+            raise ValueError(f"param {name!r} of kind {kind!r} must be one of {list(p.choices)}, got {value!r}")
         out[name] = value
     return out
 

@@ -18,9 +18,7 @@ def _classes() -> dict[str, type[Arm]]:
     from models.arms.popularity import PopularityArm
     from models.arms.q_learning import QLearningArm
 
-    return {
-        c.kind: c for c in (PopularityArm, FTRLLogRegArm, DeepCTRArm, NeuralBanditArm, QLearningArm)
-    }
+    return {c.kind: c for c in (PopularityArm, FTRLLogRegArm, DeepCTRArm, NeuralBanditArm, QLearningArm)}
 
 
 def kinds() -> dict[str, dict[str, Any]]:

@@ -35,7 +35,7 @@ class WorldConfig:
     item_dim: int = 16
     history_len: int = 10
     base_logit: float = -1.6
-    item_bias_scale: float = 1.2
+    item_bias_scale: float = 1.4
     interaction_scale: float = 1.6
     feature_noise: float = 0.5
     position_decay: float = 0.7
@@ -60,13 +60,11 @@ class SyntheticWorld:
         self.item_bias = rng.normal(0, c.item_bias_scale, c.n_items)
         a = rng.normal(0, 1 / np.sqrt(d), (d, c.user_dim))
         b = rng.normal(0, 1 / np.sqrt(d + 1), (d + 1, c.item_dim))
-        self.user_feats = (
-            self.user_latent @ a + rng.normal(0, c.feature_noise, (c.n_users, c.user_dim))
-        ).astype(np.float32)
+        self.user_feats = (self.user_latent @ a + rng.normal(0, c.feature_noise, (c.n_users, c.user_dim))).astype(
+            np.float32
+        )
         item_src = np.concatenate([self.item_latent, self.item_bias[:, None]], axis=1)
-        self.item_feats = (
-            item_src @ b + rng.normal(0, c.feature_noise, (c.n_items, c.item_dim))
-        ).astype(np.float32)
+        self.item_feats = (item_src @ b + rng.normal(0, c.feature_noise, (c.n_items, c.item_dim))).astype(np.float32)
         self._item_index = {int(k): i for i, k in enumerate(self.item_keys)}
 
     # ----------------------------------------------------------- truth
@@ -76,9 +74,7 @@ class SyntheticWorld:
 
     def item_index(self, keys: np.ndarray) -> np.ndarray:
         """Item indices of keys; -1 for padding or unknown keys."""
-        return np.array([self._item_index.get(int(k), -1) for k in np.ravel(keys)]).reshape(
-            np.shape(keys)
-        )
+        return np.array([self._item_index.get(int(k), -1) for k in np.ravel(keys)]).reshape(np.shape(keys))
 
     def click_prob(
         self,
@@ -95,8 +91,7 @@ class SyntheticWorld:
         logit = (
             c.base_logit
             + self.item_bias[item_idx]
-            + c.interaction_scale
-            * np.einsum("...d,...d->...", self.user_latent[user_idx], self.item_latent[item_idx])
+            + c.interaction_scale * np.einsum("...d,...d->...", self.user_latent[user_idx], self.item_latent[item_idx])
         )
         if impressed_idx is not None:
             seen = (np.asarray(impressed_idx) == item_idx[..., None]).any(axis=-1)
@@ -164,9 +159,7 @@ class SyntheticWorld:
             history_len=self.config.history_len,
         )
 
-    def stream(
-        self, n_examples: int, batch_size: int, rng: np.random.Generator
-    ) -> Iterator[tuple[Batch, np.ndarray]]:
+    def stream(self, n_examples: int, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[Batch, np.ndarray]]:
         """Logged impressions in arrival order under a uniform logging policy.
 
         Sessions of ``session_len`` impressions per user: each shows a uniformly
@@ -191,12 +184,12 @@ class SyntheticWorld:
                 # Most recent first: shift right, put the new item at slot 0.
                 hist_imp = np.concatenate([items[:, None], hist_imp[:, :-1]], axis=1)
                 clicked = y > 0
-                hist_clk[clicked] = np.concatenate(
-                    [items[clicked, None], hist_clk[clicked, :-1]], axis=1
-                )
+                hist_clk[clicked] = np.concatenate([items[clicked, None], hist_clk[clicked, :-1]], axis=1)
             # Interleave sessions so the batch is in arrival order within sessions.
-            cols = [np.stack([r[i] for r in rows], axis=1).reshape(n_sess * c.session_len, *r_shape)
-                    for i, r_shape in enumerate([(), (), (), (), (), (c.history_len,), (c.history_len,)])]
+            cols = [
+                np.stack([r[i] for r in rows], axis=1).reshape(n_sess * c.session_len, *r_shape)
+                for i, r_shape in enumerate([(), (), (), (), (), (c.history_len,), (c.history_len,)])
+            ]
             u, it, pos, y, p, hc, hi = (col[:m] for col in cols)
             yield self.batch(u, it, y, pos, hc, hi), p
             self.advance(m, rng)

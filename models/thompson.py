@@ -49,15 +49,11 @@ def _add_one(dp: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def _add_binomial(dp: np.ndarray, s: np.ndarray, count: int) -> np.ndarray:
-    k = dp.shape[-1]
+    k = dp.shape[0]
     r = np.arange(k)
     with np.errstate(divide="ignore", invalid="ignore"):
         logc = special.gammaln(count + 1) - special.gammaln(r + 1) - special.gammaln(count - r + 1)
-        logp = (
-            logc[None, :]
-            + r[None, :] * np.log(s)[:, None]
-            + (count - r)[None, :] * np.log1p(-s)[:, None]
-        )
+        logp = logc[None, :] + r[None, :] * np.log(s)[:, None] + (count - r)[None, :] * np.log1p(-s)[:, None]
     pmf = np.where(r[None, :] <= count, np.exp(logp), 0.0)
     pmf = np.nan_to_num(pmf, nan=0.0)
     # 0·log(0) cases: s == 0 -> all mass at r = 0; s == 1 -> at r = count.
@@ -74,9 +70,7 @@ def _add_binomial(dp: np.ndarray, s: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
-def slot_marginals(
-    a: np.ndarray, b: np.ndarray, targets: np.ndarray, k: int, per_panel: int = 4
-) -> np.ndarray:
+def slot_marginals(a: np.ndarray, b: np.ndarray, targets: np.ndarray, k: int, per_panel: int = 8) -> np.ndarray:
     """``P [len(targets), k]``: probability that candidate ``targets[t]`` lands in slot j."""
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
@@ -102,11 +96,9 @@ def slot_marginals(
     dp = np.zeros((k, n_t * g))
     dp[0] = 1.0
     if relevant.size:
-        pairs, counts = np.unique(
-            np.stack([a[relevant], b[relevant]], axis=1), axis=0, return_counts=True
-        )
+        pairs, counts = np.unique(np.stack([a[relevant], b[relevant]], axis=1), axis=0, return_counts=True)
         surv = special.betaincc(pairs[:, :1], pairs[:, 1:], flat_x[None, :])
-        for s, c in zip(surv, counts):
+        for s, c in zip(surv, counts, strict=True):
             dp = _add_one(dp, s) if c == 1 else _add_binomial(dp, s, int(c))
     # Fold in the other targets; a target never competes with itself, so its
     # own points get s = 0 (an identity factor).

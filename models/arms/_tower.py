@@ -138,9 +138,7 @@ class Tower:
         return tf.matmul(tf.concat([tf.gather(v["emb_item"], i), itf], 1), v["w1i"])
 
     def _heads_mask(self):  # type: ignore[no-untyped-def]
-        return self.tf.constant(
-            [1.0] * self.logit_heads + [0.0] * self.value_heads, dtype=self.tf.float32
-        )
+        return self.tf.constant([1.0] * self.logit_heads + [0.0] * self.value_heads, dtype=self.tf.float32)
 
     def _forward_rows(self, u, uf, ci, cm, ii, im, i, itf, slot):  # type: ignore[no-untyped-def]
         tf, v = self.tf, self.vars
@@ -187,7 +185,7 @@ class Tower:
         lr_t = self.lr * tf.sqrt(1.0 - _B2**t) / (1.0 - _B1**t)
         updates = []
         ok = tf.math.is_finite(loss)
-        for name, g in zip(names, grads):
+        for name, g in zip(names, grads, strict=True):
             var, m, v = self.vars[name], self.m[name], self.v[name]
             if isinstance(g, tf.IndexedSlices):
                 rows, inv = tf.unique(g.indices)

@@ -141,7 +141,8 @@ class FTRLLogRegArm(Arm):
         m, mb = len(batch), self.params["warmup_batch"]
         if self.n_seen >= self.params["warmup_examples"] or m <= mb:
             return self._step(batch)
-        p_before = self._predict(batch)
+        with np.errstate(over="ignore", invalid="ignore"):
+            p_before = self._predict(batch)
         snapshot = (self.z.copy(), self.n.copy())
         total = 0.0
         try:
@@ -154,6 +155,12 @@ class FTRLLogRegArm(Arm):
         return p_before, total / float(batch.weights().sum()), {"steps": float(-(-m // mb))}
 
     def _step(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, float]]:
+        assert batch.labels is not None
+        # Overflow is detected below and refused, so NumPy need not warn about it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._step_unchecked(batch)
+
+    def _step_unchecked(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, float]]:
         assert batch.labels is not None
         logits, x, sidx = self._logits(batch)
         p = _sigmoid(logits)

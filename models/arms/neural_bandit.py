@@ -38,9 +38,7 @@ class NeuralBanditArm(TowerArm):
 
     def _targets(self, batch: Batch, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         y, w = super()._targets(batch, rows)
-        omega = hashing.double_or_nothing(
-            batch.user_keys, batch.item_keys, self.params["heads"], self.n_updates + 17
-        )
+        omega = hashing.double_or_nothing(batch.user_keys, batch.item_keys, self.params["heads"], self.n_updates + 17)
         return y, w * omega
 
     def _head_probs(self, users: Users, item_keys: np.ndarray, item_feats: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ class PopularityArm(Arm):
         "exploration": Param("bootstrap", choices=("bootstrap", "thompson")),
         "heads": Param(16, lo=1, hi=256, doc="bootstrap replicates"),
         "epsilon": Param(0.02, lo=0.0, hi=1.0, doc="uniform-slate mixing (bootstrap mode)"),
-        "quad_nodes": Param(4, lo=2, hi=64, doc="Gauss–Legendre nodes per panel (thompson)"),
+        "quad_nodes": Param(8, lo=2, hi=64, doc="Gauss–Legendre nodes per panel (thompson)"),
         "max_position": Param(20, lo=1, hi=1000, doc="slots beyond this share its counts"),
     }
 
@@ -118,9 +118,7 @@ class PopularityArm(Arm):
 
     def _propensity_matrix(self, ctx: Context, k: int) -> np.ndarray:
         if self.params["exploration"] == "bootstrap":
-            return exploration.ensemble_matrix(
-                self._head_scores(ctx.item_keys), k, self.params["epsilon"]
-            )
+            return exploration.ensemble_matrix(self._head_scores(ctx.item_keys), k, self.params["epsilon"])
         a, b = self._ab(ctx.item_keys)
         return thompson.slot_marginals(a, b, np.arange(ctx.n), k, self.params["quad_nodes"])
 

@@ -1,0 +1,59 @@
+"""Monte-Carlo check: empirical (item, slot) frequencies match reported propensities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.types import Users
+from tests.models.conftest import KINDS, trained_arm
+
+N_DRAWS, K = 20_000, 3
+CANDS = np.array([3, 17, 42, 99, 123, 256, 311])
+
+
+def _ctx_and_users(world, user: int = 5):
+    ctx = world.context(user, CANDS)
+    users = Users.make(np.full(N_DRAWS, ctx.user_key), np.repeat(ctx.user_feats[None], N_DRAWS, axis=0))
+    return ctx, users
+
+
+@pytest.mark.parametrize(
+    "kind,params",
+    [(k, {}) for k in KINDS] + [("popularity", {"exploration": "thompson"})],
+    ids=[*KINDS, "popularity-thompson"],
+)
+def test_empirical_slot_frequencies_match_exact_propensities(kind, params, world):
+    # Exploration rates are raised so every scheme's randomness is visible.
+    extra = {"epsilon": 0.3} if kind in ("ftrl_logreg", "deep_ctr", "q_learning") else {}
+    arm = trained_arm(kind, world, n=2000, params=params | extra)
+    ctx, users = _ctx_and_users(world)
+    p = arm.propensity_matrix(ctx, K)
+    np.testing.assert_allclose(p.sum(axis=0), 1.0, atol=1e-5)
+    assert (p.sum(axis=1) <= 1.0 + 1e-9).all()
+    # The randomisation must actually be non-trivial for the test to mean something.
+    assert ((p > 0.02) & (p < 0.98)).sum() >= 4, p
+
+    rng = np.random.default_rng(11)
+    slates, _, _ = arm.rank_many(users, ctx.item_keys, ctx.item_feats, K, rng, propensities=False)
+    freq = np.zeros_like(p)
+    for j in range(K):
+        freq[:, j] = np.bincount(slates[:, j], minlength=len(CANDS)) / N_DRAWS
+    se = np.sqrt(p * (1 - p) / N_DRAWS)
+    assert (np.abs(freq - p) <= 3 * se + 1e-12).all(), (freq, p)
+    # Each logged propensity is the matrix entry of the shown (item, slot).
+    few = Users.make(users.keys[:50], users.feats[:50])
+    slates, _, props = arm.rank_many(few, ctx.item_keys, ctx.item_feats, K, rng)
+    np.testing.assert_allclose(props, p[slates, np.arange(K)], rtol=1e-6, atol=1e-9)
+    assert (props > 0).all() and (props <= 1).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rank_returns_k_distinct_items_with_positive_propensities(kind, world):
+    arm = trained_arm(kind, world, n=1000)
+    ctx = world.context(9, np.arange(200))
+    r = arm.rank(ctx, 10, np.random.default_rng(0))
+    assert r.indices.shape == (10,) and len(set(r.indices.tolist())) == 10
+    assert ((r.propensities > 0) & (r.propensities <= 1)).all()
+    p = arm.propensity_matrix(ctx, 10)
+    np.testing.assert_allclose(r.propensities, p[r.indices, np.arange(10)], rtol=1e-6)
