@@ -33,9 +33,11 @@ class TrainingConfig:
     budget_s: float = 1.5
     # Guardrail: reject a batch whose progressive logloss exceeds factor × the rolling baseline…
     guard_factor: float = 2.0
-    # …but only judge batches of at least this many rows, once the arm has seen this many examples.
+    # …but only judge batches of at least this many rows, once the arm has learnt from this many rows and
+    # batches (a baseline of one or two early batches says little).
     guard_min_rows: int = 100
-    guard_warmup_examples: int = 1000
+    guard_warmup_examples: int = 2000
+    guard_warmup_batches: int = 5
     # Half-life, in accepted batches, of the rolling baseline logloss and AUC.
     baseline_halflife: float = 10.0
     # How long to wait for in-flight writers of impressions/clicks before reading past them.
@@ -58,6 +60,7 @@ class TrainingConfig:
             guard_factor=_float("RECSITE_TRAIN_GUARD_FACTOR", d.guard_factor, lo=1.0),
             guard_min_rows=_int("RECSITE_TRAIN_GUARD_MIN_ROWS", d.guard_min_rows),
             guard_warmup_examples=_int("RECSITE_TRAIN_GUARD_WARMUP", d.guard_warmup_examples),
+            guard_warmup_batches=_int("RECSITE_TRAIN_GUARD_WARMUP_BATCHES", d.guard_warmup_batches),
             baseline_halflife=_float("RECSITE_TRAIN_BASELINE_HALFLIFE", d.baseline_halflife, lo=1.0),
             inflight_wait_s=_float("RECSITE_TRAIN_INFLIGHT_WAIT_S", d.inflight_wait_s),
             keep_last=_int("RECSITE_CHECKPOINT_KEEP_LAST", d.keep_last, lo=1),

@@ -36,6 +36,7 @@ class Baseline:
     pv_loss_sum: float = 0.0  # Σ weight × logloss over every accepted row: the cumulative progressive logloss
     pv_weight_sum: float = 0.0
     seen: float = 0.0  # rows accepted so far
+    batches: int = 0  # accepted batches so far
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, Any] | None) -> Baseline:
@@ -51,6 +52,7 @@ class Baseline:
             pv_loss_sum=float(m.get("pv_loss_sum") or 0.0),
             pv_weight_sum=float(m.get("pv_weight_sum") or 0.0),
             seen=float(m.get("rows_seen") or 0.0),
+            batches=int(m.get("batches_seen") or 0),
         )
 
     def as_metrics(self) -> dict[str, Any]:
@@ -60,6 +62,7 @@ class Baseline:
             "pv_loss_sum": self.pv_loss_sum,
             "pv_weight_sum": self.pv_weight_sum,
             "rows_seen": self.seen,
+            "batches_seen": self.batches,
             "logloss_progressive": self.pv_loss_sum / self.pv_weight_sum if self.pv_weight_sum > 0 else None,
             "auc_progressive": self.auc,
         }
@@ -77,6 +80,7 @@ class Baseline:
             pv_loss_sum=self.pv_loss_sum + logloss * weight,
             pv_weight_sum=self.pv_weight_sum + weight,
             seen=self.seen + rows,
+            batches=self.batches + 1,
         )
 
 
@@ -100,6 +104,8 @@ def step_guarded(*, model: Any, batch: Any, baseline: Baseline, config: Training
     def refuse(reason: str, touched: bool, extra: dict[str, Any] | None = None) -> StepOutcome:
         return StepOutcome(False, reason, touched, {"n": n, **(extra or {})}, baseline)
 
+    if not np.isfinite(labels).all():
+        return refuse("non-finite loss: the batch's labels are not finite", False)
     try:
         p = np.asarray(model.predict(batch), dtype=np.float64)
     except ArmError as exc:
@@ -117,6 +123,7 @@ def step_guarded(*, model: Any, batch: Any, baseline: Baseline, config: Training
     judged = (
         baseline.logloss is not None
         and baseline.seen >= config.guard_warmup_examples
+        and baseline.batches >= config.guard_warmup_batches
         and n >= config.guard_min_rows
     )
     if judged and ll > config.guard_factor * baseline.logloss:

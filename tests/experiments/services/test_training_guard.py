@@ -13,7 +13,8 @@ from experiments.services.training_config import TrainingConfig
 from experiments.services.training_guard import Baseline, step_guarded
 from tests.support.training_world import traffic_log, world_make
 
-CONFIG = TrainingConfig(batch_rows=10_000, budget_s=60.0, guard_factor=2.0, guard_min_rows=100, guard_warmup_examples=500)
+CONFIG = TrainingConfig(batch_rows=10_000, budget_s=60.0, guard_factor=2.0, guard_min_rows=100, guard_warmup_examples=500,
+                        guard_warmup_batches=3)
 
 
 def _arm(kind: str = "popularity"):
@@ -51,13 +52,14 @@ def test_a_batch_with_nan_labels_is_refused_before_the_arm_is_touched():
 def test_the_logloss_guard_only_judges_batches_once_warmed_up_and_big_enough():
     model = _arm()
     flipped = _batch(200, labels=np.ones(200))
-    warm = Baseline(logloss=0.1, seen=10_000)
+    warm = Baseline(logloss=0.1, seen=10_000, batches=10)
 
-    cold = step_guarded(model=_arm(), batch=flipped, baseline=Baseline(logloss=0.1, seen=10), config=CONFIG)
+    cold = step_guarded(model=_arm(), batch=flipped, baseline=Baseline(logloss=0.1, seen=10, batches=10), config=CONFIG)
+    early = step_guarded(model=_arm(), batch=flipped, baseline=Baseline(logloss=0.1, seen=10_000, batches=2), config=CONFIG)
     small = step_guarded(model=_arm(), batch=flipped.take(slice(0, 50)), baseline=warm, config=CONFIG)
     judged = step_guarded(model=model, batch=flipped, baseline=warm, config=CONFIG)
 
-    assert (cold.accepted, small.accepted) == (True, True)
+    assert (cold.accepted, early.accepted, small.accepted) == (True, True, True)
     assert judged.accepted is False
     assert "> 2 x baseline 0.1000" in judged.reason
 
