@@ -1,0 +1,1 @@
+"""The demo shop at ``/shop/``: a product grid ranked by the visitor's arm."""
