@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--arms", default="popularity,ftrl_logreg,deep_ctr,neural_bandit")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of the first/last CTR windows")
     parser.add_argument("--trainers", type=int, default=1)
+    parser.add_argument("--arm-params", default="{}", help='JSON {kind: params}, e.g. {"deep_ctr": {"user_buckets": 4096}}')
     parser.add_argument("--database-url", default="postgres://127.0.0.1:5432/recsite_bench_learning")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
     parser.add_argument("--json", dest="json_path", default=None)
@@ -99,8 +100,9 @@ def main() -> None:
 
     redis.Redis.from_url(args.redis_url).flushdb()
     experiment = Experiment.objects.create(slug="bench-learning", salt="bench", status="running")
+    arm_params = json.loads(args.arm_params)
     arms = [
-        Arm.objects.create(experiment=experiment, name=kind, kind=kind, params={})
+        Arm.objects.create(experiment=experiment, name=kind, kind=kind, params=arm_params.get(kind, {}))
         for kind in (k.strip() for k in args.arms.split(",") if k.strip())
     ]
     experiment.control_arm = arms[0]
@@ -112,8 +114,13 @@ def main() -> None:
     try:
         daphne, url = live.start_daphne(env=env)
         procs.append(daphne)
-        for i in range(args.trainers):
-            procs.append(live.start_worker(queues="training", pool="solo", env=env, name=f"bench-trainer-{i}@%h"))
+        trainers = [
+            live.start_worker(queues="training", pool="solo", env=env, name=f"bench-trainer-{i}@%h")
+            for i in range(args.trainers)
+        ]
+        procs.extend(trainers)
+        for t in trainers:  # a deployed trainer is long running: measure it warm (TF imported, graphs built)
+            live.wait_until(lambda t=t: "train_warmup_done" in t.output(), timeout=180, what="trainer warm-up")
         procs.append(live.start_worker(queues="default", pool="solo", env=env, name="bench-default@%h"))
         procs.append(
             live.LiveProcess(
@@ -180,6 +187,7 @@ def main() -> None:
     connection.close()
     elapsed = sim_report.get("elapsed_s") or args.duration
     achieved = sim_report.get("requests", 0) / elapsed
+    print(f"arm params: {args.arm_params}; train interval {os.environ.get('RECSITE_TRAIN_INTERVAL_S', '2.0')} s")
     print(f"\nhost: python {platform.python_version()}, {os.cpu_count()} cpus; achieved {achieved:.1f} req/s "
           f"over {elapsed:.0f} s ({sim_report.get('requests')} requests, errors {sim_report.get('errors')})")
     print(f"| arm | CTR first {args.window:.0f} s | CTR last {args.window:.0f} s | CTR whole run | click→serving p50 s "

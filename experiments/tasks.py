@@ -6,6 +6,7 @@ import os
 import socket
 
 from celery import shared_task
+from celery.signals import worker_ready
 
 
 @shared_task(name="recsite.health.ping")
@@ -61,3 +62,16 @@ def checkpoint_retention() -> int:
     from experiments.services import training
 
     return training.checkpoint_retention_apply()
+
+
+@worker_ready.connect
+def training_worker_warmup(sender=None, **_kwargs) -> None:
+    """A worker that consumes a training queue loads its arms (and TensorFlow) before the first tick."""
+    try:
+        queues = [q.name for q in sender.task_consumer.queues]
+    except AttributeError:
+        return
+    if any(name.startswith("training") for name in queues):
+        from experiments.services import training
+
+        training.training_warmup()

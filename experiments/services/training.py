@@ -344,6 +344,37 @@ def arm_train(*, arm_id: int, config: TrainingConfig | None = None) -> TrainRun:
         _unlock(arm_id)
 
 
+def training_warmup() -> list[int]:
+    """Load every trainable arm into this worker and run one prediction: imports TensorFlow and builds the graphs.
+
+    Called when a trainer starts, so that the first real step of a deep arm
+    does not stall every other arm behind a 10 s import-and-trace.
+    """
+    from models.types import Batch
+
+    warmed = []
+    for arm in Arm.objects.filter(id__in=training_arm_ids()).select_related("experiment"):
+        try:
+            head = _head(arm.id)
+            model = _model_for(arm, head["version"] if head else 0)
+            p = model.params
+            model.predict(
+                Batch.make(
+                    user_keys=[0, 1],
+                    user_feats=[[0.0] * int(p.get("user_dim", 8))] * 2,
+                    item_keys=[0, 1],
+                    item_feats=[[0.0] * int(p.get("item_dim", 16))] * 2,
+                    history_len=int(p.get("history_len", 10)),
+                )
+            )
+            warmed.append(arm.id)
+        except Exception as exc:  # a broken arm must not keep the worker from starting
+            _models.pop(arm.id, None)
+            log.warning("train_warmup_failed arm=%s error=%s", arm.id, exc)
+    log.info("train_warmup_done arms=%s", ",".join(map(str, warmed)))
+    return warmed
+
+
 # ---------------------------------------------------------------- dispatch
 
 
