@@ -99,7 +99,8 @@
     const srmEl = $("srm");
     srmEl.textContent = srm.alert ? "MISMATCH (p = " + pval(srm.p_value) + ")" : "ok (p = " + pval(srm.p_value) + ")";
     srmEl.className = srm.alert ? "flag" : "";
-    $("periods").textContent = report.comparison.method + ", " + report.comparison.used + "/" + report.comparison.count;
+    const periods = report.comparison.periods;
+    $("periods").textContent = report.comparison.method + ", " + periods + " allocation period" + (periods === 1 ? "" : "s");
 
     const banners = $("banners");
     const seen = new Set();
