@@ -40,6 +40,12 @@ def pct(x: float) -> str:
     return f"{100 * x:.3f}%"
 
 
+def versus(value: float, ci: tuple[float, float], other: float) -> str:
+    """Difference in percentage points, and whether ``other`` lies inside the interval."""
+    where = "inside CI" if ci[0] <= other <= ci[1] else ("CI above" if ci[0] > other else "CI below")
+    return f"{100 * (value - other):+.3f} pp, {where}"
+
+
 def direction_table(report: DirectionReport, title: str) -> list[str]:
     truth = report.comparisons[0].truth
     lines = [
@@ -100,24 +106,26 @@ def replay_section(random_log: OBDLog, bts_log: OBDLog, *, kinds: list[str], see
         f"User features: one-hot of the 4 OBD user features ({data.user_dim} dims); item features: item_feature_0 "
         f"plus one-hot categoricals ({data.item_dim} dims).",
         "",
-        "| arm | matched / events | replay CTR (clicks) | Wilson 95% | RB-replay CTR | 95% CI | RB − random | RB − BTS "
-        "| learns from all events: CTR [95% CI] | s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| arm | replay: matched / events | replay CTR (clicks) [Wilson 95%] | RB-replay CTR [95%] (ESS) "
+        f"| vs random {pct(random_truth.ctr)} | vs BTS {pct(bts_truth.ctr)} | learns from all events: CTR [95%] (ESS) "
+        "| s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in [REFERENCE, *kinds]:
         started = time.monotonic()
         try:
             result = replay(build_arm(name, **dims), data, seed=seed)
-            progressive, (low, high) = progressive_ips(build_arm(name, **dims), data)
+            progressive = progressive_ips(build_arm(name, **dims), data)
         except (KeyError, ValueError, ImportError, NotImplementedError) as exc:
             notes.append(f"`{name}` skipped: {exc!r}")
             continue
+        rb = result.rb
         lines.append(
-            f"| {name} | {result.matched} / {result.events:,} | {pct(result.replay_ctr)} ({result.matched_clicks}) | "
-            f"[{pct(result.replay_ci[0])}, {pct(result.replay_ci[1])}] | {pct(result.rb_ctr)} | "
-            f"[{pct(result.rb_ci[0])}, {pct(result.rb_ci[1])}] | {100 * (result.rb_ctr - random_truth.ctr):+.3f} pp | "
-            f"{100 * (result.rb_ctr - bts_truth.ctr):+.3f} pp | {pct(progressive)} [{pct(low)}, {pct(high)}] | "
-            f"{time.monotonic() - started:.0f} |"
+            f"| {name} | {result.matched} / {result.events:,} | {pct(result.replay_ctr)} ({result.matched_clicks}) "
+            f"[{pct(result.replay_ci[0])}, {pct(result.replay_ci[1])}] | {pct(rb.ctr)} [{pct(rb.ci[0])}, "
+            f"{pct(rb.ci[1])}] ({rb.effective_sample_size:,.0f}) | {versus(rb.ctr, rb.ci, random_truth.ctr)} | "
+            f"{versus(rb.ctr, rb.ci, bts_truth.ctr)} | {pct(progressive.ctr)} [{pct(progressive.ci[0])}, "
+            f"{pct(progressive.ci[1])}] ({progressive.effective_sample_size:,.0f}) | {time.monotonic() - started:.0f} |"
         )
     return [*lines, "", *(f"- {note}" for note in notes), ""]
 

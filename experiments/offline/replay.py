@@ -10,8 +10,9 @@ as if the arm had been serving, so replay CTR is unbiased for the arm's online C
 Only ≈ 1 in 80 events matches, so replay CTR rests on few events. We therefore
 also report its Rao–Blackwellised twin: with uniform logging, E[1{match} r | past]
 = π_t(a_i, k_i | x_i) r_i, so (n_items / n) Σ_i π_t(a_i, k_i | x_i) r_i estimates the
-same CTR from every click in the log (IPS with the arm's exact slot probabilities,
-taken before the arm learns from that event).
+same CTR from every event in the log (weights n_items · π_t, the arm's exact slot
+probabilities taken before it learns from that event; self-normalised, with a
+Wilson interval at the weights' effective sample size).
 
 Pure NumPy plus the arm interface of ``models`` (no Django).
 """
@@ -115,18 +116,59 @@ class ReplayResult:
     matched_clicks: int
     replay_ctr: float
     replay_ci: tuple[float, float]  # Wilson 95 % over matched events
-    rb_ctr: float  # Rao–Blackwellised (IPS with the arm's exact probabilities)
-    rb_ci: tuple[float, float]  # normal 95 %
+    rb: WeightedCTR  # Rao–Blackwellised: the arm's exact probabilities at every event
     updates: int
 
 
-def wilson(clicks: int, n: int) -> tuple[float, float]:
-    if n == 0:
+@dataclass(frozen=True)
+class WeightedCTR:
+    """Σ w r / Σ w with weights w_i = n_items · π_t(a_i, k_i | x_i) (the uniform log's importance weights).
+
+    The interval is Wilson's at the weights' effective sample size (Σw)² / Σw². For a
+    deterministic arm w ∈ {0, n_items}, so this is exactly Wilson over the events that
+    agree with the arm; unlike a normal interval it stays honest when the arm's
+    favoured items drew no clicks.
+    """
+
+    ctr: float
+    effective_sample_size: float
+    ci: tuple[float, float]
+
+    @classmethod
+    def of(cls, weight: np.ndarray, reward: np.ndarray) -> WeightedCTR:
+        total, total_sq = float(weight.sum()), float(np.square(weight).sum())
+        if total <= 0:
+            return cls(0.0, 0.0, (0.0, 1.0))
+        ctr = float(weight @ reward) / total
+        ess = total**2 / total_sq
+        return cls(ctr, ess, wilson_rate(ctr, ess))
+
+
+def wilson_rate(p: float, n: float) -> tuple[float, float]:
+    """Wilson 95 % interval of a proportion p observed over n (possibly fractional, effective) trials."""
+    if n <= 0:
         return (0.0, 1.0)
-    p, z2 = clicks / n, Z95**2
+    z2 = Z95**2
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z95 * np.sqrt(p * (1 - p) / n + z2 / (4 * n**2)) / (1 + z2 / n)
-    return (float(centre - half), float(centre + half))
+    half = Z95 * np.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n**2)) / (1 + z2 / n)
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def wilson(clicks: int, n: int) -> tuple[float, float]:
+    return wilson_rate(clicks / n if n else 0.0, n)
+
+
+def _slot_probabilities(arm: ReplayableArm, data: ReplayData, rows: np.ndarray) -> np.ndarray:
+    """π(a_i, k_i | x_i) for ``rows`` under the arm's current state (one matrix per distinct user)."""
+    matrices: dict[int, np.ndarray] = {}
+    out = np.empty(rows.size)
+    for j, row in enumerate(rows):
+        key = int(data.user_keys[row])
+        if key not in matrices:
+            ctx = Context.make(data.user_keys[row], data.user_feats[row], data.item_keys, data.item_feats)
+            matrices[key] = arm.propensity_matrix(ctx, data.n_slots)
+        out[j] = matrices[key][data.item[row], data.slot[row]]
+    return out
 
 
 def replay(arm: ReplayableArm, data: ReplayData, *, seed: int, block: int = 64) -> ReplayResult:
@@ -138,7 +180,7 @@ def replay(arm: ReplayableArm, data: ReplayData, *, seed: int, block: int = 64) 
     rng = np.random.default_rng(seed)
     n, n_items = data.n, data.item_keys.shape[0]
     matched = matched_clicks = updates = 0
-    rb_terms = np.zeros(n)
+    weight = np.zeros(n)
     i = 0
     while i < n:
         rows = np.arange(i, min(i + block, n))
@@ -147,10 +189,8 @@ def replay(arm: ReplayableArm, data: ReplayData, *, seed: int, block: int = 64) 
         chosen = slates[np.arange(rows.size), data.slot[rows]]
         hits = np.flatnonzero(chosen == data.item[rows])
         last = int(hits[0]) if hits.size else rows.size - 1
-        for row in rows[: last + 1][data.click[rows[: last + 1]] == 1]:
-            ctx = Context.make(data.user_keys[row], data.user_feats[row], data.item_keys, data.item_feats)
-            probability = arm.propensity_matrix(ctx, data.n_slots)[data.item[row], data.slot[row]]
-            rb_terms[row] = n_items * probability
+        scored = rows[: last + 1]
+        weight[scored] = n_items * _slot_probabilities(arm, data, scored)
         if hits.size:
             row = rows[last]
             matched += 1
@@ -167,16 +207,13 @@ def replay(arm: ReplayableArm, data: ReplayData, *, seed: int, block: int = 64) 
             )
             updates += 1
         i = int(rows[last]) + 1
-    rb_ctr = float(rb_terms.mean())
-    rb_half = Z95 * float(rb_terms.std(ddof=1)) / np.sqrt(n)
     return ReplayResult(
         events=n,
         matched=matched,
         matched_clicks=matched_clicks,
         replay_ctr=matched_clicks / matched if matched else 0.0,
         replay_ci=wilson(matched_clicks, matched),
-        rb_ctr=rb_ctr,
-        rb_ci=(float(max(0.0, rb_ctr - rb_half)), float(rb_ctr + rb_half)),
+        rb=WeightedCTR.of(weight, data.click.astype(np.float64)),
         updates=updates,
     )
 
@@ -204,23 +241,18 @@ class UniformRandomArm:
         return {}
 
 
-def progressive_ips(
-    arm: ReplayableArm, data: ReplayData, *, batch_size: int = 100
-) -> tuple[float, tuple[float, float]]:
+def progressive_ips(arm: ReplayableArm, data: ReplayData, *, batch_size: int = 100) -> WeightedCTR:
     """CTR of an arm that learns from *every* uniform event, each scored before the arm has seen it.
 
     Off-policy learning rather than Li's replay: in each mini-batch the arm's exact
-    probability of every clicked event is taken first (IPS term n_items · π_t · r with
-    the uniform propensity), then the arm trains on the whole batch. Returns the
-    estimate and a normal 95 % interval.
+    probability of every event's (item, slot) is taken first, then the arm trains on
+    the whole batch.
     """
     n, n_items = data.n, data.item_keys.shape[0]
-    terms = np.zeros(n)
+    weight = np.zeros(n)
     for start in range(0, n, batch_size):
         rows = np.arange(start, min(start + batch_size, n))
-        for row in rows[data.click[rows] == 1]:
-            ctx = Context.make(data.user_keys[row], data.user_feats[row], data.item_keys, data.item_feats)
-            terms[row] = n_items * arm.propensity_matrix(ctx, data.n_slots)[data.item[row], data.slot[row]]
+        weight[rows] = n_items * _slot_probabilities(arm, data, rows)
         arm.partial_fit(
             Batch.make(
                 user_keys=data.user_keys[rows],
@@ -231,6 +263,4 @@ def progressive_ips(
                 position=data.slot[rows] + 1,
             )
         )
-    value = float(terms.mean())
-    half = Z95 * float(terms.std(ddof=1)) / np.sqrt(n)
-    return value, (max(0.0, value - half), value + half)
+    return WeightedCTR.of(weight, data.click.astype(np.float64))

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from experiments.offline.obd import load_item_context, load_obd_log
-from experiments.offline.replay import ReplayData, obd_replay_data, progressive_ips, replay, stable_key, wilson
+from experiments.offline.replay import (
+    ReplayData,
+    WeightedCTR,
+    obd_replay_data,
+    progressive_ips,
+    replay,
+    stable_key,
+    wilson,
+)
 
 N_ITEMS, N_SLOTS = 4, 2
 
@@ -61,9 +69,11 @@ def test_replay_counts_matches_and_learns_from_each_one_in_order(block):
 
 
 def test_rao_blackwellised_ctr_uses_the_probabilities_before_each_update():
-    # clicks: e1 with u=1 shows item 1 in slot 0 (π=1), e2 with u=2 does not (π=0), e3 with u=2 shows item 3 in slot 1.
+    # π at e0…e4 before learning: 1 (u=0), 1 (u=1), 0 (u=2), 1 (u=2), 1 (u=3) → w = 4·π = [4, 4, 0, 4, 4].
+    # Σw r = 4 (e1) + 0 (e2) + 4 (e3) = 8, Σw = 16; effective sample size 16² / 64 = 4.
     result = replay(RotatingArm(), LOG, seed=0)
-    assert result.rb_ctr == pytest.approx(N_ITEMS * (1 + 0 + 1) / 5)
+    assert (result.rb.ctr, result.rb.effective_sample_size) == (pytest.approx(0.5), pytest.approx(4.0))
+    assert result.rb.ci == (pytest.approx(0.1500, abs=1e-4), pytest.approx(0.8500, abs=1e-4))
 
 
 def test_wilson_interval_of_two_in_four():
@@ -87,10 +97,16 @@ def test_obd_encoding_has_one_hot_users_and_items():
 
 
 def test_progressive_ips_scores_each_batch_before_learning_from_it():
-    # batch_size 2: e0,e1 scored with u=0 (slate [0,1]); learn → u=1; e2,e3 scored with u=1 (slate [1,2]); → u=2; e4.
-    # clicks: e1 item 1 slot 0 under [0,1] → 0; e2 item 1 slot 0 under [1,2] → 1; e3 item 3 slot 1 under [1,2] → 0.
+    # batch_size 2: e0, e1 under u=0 (slate [0, 1]) → π 1, 0; e2, e3 under u=1 ([1, 2]) → π 1, 0; e4 under u=2 → 0.
+    # w = [4, 0, 4, 0, 0]; clicks e1, e2, e3 → Σw r = 4, Σw = 8; effective sample size 64 / 32 = 2.
     arm = RotatingArm()
-    value, (low, high) = progressive_ips(arm, LOG, batch_size=2)
-    assert value == pytest.approx(N_ITEMS * 1 / 5)
-    assert low <= value <= high
+    result = progressive_ips(arm, LOG, batch_size=2)
+    assert (result.ctr, result.effective_sample_size) == (pytest.approx(0.5), pytest.approx(2.0))
     assert [fit[0] for fit in arm.fits] == [0, 1, 3]
+
+
+def test_a_deterministic_arm_with_no_clicks_gets_wilsons_rule_of_three_interval():
+    # Four events agree with the arm (w = 4 each) and none was clicked: ESS 4, interval [0, z²/(4 + z²)].
+    result = WeightedCTR.of(np.array([4.0, 4.0, 4.0, 4.0, 0.0]), np.array([0.0, 0.0, 0.0, 0.0, 1.0]))
+    assert (result.ctr, result.effective_sample_size, result.ci[0]) == (0.0, pytest.approx(4.0), 0.0)
+    assert result.ci[1] == pytest.approx(1.959963984540054**2 / (4 + 1.959963984540054**2))
