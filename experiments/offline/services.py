@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 LOGGED_KIND_PREFIX = "logged:"
 _REQUEST_NAMESPACE = uuid.UUID("6f0d7c8e-5b0a-4c53-9f38-0b5d0a0f0b6d")
 _BATCH = 2000
+# Below this many effective rows the bootstrap cannot see the weights' tail.
+MIN_EFFECTIVE_SAMPLE_SIZE = 100
 
 
 class OfflineEvaluationError(Exception):
@@ -397,10 +399,17 @@ def offline_evaluate(
         slot=slot,
     )
     estimates = evaluate(feedback, list(estimators), n_bootstrap=n_bootstrap, seed=seed)
+    ess = effective_sample_size(feedback)
     notes = [
         "the target is scored with each user's current attributes over the items seen in the logs",
         "intervals hold the reward model fixed (percentile bootstrap over impressions)",
     ]
+    if ess < MIN_EFFECTIVE_SAMPLE_SIZE:
+        notes.insert(
+            0,
+            f"WARNING: effective sample size {ess:.0f} < {MIN_EFFECTIVE_SAMPLE_SIZE}: the target rarely agrees with "
+            "the logged actions, so these estimates and intervals are unreliable",
+        )
     result = OfflineEvaluation(
         experiment=experiment.slug,
         arm=target_arm,
@@ -409,7 +418,7 @@ def offline_evaluate(
         rows=len(rows),
         requests=int(np.unique(request_of).size),
         candidates=int(candidates.size),
-        effective_sample_size=effective_sample_size(feedback),
+        effective_sample_size=ess,
         live_impressions=Impression.objects.filter(arm=arm).count() if arm is not None else 0,
         live_clicks=Click.objects.filter(impression__arm=arm, late=False).count() if arm is not None else 0,
         notes=notes,

@@ -56,3 +56,5 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  {e.estimator:>5}  {100 * e.value:.3f}%  [{100 * e.ci_low:.3f}%, {100 * e.ci_high:.3f}%]"
             )
+        for note in result.notes:
+            self.stdout.write(f"  note: {note}")

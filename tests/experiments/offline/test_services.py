@@ -145,3 +145,12 @@ def test_a_new_arm_can_be_evaluated_by_kind_without_saving_it(obd_dir, monkeypat
     result = offline_evaluate(experiment_slug="obd-all", target_arm="fresh", kind="popularity", n_bootstrap=20)
     assert {e.estimator: e.value for e in result.estimates}["ips"] == pytest.approx((1 + 1 + 4 / 3) / 5)
     assert not Arm.objects.filter(name="fresh").exists()
+
+
+def test_a_tiny_effective_sample_size_is_flagged(obd_dir, monkeypatch):
+    obd_import(campaign="all", data_dir=obd_dir)
+    new_arm(monkeypatch)
+    result = offline_evaluate(experiment_slug="obd-all", target_arm="candidate", n_bootstrap=20)
+    # Weights [1, 1, 1, 2/3, 4/3]: (Σw)² / Σw² = 25 / (3 + 4/9 + 16/9).
+    assert result.effective_sample_size == pytest.approx(25 / (3 + 20 / 9))
+    assert result.notes[0].startswith("WARNING: effective sample size 5 < 100")
