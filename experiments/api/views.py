@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
@@ -99,7 +100,11 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
                     body = _read_json(request, max_body() if callable(max_body) else max_body)
                 if not database:
                     return handler(request, body, *args, **kwargs)
-                return await run_db(request, handler, request, body, *args, **kwargs)
+                started = time.perf_counter()
+                response = await run_db(request, handler, request, body, *args, **kwargs)
+                # Time spent in the handler (ranking + SQL), for clients and benchmarks to separate it from transport.
+                response["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+                return response
             except ApiError as exc:
                 return api_error_response(exc)
             except ServingError as exc:
