@@ -29,6 +29,8 @@ COMMON_ERRORS = {
     "503": {**ERROR, "description": "database unavailable or serving not ready"},
 }
 
+NUMBER_OR_NULL = {"type": ["number", "null"]}
+
 # Optional request fields also accept null, meaning "absent" (the default applies), as the views do.
 COMPONENTS: dict[str, dict[str, Any]] = {
     "Error": {
@@ -155,6 +157,105 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         },
     },
     "Ping": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
+    "ArmResult": {
+        "type": "object",
+        "description": "One arm's live results; docs/statistics.md defines every number (null = undefined yet)",
+        "required": ["arm", "is_control", "impressions", "clicks", "ctr", "ctr_ci_low", "ctr_ci_high", "lift",
+                     "always_valid_p", "p_best"],
+        "properties": {
+            "arm": {"type": "string"},
+            "is_control": {"type": "boolean"},
+            "status": {"type": ["string", "null"]},
+            "health": {"type": ["string", "null"]},
+            "weight": NUMBER_OR_NULL,
+            "users": {"type": "integer", "minimum": 0},
+            "impressions": {"type": "integer", "minimum": 0},
+            "clicks": {"type": "integer", "minimum": 0},
+            **{
+                key: NUMBER_OR_NULL
+                for key in (
+                    "ctr", "ctr_ci_low", "ctr_ci_high", "lift", "lift_ci_low", "lift_ci_high", "p_value",
+                    "p_value_holm", "always_valid_p", "always_valid_p_holm", "p_best", "expected_loss",
+                    "seconds_since_update", "logloss", "auc",
+                )
+            },
+            "model_version": {"type": ["integer", "null"]},
+        },
+    },
+    "ExperimentStats": {
+        "type": "object",
+        "required": ["experiment", "computed_at", "seq", "control", "alpha", "arms", "srm", "warnings"],
+        "properties": {
+            "experiment": {
+                "type": "object",
+                "required": ["slug", "status", "winner", "allocation_epoch"],
+                "properties": {
+                    "slug": {"type": "string"},
+                    "name": {"type": "string"},
+                    "status": {"enum": ["draft", "running", "concluded"]},
+                    "winner": {"type": ["string", "null"]},
+                    "allocation_epoch": {"type": "integer", "minimum": 0},
+                },
+            },
+            "computed_at": {"type": "string", "format": "date-time"},
+            "seq": {"type": "integer", "minimum": 1},
+            "control": {"type": "string"},
+            "alpha": {"type": "number"},
+            "arms": {"type": "array", "items": ref("ArmResult")},
+            "srm": {
+                "type": "object",
+                "required": ["p_value", "alert"],
+                "properties": {"p_value": NUMBER_OR_NULL, "alert": {"type": "boolean"}},
+            },
+            "warnings": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "arm": {"type": ["string", "null"]},
+                        "message": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "PromoteRequest": {
+        "type": "object",
+        "required": ["arm", "reason"],
+        "properties": {
+            "arm": {"type": "string", "description": "arm name"},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 2000},
+        },
+    },
+    "Promotion": {
+        "type": "object",
+        "required": ["decision", "experiment"],
+        "properties": {
+            "decision": {
+                "type": "object",
+                "required": ["id", "action", "arm", "user", "reason", "created_at"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "action": {"const": "promote"},
+                    "arm": {"type": "string"},
+                    "user": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "experiment": {
+                "type": "object",
+                "required": ["slug", "status", "winner"],
+                "properties": {
+                    "slug": {"type": "string"},
+                    "status": {"const": "concluded"},
+                    "winner": {"type": "string"},
+                },
+            },
+        },
+    },
 }
 
 API_KEY_SECURITY = [{"apiKey": []}, {"bearer": []}]
@@ -233,6 +334,40 @@ PATHS: dict[str, dict[str, Any]] = {
             "operationId": "ping",
             "security": [],
             "responses": {"200": json_body(ref("Ping"), "ok")},
+        }
+    },
+    "/api/v1/experiments/{slug}/stats": {
+        "get": {
+            "summary": "The live dashboard's per-arm results (the latest stats tick, at most 5 s old)",
+            "operationId": "experimentStats",
+            "security": [{"session": []}],
+            "parameters": [{"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": json_body(ref("ExperimentStats"), "results per arm"),
+                "401": {**ERROR, "description": "not logged in"},
+                "404": {**ERROR, "description": "unknown experiment"},
+                "405": {**ERROR, "description": "method not allowed"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/promote": {
+        "post": {
+            "summary": "Send every bucket to one arm at once and conclude (staff with promote_arm; session + "
+            "X-CSRFToken); recorded as a Decision with the reason and the statistics of that moment",
+            "operationId": "experimentPromote",
+            "security": [{"session": []}],
+            "parameters": [{"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {"required": True, **json_body(ref("PromoteRequest"))},
+            "responses": {
+                "201": json_body(ref("Promotion"), "promoted"),
+                "400": {**ERROR, "description": "invalid JSON, missing arm or reason"},
+                "401": {**ERROR, "description": "not logged in"},
+                "403": {**ERROR, "description": "no promote_arm permission (forbidden) or CSRF token missing (csrf_failed)"},
+                "404": {**ERROR, "description": "unknown experiment or arm"},
+                "405": {**ERROR, "description": "method not allowed"},
+                "409": {**ERROR, "description": "experiment not running, or the arm is not active"},
+                "413": {**ERROR, "description": "body too large"},
+            },
         }
     },
 }

@@ -5,9 +5,11 @@ import json
 import pytest
 from django.test import Client
 
+from experiments.api.openapi import openapi_document
 from experiments.models import Decision, Experiment
 from experiments.services import stats as stats_services
 from tests.experiments.stats_support import PASSWORD, add_rollup, make_experiment, make_login
+from tests.support.serving import schema_check
 
 pytestmark = pytest.mark.django_db
 
@@ -43,6 +45,7 @@ def test_stats_needs_a_session_and_returns_per_arm_results(experiment):
     assert [a["arm"] for a in doc["arms"]] == ["control", "treat"]
     assert doc["arms"][1]["ctr"] == pytest.approx(0.45)
     assert set(doc["arms"][1]) >= {"ctr_ci_low", "lift", "always_valid_p", "p_best", "model_version", "logloss", "auc"}
+    schema_check(openapi_document(), "ExperimentStats", doc)
 
 
 def test_stats_of_an_unknown_experiment_is_a_json_404(experiment):
@@ -75,6 +78,7 @@ def test_admin_promotes_with_a_reason(experiment):
     assert response.status_code == 201
     assert body["decision"]["action"] == "promote" and body["decision"]["reason"] == "clear winner"
     assert body["experiment"] == {"slug": "homepage", "status": "concluded", "winner": "treat"}
+    schema_check(openapi_document(), "Promotion", body)
     assert Experiment.objects.get(pk=experiment.pk).winner.name == "treat"
 
 
@@ -92,6 +96,8 @@ def test_bad_promote_bodies_are_4xx_with_the_error_shape(experiment, body, statu
     response = promote(client_for("boss", promoter=True), body)
 
     assert response.status_code == status
+    assert str(status) in openapi_document()["paths"]["/api/v1/experiments/{slug}/promote"]["post"]["responses"]
+    schema_check(openapi_document(), "Error", response.json())
     assert (response.json()["error"]["code"], response.json()["error"]["field"]) == (code, field)
     assert Decision.objects.count() == 0
 
