@@ -134,11 +134,13 @@ class Impression(models.Model):
     """One shown item of one recommendation response."""
 
     request_id = models.UUIDField(default=uuid.uuid4)
-    user = models.ForeignKey(ShopUser, on_delete=models.CASCADE, related_name="impressions")
+    # No single-column index on user, experiment or arm: the composite indexes below lead with
+    # each of them and serve the same lookups; every index costs every impression write.
+    user = models.ForeignKey(ShopUser, on_delete=models.CASCADE, related_name="impressions", db_index=False)
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="impressions")
     # Denormalised from the arm so that stats queries filter without a join.
-    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="impressions")
-    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="impressions")
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="impressions", db_index=False)
+    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="impressions", db_index=False)
     position = models.IntegerField()
     score = models.FloatField()
     propensity = models.FloatField()
