@@ -243,8 +243,19 @@ class ArmUserStat(models.Model):
     epoch = models.IntegerField(default=0)
     impressions = models.IntegerField(default=0)
     clicks = models.IntegerField(default=0)
+    # The counts already added into ArmEpochSums by the stats tick (which alone writes these);
+    # a row whose counts differ is folded in by the next tick.
+    folded_impressions = models.IntegerField(default=0, db_default=0)
+    folded_clicks = models.IntegerField(default=0, db_default=0)
 
     class Meta:
+        indexes = [
+            models.Index(
+                fields=["arm"],
+                name="armuserstat_unfolded",
+                condition=~Q(impressions=models.F("folded_impressions")) | ~Q(clicks=models.F("folded_clicks")),
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["arm", "user", "epoch"], name="armuserstat_unique"),
             # 0 <= clicks <= impressions, which also keeps impressions non-negative.
@@ -283,3 +294,25 @@ class AllocationEpoch(models.Model):
             models.UniqueConstraint(fields=["experiment", "epoch"], name="allocationepoch_unique"),
             models.CheckConstraint(condition=Q(epoch__gte=0), name="allocationepoch_epoch_non_negative"),
         ]
+
+
+class ArmEpochSums(models.Model):
+    """Running clustered sums of one arm in one allocation period, folded from ArmUserStat by the stats tick.
+
+    Each tick adds only the rows that changed since the last one, so a tick costs
+    the traffic of one second, not the size of the experiment (docs/benchmarks.md).
+    ``newcomers``: users whose first rollup row on the arm is in this period (the SRM unit).
+    """
+
+    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="epoch_sums")
+    epoch = models.IntegerField()
+    n_users = models.BigIntegerField(default=0)
+    sum_n = models.BigIntegerField(default=0)
+    sum_c = models.BigIntegerField(default=0)
+    sum_nn = models.BigIntegerField(default=0)
+    sum_cc = models.BigIntegerField(default=0)
+    sum_nc = models.BigIntegerField(default=0)
+    newcomers = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["arm", "epoch"], name="armepochsums_unique")]
