@@ -92,6 +92,11 @@ class Arm:
         Raises BadBatchError (nothing touched) or DivergedUpdateError (state
         restored exactly).
         """
+        return self.partial_fit_predict(batch)[0]
+
+    def partial_fit_predict(self, batch: Batch) -> tuple[dict[str, float], np.ndarray]:
+        """:meth:`partial_fit`, also returning the per-row predictions made before
+        the update (progressive validation scores, at no extra cost)."""
         self._check_batch(batch, labelled=True)
         assert batch.labels is not None
         w = batch.weights()
@@ -111,7 +116,7 @@ class Arm:
             "n_updates": float(self.n_updates),
         }
         out.update(extra)
-        return out
+        return out, np.asarray(p_before, dtype=np.float64)
 
     # ---------------------------------------------------------------- state
     def to_bytes(self) -> bytes:

@@ -16,6 +16,11 @@ rows in the batch move, as in TF's LazyAdam), so a step costs O(batch) whatever
 the table size. The step computes every new value first and only assigns them
 if the loss and all new values are finite, so a diverging update leaves the
 state untouched.
+
+The compiled functions take the variables as an argument and are cached per
+architecture, so a second arm of the same shape — e.g. a new model version
+hot-swapped in from a checkpoint — reuses the traced graphs instead of paying
+seconds of tracing again.
 """
 
 from __future__ import annotations
@@ -30,59 +35,25 @@ from models._tf import tf_module
 _B1, _B2, _EPS = 0.9, 0.999, 1e-7
 
 
-class Tower:
+class _Graphs:
+    """Traced forward/train functions for one architecture, shared by all its towers."""
+
     def __init__(
         self,
         *,
         user_dim: int,
         item_dim: int,
-        emb_dim: int,
-        hidden: int,
-        user_buckets: int,
-        item_buckets: int,
-        max_position: int,
+        heads: int,
         logit_heads: int,
-        value_heads: int,
         use_history: bool,
         lr: float,
-        init_ctr: float,
-        seed: int,
-    ) -> None:
+        layout: dict[str, tuple[int, tuple[int, ...]]],
+    ):
         tf = self.tf = tf_module()
-        self.user_buckets, self.item_buckets = user_buckets, item_buckets
-        self.max_position = max_position
-        self.logit_heads, self.value_heads = logit_heads, value_heads
-        self.use_history = use_history
-        self.lr = lr
-        heads = logit_heads + value_heads
-        rng = np.random.default_rng(seed)
-        du_in = emb_dim + user_dim + (2 * emb_dim if use_history else 0)
-        di_in = emb_dim + item_dim
-
-        def glorot(fan_in: int, fan_out: int) -> np.ndarray:
-            lim = np.sqrt(6.0 / (fan_in + fan_out))
-            return rng.uniform(-lim, lim, (fan_in, fan_out))
-
-        b2 = np.zeros(heads)
-        b2[:logit_heads] = np.log(init_ctr / (1 - init_ctr))
-        init = {
-            "emb_user": rng.normal(0, 0.05, (user_buckets, emb_dim)),
-            "emb_item": rng.normal(0, 0.05, (item_buckets, emb_dim)),
-            "w1u": glorot(du_in + di_in, hidden)[:du_in],
-            "w1i": glorot(du_in + di_in, hidden)[du_in:],
-            "b1": np.zeros(hidden),
-            "w2": glorot(hidden, heads),
-            "b2": b2,
-            "pos": np.zeros(max_position),
-            "wc": np.zeros((user_dim, item_dim)),
-            "wu": np.zeros(user_dim),
-            "wi": np.zeros(item_dim),
-        }
-        self.sparse_names = ("emb_user", "emb_item")
-        self.vars = {k: tf.Variable(v.astype(np.float32), name=k) for k, v in init.items()}
-        self.m = {k: tf.Variable(tf.zeros_like(v), name=f"m_{k}") for k, v in self.vars.items()}
-        self.v = {k: tf.Variable(tf.zeros_like(v), name=f"v_{k}") for k, v in self.vars.items()}
-        self.step = tf.Variable(0.0, dtype=tf.float32, name="step")
+        self.layout = layout
+        self.logit_heads, self.value_heads = logit_heads, heads - logit_heads
+        self.use_history, self.lr = use_history, lr
+        self.heads_mask = np.array([1.0] * logit_heads + [0.0] * (heads - logit_heads), np.float32)
         f32, i64 = tf.float32, tf.int64
         row_sig = [
             tf.TensorSpec([None], i64),  # user bucket
@@ -95,37 +66,25 @@ class Tower:
             tf.TensorSpec([None, item_dim], f32),
             tf.TensorSpec([None], i64),  # slot index (0-based)
         ]
-        self._train = tf.function(
-            self._train_step,
-            input_signature=[*row_sig, tf.TensorSpec([None, heads], f32), tf.TensorSpec([None, heads], f32)],
-            reduce_retracing=True,
-        )
-        self._rows = tf.function(self._forward_rows, input_signature=row_sig)
-        self._matrix = tf.function(self._forward_matrix, input_signature=row_sig[:8])
-
-    # ------------------------------------------------------------ inputs
-    def encode_users(
-        self, keys: np.ndarray, feats: np.ndarray, clicked: np.ndarray, impressed: np.ndarray
-    ) -> list[np.ndarray]:
-        ib = self.item_buckets
-        return [
-            hashing.bucket(keys, self.user_buckets, salt=201),
-            feats,
-            hashing.bucket(clicked, ib, salt=202),
-            (clicked >= 0).astype(np.float32),
-            hashing.bucket(impressed, ib, salt=202),
-            (impressed >= 0).astype(np.float32),
-        ]
-
-    def encode_items(self, keys: np.ndarray, feats: np.ndarray) -> list[np.ndarray]:
-        return [hashing.bucket(keys, self.item_buckets, salt=202), feats]
-
-    def slots(self, position: np.ndarray) -> np.ndarray:
-        return (np.minimum(position, self.max_position) - 1).astype(np.int64)
+        # autograph off: the code is plain TF ops with an explicit tf.cond, and
+        # skipping the conversion makes the one-off trace cheaper.
+        self.train = tf.function(self._train_step, reduce_retracing=True, autograph=False)
+        self.rows = tf.function(self._forward_rows, reduce_retracing=True, autograph=False)
+        self.matrix = tf.function(self._forward_matrix, reduce_retracing=True, autograph=False)
+        self.row_sig = row_sig
 
     # ----------------------------------------------------------- forward
-    def _user_part(self, u, uf, ci, cm, ii, im):  # type: ignore[no-untyped-def]
-        tf, v = self.tf, self.vars
+    def _dense(self, v):  # type: ignore[no-untyped-def]
+        """Views of the flat dense-parameter vector as named tensors."""
+        flat = v["dense"]
+        out = dict(v)
+        for name, (off, shape) in self.layout.items():
+            size = int(np.prod(shape))
+            out[name] = self.tf.reshape(flat[off : off + size], shape)
+        return out
+
+    def _user_part(self, v, u, uf, ci, cm, ii, im):  # type: ignore[no-untyped-def]
+        tf = self.tf
         parts = [tf.gather(v["emb_user"], u), uf]
         if self.use_history:
             for idx, mask in ((ci, cm), (ii, im)):
@@ -133,16 +92,14 @@ class Tower:
                 parts.append(tf.reduce_sum(e, 1) / tf.maximum(tf.reduce_sum(mask, 1, keepdims=True), 1.0))
         return tf.matmul(tf.concat(parts, 1), v["w1u"])
 
-    def _item_part(self, i, itf):  # type: ignore[no-untyped-def]
-        tf, v = self.tf, self.vars
+    def _item_part(self, v, i, itf):  # type: ignore[no-untyped-def]
+        tf = self.tf
         return tf.matmul(tf.concat([tf.gather(v["emb_item"], i), itf], 1), v["w1i"])
 
-    def _heads_mask(self):  # type: ignore[no-untyped-def]
-        return self.tf.constant([1.0] * self.logit_heads + [0.0] * self.value_heads, dtype=self.tf.float32)
-
-    def _forward_rows(self, u, uf, ci, cm, ii, im, i, itf, slot):  # type: ignore[no-untyped-def]
-        tf, v = self.tf, self.vars
-        h = tf.nn.relu(self._user_part(u, uf, ci, cm, ii, im) + self._item_part(i, itf) + v["b1"])
+    def _forward_rows(self, v, u, uf, ci, cm, ii, im, i, itf, slot):  # type: ignore[no-untyped-def]
+        tf = self.tf
+        v = self._dense(v)
+        h = tf.nn.relu(self._user_part(v, u, uf, ci, cm, ii, im) + self._item_part(v, i, itf) + v["b1"])
         out = tf.matmul(h, v["w2"]) + v["b2"]
         wide = (
             tf.reduce_sum(tf.matmul(uf, v["wc"]) * itf, 1)
@@ -150,13 +107,14 @@ class Tower:
             + tf.linalg.matvec(itf, v["wi"])
             + tf.gather(v["pos"], slot)
         )
-        return out + wide[:, None] * self._heads_mask()
+        return out + wide[:, None] * self.heads_mask
 
-    def _forward_matrix(self, u, uf, ci, cm, ii, im, i, itf):  # type: ignore[no-untyped-def]
+    def _forward_matrix(self, v, u, uf, ci, cm, ii, im, i, itf):  # type: ignore[no-untyped-def]
         """Serving outputs ``[m, n, heads]`` at slot 1 for m users × n items."""
-        tf, v = self.tf, self.vars
-        up = self._user_part(u, uf, ci, cm, ii, im) + v["b1"]
-        ip = self._item_part(i, itf)
+        tf = self.tf
+        v = self._dense(v)
+        up = self._user_part(v, u, uf, ci, cm, ii, im) + v["b1"]
+        ip = self._item_part(v, i, itf)
         h = tf.nn.relu(up[:, None, :] + ip[None, :, :])
         out = tf.einsum("mnh,hk->mnk", h, v["w2"]) + v["b2"]
         wide = (
@@ -165,28 +123,30 @@ class Tower:
             + tf.linalg.matvec(itf, v["wi"])[None, :]
             + v["pos"][0]
         )
-        return out + wide[:, :, None] * self._heads_mask()
+        return out + wide[:, :, None] * self.heads_mask
 
     # ------------------------------------------------------------- train
-    def _train_step(self, u, uf, ci, cm, ii, im, i, itf, slot, y, w):  # type: ignore[no-untyped-def]
+    def _train_step(self, st, u, uf, ci, cm, ii, im, i, itf, slot, y, w):  # type: ignore[no-untyped-def]
         tf = self.tf
         lh = self.logit_heads
+        wv = st["w"]
+        names = sorted(wv)
         with tf.GradientTape() as tape:
-            out = self._forward_rows(u, uf, ci, cm, ii, im, i, itf, slot)
+            out = self._forward_rows(wv, u, uf, ci, cm, ii, im, i, itf, slot)
             ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y[:, :lh], logits=out[:, :lh])
             losses = [tf.reduce_sum(ce * w[:, :lh]) / tf.maximum(tf.reduce_sum(w[:, :lh]), 1e-12)]
             if self.value_heads:
                 se = tf.square(out[:, lh:] - y[:, lh:])
                 losses.append(tf.reduce_sum(se * w[:, lh:]) / tf.maximum(tf.reduce_sum(w[:, lh:]), 1e-12))
             loss = tf.add_n(losses)
-        names = list(self.vars)
-        grads = tape.gradient(loss, [self.vars[n] for n in names])
-        t = self.step + 1.0
+        grads = tape.gradient(loss, [wv[n] for n in names])
+        step = st["step"]
+        t = step + 1.0
         lr_t = self.lr * tf.sqrt(1.0 - _B2**t) / (1.0 - _B1**t)
         updates = []
         ok = tf.math.is_finite(loss)
         for name, g in zip(names, grads, strict=True):
-            var, m, v = self.vars[name], self.m[name], self.v[name]
+            var, m, v = wv[name], st["m"][name], st["v"][name]
             if isinstance(g, tf.IndexedSlices):
                 rows, inv = tf.unique(g.indices)
                 gv = tf.math.unsorted_segment_sum(g.values, inv, tf.shape(rows)[0])
@@ -214,31 +174,155 @@ class Tower:
                         v.scatter_update(tf.IndexedSlices(v_new, rows)),
                     ]
             with tf.control_dependencies(ops):
-                return self.step.assign_add(1.0)
+                return step.assign_add(1.0)
 
-        tf.cond(ok, apply, lambda: self.step + 0.0)
+        tf.cond(ok, apply, lambda: step + 0.0)
         return out, loss, ok
+
+
+_GRAPHS: dict[tuple, _Graphs] = {}
+
+
+class Tower:
+    """One network's variables (weights, Adam slots, step) plus its encoders."""
+
+    def __init__(
+        self,
+        *,
+        user_dim: int,
+        item_dim: int,
+        emb_dim: int,
+        hidden: int,
+        user_buckets: int,
+        item_buckets: int,
+        max_position: int,
+        logit_heads: int,
+        value_heads: int,
+        use_history: bool,
+        lr: float,
+        init_ctr: float,
+        seed: int,
+    ) -> None:
+        tf = self.tf = tf_module()
+        self.user_buckets, self.item_buckets = user_buckets, item_buckets
+        self.max_position = max_position
+        heads = logit_heads + value_heads
+        rng = np.random.default_rng(seed)
+        du_in = emb_dim + user_dim + (2 * emb_dim if use_history else 0)
+        di_in = emb_dim + item_dim
+
+        def glorot(fan_in: int, fan_out: int) -> np.ndarray:
+            lim = np.sqrt(6.0 / (fan_in + fan_out))
+            return rng.uniform(-lim, lim, (fan_in, fan_out))
+
+        b2 = np.zeros(heads)
+        b2[:logit_heads] = np.log(init_ctr / (1 - init_ctr))
+        w1 = glorot(du_in + di_in, hidden)
+        dense = {
+            "w1u": w1[:du_in],
+            "w1i": w1[du_in:],
+            "b1": np.zeros(hidden),
+            "w2": glorot(hidden, heads),
+            "b2": b2,
+            "pos": np.zeros(max_position),
+            "wc": np.zeros((user_dim, item_dim)),
+            "wu": np.zeros(user_dim),
+            "wi": np.zeros(item_dim),
+        }
+        # All dense parameters live in one flat variable: fewer variables means
+        # less per-call overhead when the shared graph is invoked.
+        layout, off = {}, 0
+        for name, arr in dense.items():
+            layout[name] = (off, arr.shape)
+            off += arr.size
+        init = {
+            "emb_user": rng.normal(0, 0.05, (user_buckets, emb_dim)),
+            "emb_item": rng.normal(0, 0.05, (item_buckets, emb_dim)),
+            "dense": np.concatenate([a.ravel() for a in dense.values()]),
+        }
+        key = (user_dim, item_dim, heads, logit_heads, use_history, lr, tuple(layout.items()))
+        if key not in _GRAPHS:
+            _GRAPHS[key] = _Graphs(
+                user_dim=user_dim,
+                item_dim=item_dim,
+                heads=heads,
+                logit_heads=logit_heads,
+                use_history=use_history,
+                lr=lr,
+                layout=layout,
+            )
+        self.graphs = _GRAPHS[key]
+        self.state = {
+            "w": {k: tf.Variable(v.astype(np.float32), name=k) for k, v in init.items()},
+            "m": {k: tf.Variable(np.zeros(v.shape, np.float32), name=f"m_{k}") for k, v in init.items()},
+            "v": {k: tf.Variable(np.zeros(v.shape, np.float32), name=f"v_{k}") for k, v in init.items()},
+            "step": tf.Variable(0.0, dtype=tf.float32, name="step"),
+        }
+
+    # ------------------------------------------------------------ inputs
+    def encode_users(
+        self, keys: np.ndarray, feats: np.ndarray, clicked: np.ndarray, impressed: np.ndarray
+    ) -> list[np.ndarray]:
+        ib = self.item_buckets
+        return [
+            hashing.bucket(keys, self.user_buckets, salt=201),
+            feats,
+            hashing.bucket(clicked, ib, salt=202),
+            (clicked >= 0).astype(np.float32),
+            hashing.bucket(impressed, ib, salt=202),
+            (impressed >= 0).astype(np.float32),
+        ]
+
+    def encode_items(self, keys: np.ndarray, feats: np.ndarray) -> list[np.ndarray]:
+        return [hashing.bucket(keys, self.item_buckets, salt=202), feats]
+
+    def slots(self, position: np.ndarray) -> np.ndarray:
+        return (np.minimum(position, self.max_position) - 1).astype(np.int64)
 
     # -------------------------------------------------------------- api
     def train(self, rows: list[np.ndarray], y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, bool]:
-        out, loss, ok = self._train(*rows, y.astype(np.float32), w.astype(np.float32))
+        out, loss, ok = self.graphs.train(self.state, *rows, y.astype(np.float32), w.astype(np.float32))
         return out.numpy(), float(loss.numpy()), bool(ok.numpy())
 
     def forward(self, rows: list[np.ndarray]) -> np.ndarray:
-        return self._rows(*rows).numpy()
+        return self.graphs.rows(self.state["w"], *rows).numpy()
 
     def matrix(self, users: list[np.ndarray], items: list[np.ndarray]) -> np.ndarray:
-        return self._matrix(*users, *items).numpy()
+        return self.graphs.matrix(self.state["w"], *users, *items).numpy()
+
+    def snapshot(self, rows: list[np.ndarray]) -> dict[str, Any]:
+        """Copy of everything a step on ``rows`` can change: the dense weights
+        and the embedding rows those inputs touch (O(batch), not O(table))."""
+        user_rows = np.unique(rows[0])
+        item_rows = np.unique(np.concatenate([rows[6], rows[2].ravel(), rows[4].ravel()]))
+        snap: dict[str, Any] = {"step": float(self.state["step"].numpy())}
+        for part in ("w", "m", "v"):
+            for name, var in self.state[part].items():
+                if name == "emb_user":
+                    snap[(part, name)] = (user_rows, self.tf.gather(var, user_rows).numpy())
+                elif name == "emb_item":
+                    snap[(part, name)] = (item_rows, self.tf.gather(var, item_rows).numpy())
+                else:
+                    snap[(part, name)] = (None, var.numpy())
+        return snap
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.state["step"].assign(snap["step"])
+        for part in ("w", "m", "v"):
+            for name, var in self.state[part].items():
+                idx, val = snap[(part, name)]
+                if idx is None:
+                    var.assign(val)
+                else:
+                    var.scatter_update(self.tf.IndexedSlices(val, idx))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        out = {f"w/{k}": v.numpy() for k, v in self.vars.items()}
-        out.update({f"m/{k}": v.numpy() for k, v in self.m.items()})
-        out.update({f"v/{k}": v.numpy() for k, v in self.v.items()})
-        out["step"] = np.array(self.step.numpy())
+        out = {f"{p}/{k}": v.numpy() for p in ("w", "m", "v") for k, v in self.state[p].items()}
+        out["step"] = np.array(self.state["step"].numpy())
         return out
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
-        for prefix, table in (("w", self.vars), ("m", self.m), ("v", self.v)):
-            for k, var in table.items():
-                var.assign(arrays[f"{prefix}/{k}"])
-        self.step.assign(float(arrays["step"]))
+        for p in ("w", "m", "v"):
+            for k, var in self.state[p].items():
+                var.assign(arrays[f"{p}/{k}"])
+        self.state["step"].assign(float(arrays["step"]))

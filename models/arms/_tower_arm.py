@@ -94,13 +94,13 @@ class TowerArm(Arm):
             # Early on, many small steps learn much faster than one big step; the
             # "before" numbers still come from the model before the whole batch.
             p_before = self._click_prob(self.tower.forward(rows))
-            snapshot = self.tower.arrays()
+            snapshot = self.tower.snapshot(rows)
             total, wsum = 0.0, 0.0
             for s in range(0, m, mb):
                 sl = slice(s, s + mb)
                 _, loss, ok = self.tower.train([r[sl] for r in rows], y[sl], w[sl])
                 if not ok:
-                    self.tower.load(snapshot)
+                    self.tower.restore(snapshot)
                     raise DivergedUpdateError(f"{self.kind}: non-finite update (state restored)")
                 ws = float(w[sl, 0].sum())
                 total, wsum = total + loss * ws, wsum + ws

@@ -127,6 +127,11 @@ class PopularityArm(Arm):
         return a / (a + b) * self.examination(batch.position)
 
     def _fit(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, float]]:
+        # Overflow is detected and refused below, so NumPy need not warn about it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._fit_unchecked(batch)
+
+    def _fit_unchecked(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, float]]:
         assert batch.labels is not None
         p = self._predict(batch)
         w = batch.weights().astype(np.float64)
