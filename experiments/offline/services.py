@@ -30,15 +30,9 @@ from experiments.models import (
     ModelCheckpoint,
     ShopUser,
 )
-from experiments.offline.estimators import (
-    ESTIMATORS,
-    LoggedFeedback,
-    PolicyEstimate,
-    effective_sample_size,
-    evaluate,
-)
+from experiments.offline.estimators import ESTIMATORS, PolicyEstimate, effective_sample_size
+from experiments.offline.evaluation import evaluate_with_refit
 from experiments.offline.obd import POLICIES, OBDLog, load_item_context, load_obd_log
-from experiments.offline.reward_model import cross_fit_item_slot_ctr
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +299,8 @@ def offline_evaluate(
     The target's action probabilities come from its newest model (or a fresh one)
     via ``propensity_matrix`` over the items that appear in the logs (the catalogue
     the logging arms chose from), for each request's user as they are now. The
-    reward model for DM/DR is the cross-fitted item × position CTR table.
+    reward model for DM/DR is the cross-fitted item × position CTR table, refitted in
+    every bootstrap replicate.
     """
     unknown = [name for name in estimators if name not in ESTIMATORS]
     if unknown:
@@ -363,46 +358,37 @@ def offline_evaluate(
 
     n_slots = int(position.max())
     slot = position - 1
-    model_table = cross_fit_item_slot_ctr(item_index, slot, reward, n_items=candidates.size, n_slots=n_slots, seed=seed)
-    target_probability = np.zeros(len(rows))
-    target_reward_hat = np.zeros(len(rows))
     from models.types import Context
 
+    # One exact slot-probability matrix per user: serving ranks all of a user's requests from the same
+    # features, and the model is fixed during the evaluation. Held in memory: users × candidates × slots.
+    user_ids, group = np.unique(user_of, return_inverse=True)
     k = min(n_slots, candidates.size)
-    cache: dict[int, np.ndarray] = {}
-    for row in range(len(rows)):
-        user = int(user_of[row])
-        matrix = cache.get(user)
-        if matrix is None:
-            # Serving ranks every request of a user from the same features, so one matrix per user suffices
-            # while the model is fixed.
-            ctx = Context.make(
-                features.external_key(users[user]),
-                features.user_features(attributes[user], dim=int(model.params["user_dim"])),
-                item_keys,
-                item_feats,
-                history_len=int(model.params.get("history_len", 10)),
-            )
-            matrix = np.zeros((candidates.size, n_slots))
-            matrix[:, :k] = model.propensity_matrix(ctx, k)
-            cache[user] = matrix
-        s = int(slot[row])
-        target_probability[row] = matrix[item_index[row], s]
-        target_reward_hat[row] = float(matrix[:, s] @ model_table.tables[model_table.fold[row], :, s])
-
-    feedback = LoggedFeedback(
+    policy = np.zeros((user_ids.size, candidates.size, n_slots))
+    for g, user in enumerate(user_ids.tolist()):
+        ctx = Context.make(
+            features.external_key(users[user]),
+            features.user_features(attributes[user], dim=int(model.params["user_dim"])),
+            item_keys,
+            item_feats,
+            history_len=int(model.params.get("history_len", 10)),
+        )
+        policy[g, :, :k] = np.clip(model.propensity_matrix(ctx, k), 0.0, 1.0)
+    estimates, feedback = evaluate_with_refit(
+        item=item_index,
+        slot=slot,
         reward=reward,
         propensity=propensity,
-        target_probability=np.clip(target_probability, 0.0, 1.0),
-        reward_hat=model_table.logged(item_index, slot),
-        target_reward_hat=target_reward_hat,
-        slot=slot,
+        group=group,
+        policy=policy,
+        estimators=list(estimators),
+        n_bootstrap=n_bootstrap,
+        seed=seed,
     )
-    estimates = evaluate(feedback, list(estimators), n_bootstrap=n_bootstrap, seed=seed)
     ess = effective_sample_size(feedback)
     notes = [
         "the target is scored with each user's current attributes over the items seen in the logs",
-        "intervals hold the reward model fixed (percentile bootstrap over impressions)",
+        "intervals: percentile bootstrap over impressions, refitting the reward model on every resample",
     ]
     if ess < MIN_EFFECTIVE_SAMPLE_SIZE:
         notes.insert(

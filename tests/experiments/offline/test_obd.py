@@ -67,9 +67,14 @@ def test_the_shipped_sample_is_found_without_importing_obp():
     assert "obp" not in sys.modules
 
 
+@pytest.fixture(scope="module")
+def shipped():
+    return {policy: load_obd_log(policy, "all") for policy in ("random", "bts")}
+
+
 @pytest.mark.parametrize("policy", ["random", "bts"])
-def test_the_shipped_logs_have_the_documented_shape(policy):
-    log = load_obd_log(policy, "all")
+def test_the_shipped_logs_have_the_documented_shape(shipped, policy):
+    log = shipped[policy]
     assert (log.n_items, log.n_positions) == (80, 3)
     assert set(np.unique(log.position)) == {1, 2, 3}
     assert set(np.unique(log.click)) == {0, 1}
@@ -78,9 +83,8 @@ def test_the_shipped_logs_have_the_documented_shape(policy):
     assert log.n == log.row_id.size == log.affinity.shape[0] == log.user_features.shape[0]
 
 
-def test_the_random_policy_logs_one_in_eighty():
-    log = load_obd_log("random", "all")
-    np.testing.assert_allclose(log.propensity, 1 / 80)
+def test_the_random_policy_logs_one_in_eighty(shipped):
+    np.testing.assert_allclose(shipped["random"].propensity, 1 / 80)
 
 
 def test_the_catalogue_and_the_prior_cover_every_item():

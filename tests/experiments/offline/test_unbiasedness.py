@@ -11,7 +11,7 @@ import pytest
 from experiments.offline.estimators import LoggedFeedback, estimate, evaluate
 
 N_CONTEXTS, N_ACTIONS, N_SLOTS = 5, 4, 2
-N_ROWS, N_REPLICATIONS, N_BOOTSTRAP = 2000, 100, 400
+N_ROWS, N_REPLICATIONS, N_BOOTSTRAP = 2000, 100, 300
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
