@@ -334,8 +334,17 @@ def arm_train(*, arm_id: int, config: TrainingConfig | None = None) -> TrainRun:
         while True:
             try:
                 step = _step(arm, config)
-            except Exception:
+            except (StaleBase, IntegrityError):
                 _models.pop(arm_id, None)
+                raise
+            except Exception as exc:
+                # A bug, not bad data: the cursors stay (nothing is skipped), the arm shows the error.
+                _models.pop(arm_id, None)
+                reason = f"training error: {type(exc).__name__}: {exc}"[:2000]
+                Arm.objects.filter(pk=arm_id).exclude(health_reason=reason).update(
+                    health=Arm.Health.UNHEALTHY, health_reason=reason
+                )
+                log.exception("train_error arm=%s error=%s", arm_id, type(exc).__name__)
                 raise
             run.steps.append(step)
             if not step.more or time.monotonic() - started >= config.budget_s:

@@ -45,7 +45,8 @@ class TrainingConfig:
     # Retention: keep the last N versions and every Kth.
     keep_last: int = 20
     keep_every: int = 100
-    # Optional: spread arms over queues training.<arm_id % shards> (0 = the one queue "training").
+    # The trainers' queue, and optionally arms spread over <queue>.<arm_id % shards> (0 = the one queue).
+    queue: str = "training"
     shards: int = 0
     # Fault injection for the crash test only: sleep this long between partial_fit and commit.
     test_pause_s: float = 0.0
@@ -65,9 +66,10 @@ class TrainingConfig:
             inflight_wait_s=_float("RECSITE_TRAIN_INFLIGHT_WAIT_S", d.inflight_wait_s),
             keep_last=_int("RECSITE_CHECKPOINT_KEEP_LAST", d.keep_last, lo=1),
             keep_every=_int("RECSITE_CHECKPOINT_KEEP_EVERY", d.keep_every, lo=1),
+            queue=os.environ.get("RECSITE_TRAIN_QUEUE", "").strip() or d.queue,
             shards=_int("RECSITE_TRAIN_SHARDS", d.shards),
             test_pause_s=_float("RECSITE_TEST_TRAIN_PAUSE", d.test_pause_s),
         )
 
     def queue_for(self, arm_id: int) -> str:
-        return f"training.{arm_id % self.shards}" if self.shards > 0 else "training"
+        return f"{self.queue}.{arm_id % self.shards}" if self.shards > 0 else self.queue

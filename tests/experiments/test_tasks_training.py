@@ -110,3 +110,58 @@ def test_two_workers_never_both_apply_an_update_to_one_arm(worker_factory):
     assert "train_step arm=" in holder.output()
     _assert_trained_exactly_once(world.arm)
     assert [v.version for v in _versions(world.arm)] == [1]
+
+
+def _ctr(arm, start, end) -> float:
+    from django.db.models import Count, Q
+
+    agg = Impression.objects.filter(arm=arm, served_at__gte=start, served_at__lt=end).aggregate(
+        n=Count("id"), c=Count("click", filter=Q(click__late=False))
+    )
+    return agg["c"] / max(agg["n"], 1)
+
+
+@pytest.mark.slow
+def test_arms_learn_end_to_end_from_simulated_shoppers(daphne_server, worker_factory, tmp_path):
+    import subprocess
+    import sys
+    import time
+    from datetime import timedelta
+
+    from django.db.models import Max, Min
+
+    from experiments.models import Arm, Experiment
+    from experiments.services.training import training_dispatch
+    from experiments.services.training_config import TrainingConfig
+
+    experiment = Experiment.objects.create(slug="learn-e2e", salt="learn", status="running")
+    small = {"user_buckets": 2048, "item_buckets": 2048}
+    popularity = Arm.objects.create(experiment=experiment, name="popularity", kind="popularity")
+    deep = Arm.objects.create(experiment=experiment, name="deep", kind="deep_ctr", params=small)
+    queue = _queue()
+    trainer = worker_factory(queues=queue, env=live.live_env({"RECSITE_TRAIN_QUEUE": queue}))
+    live.wait_until(lambda: "train_warmup_done" in trainer.output(), timeout=120, what="the trainer to warm up")
+
+    sim = subprocess.Popen(
+        [sys.executable, str(live.ROOT / "manage.py"), "simulate", "--base-url", daphne_server, "--users", "200",
+         "--items", "100", "--rate", "30", "--duration", "60", "--seed", "3", "--no-progress"],
+        env=live.live_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    config = TrainingConfig(queue=queue)
+    deadline = time.monotonic() + 150
+    while sim.poll() is None and time.monotonic() < deadline:  # the test plays beat: one dispatch per second
+        training_dispatch(config=config)
+        time.sleep(1.0)
+    out, _ = sim.communicate(timeout=30)
+    assert sim.returncode == 0, out[-3000:]
+
+    span = Impression.objects.filter(experiment=experiment).aggregate(start=Min("served_at"), end=Max("served_at"))
+    w = timedelta(seconds=20)
+    first = {a.name: _ctr(a, span["start"], span["start"] + w) for a in (popularity, deep)}
+    last = {a.name: _ctr(a, span["end"] - w, span["end"] + timedelta(seconds=1)) for a in (popularity, deep)}
+    versions = {a.name: ModelCheckpoint.objects.filter(arm=a).count() for a in (popularity, deep)}
+
+    assert min(versions.values()) >= 10, versions
+    assert last["popularity"] > first["popularity"], (first, last)
+    assert last["deep"] > first["deep"], (first, last)
+    assert last["deep"] > last["popularity"], (first, last)

@@ -201,3 +201,17 @@ def test_a_compacted_checkpoint_restores_to_the_same_arm():
 
     assert len(packed) < len(raw) / 10
     assert ModelArm.from_bytes(packed).to_bytes() == raw
+
+
+def test_a_training_error_keeps_the_cursors_and_shows_on_the_arm():
+    world = world_make(seed=11)
+    Arm.objects.filter(pk=world.arm.id).update(params={"no_such_param": 1})
+    traffic_log(world, requests=5, seed=1)
+
+    with pytest.raises(ValueError):
+        training.arm_train(arm_id=world.arm.id, config=CONFIG)
+
+    arm = Arm.objects.get(pk=world.arm.id)
+    assert arm.health == "unhealthy"
+    assert arm.health_reason.startswith("training error: ValueError")
+    assert _versions(world.arm) == []
