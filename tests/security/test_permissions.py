@@ -120,3 +120,18 @@ def test_django_admin_is_for_staff_only(arena, role):
         assert response.status_code == 403
     else:
         assert response.status_code in (200, 403)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_json_stats_and_promote_follow_the_same_matrix(arena, role):
+    experiment = arena[0]
+    before = traffic_state(experiment)
+    client = client_for(role)
+
+    stats = client.get("/api/v1/experiments/sec/stats")
+    promote = client.post("/api/v1/experiments/sec/promote", {"arm": "control", "reason": "wins"},
+                          content_type="application/json")
+
+    expected = {"anonymous": (401, 401), "analyst": (200, 403), "staff_no_perm": (200, 403), "admin": (200, 201)}
+    assert (stats.status_code, promote.status_code) == expected[role]
+    assert traffic_state(experiment)[3] == before[3] + (role == "admin")
