@@ -116,7 +116,8 @@ class _Graphs:
         up = self._user_part(v, u, uf, ci, cm, ii, im) + v["b1"]
         ip = self._item_part(v, i, itf)
         h = tf.nn.relu(up[:, None, :] + ip[None, :, :])
-        out = tf.einsum("mnh,hk->mnk", h, v["w2"]) + v["b2"]
+        m, n = tf.shape(h)[0], tf.shape(h)[1]
+        out = tf.reshape(tf.matmul(tf.reshape(h, [m * n, -1]), v["w2"]), [m, n, -1]) + v["b2"]
         wide = (
             tf.matmul(tf.matmul(uf, v["wc"]), itf, transpose_b=True)
             + tf.linalg.matvec(uf, v["wu"])[:, None]

@@ -60,6 +60,13 @@ class PopularityArm(Arm):
         self.boot_shows = np.zeros((nb, h), np.float64)
         self.pos_clicks = np.zeros(self.params["max_position"], np.float64)
         self.pos_shows = np.zeros(self.params["max_position"], np.float64)
+        # Per-bucket, per-replicate prior scale in U(0, 2): a pure function of the
+        # bucket index, so it needs no storage and no RNG, and serving gathers
+        # it instead of hashing n·H values per request.
+        cells = np.arange(nb * h, dtype=np.int64).reshape(nb, h)
+        self.prior_scale = hashing.uniform01(cells, 7) * 2.0
+        # Serving reads one float32 table; fits refresh the rows they touch.
+        self.head_table = self._replicate_means(slice(None)).astype(np.float32)
 
     # ---------------------------------------------------------------- model
     def _ab(self, item_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,16 +82,14 @@ class PopularityArm(Arm):
         rel = np.minimum(ctr / ctr[0], 1.0)
         return rel[np.minimum(position, self.params["max_position"]) - 1]
 
-    def _head_scores(self, item_keys: np.ndarray) -> np.ndarray:
-        """Replicate posterior means ``[n, H]``."""
-        h = self.params["heads"]
-        b = hashing.bucket(item_keys, self.params["buckets"])
-        salts = np.arange(h)
-        # Random prior per replicate and item: hashed, so stable across calls.
-        u = hashing.uniform01(item_keys[:, None] ^ (salts[None, :] << 40), 7) * 2.0
-        a = self.params["prior_alpha"] * u + self.boot_clicks[b]
-        n = (self.params["prior_alpha"] + self.params["prior_beta"]) * u + self.boot_shows[b]
+    def _replicate_means(self, rows: np.ndarray | slice) -> np.ndarray:
+        a = self.params["prior_alpha"] * self.prior_scale[rows] + self.boot_clicks[rows]
+        n = (self.params["prior_alpha"] + self.params["prior_beta"]) * self.prior_scale[rows] + self.boot_shows[rows]
         return a / np.maximum(n, a)
+
+    def _head_scores(self, item_keys: np.ndarray) -> np.ndarray:
+        """Replicate posterior means ``[n, H]`` (a cached table, gathered)."""
+        return self.head_table[hashing.bucket(item_keys, self.params["buckets"])]
 
     def _rank_many(
         self,
@@ -165,6 +170,7 @@ class PopularityArm(Arm):
         self.shows[touched] = new_s
         self.boot_clicks[touched] = new_bc
         self.boot_shows[touched] = new_bs
+        self.head_table[touched] = self._replicate_means(touched)
         return p, logloss(y, p, w), {}
 
     # ---------------------------------------------------------------- state
@@ -181,3 +187,4 @@ class PopularityArm(Arm):
     def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         for name in ("clicks", "shows", "boot_clicks", "boot_shows", "pos_clicks", "pos_shows"):
             setattr(self, name, arrays[name].astype(np.float64).copy())
+        self.head_table = self._replicate_means(slice(None)).astype(np.float32)
