@@ -17,7 +17,15 @@ from django.db import connection
 from django.utils import timezone
 
 from experiments import charts
-from experiments.models import AllocationEpoch, Arm, ArmUserStat, Experiment, ModelCheckpoint, StatsSnapshot
+from experiments.models import (
+    AllocationEpoch,
+    Arm,
+    ArmEpochSums,
+    ArmUserStat,
+    Experiment,
+    ModelCheckpoint,
+    StatsSnapshot,
+)
 from experiments.stats import AllocationPeriod, ClusteredRatioSummary, experiment_report
 
 log = logging.getLogger(__name__)
@@ -32,7 +40,28 @@ def _table() -> str:
 
 
 def arm_epoch_sums(*, arm_ids: list[int]) -> dict[tuple[int, int], ClusteredRatioSummary]:
-    """(arm id, epoch) → the clustered sums of that arm in that allocation period, in one grouped query.
+    """(arm id, epoch) → the clustered sums of that arm in that period, as of the last stats tick.
+
+    Reads the running sums the tick folds incrementally (``services.stats.rollup_fold``):
+    a few rows per arm, whatever the size of the experiment.
+    """
+    rows = ArmEpochSums.objects.filter(arm_id__in=arm_ids, n_users__gt=0).values_list(
+        "arm_id", "epoch", "n_users", "sum_n", "sum_c", "sum_nn", "sum_cc", "sum_nc"
+    )
+    return {
+        (arm_id, epoch): ClusteredRatioSummary(int(n), float(sn), float(sc), float(snn), float(scc), float(snc))
+        for arm_id, epoch, n, sn, sc, snn, scc, snc in rows
+    }
+
+
+def arm_epoch_newcomers(*, arm_ids: list[int]) -> dict[tuple[int, int], int]:
+    """(arm id, epoch) → users first seen on the arm in that period, as of the last stats tick."""
+    rows = ArmEpochSums.objects.filter(arm_id__in=arm_ids).values_list("arm_id", "epoch", "newcomers")
+    return {(arm_id, epoch): int(n) for arm_id, epoch, n in rows if n}
+
+
+def arm_epoch_sums_scan(*, arm_ids: list[int]) -> dict[tuple[int, int], ClusteredRatioSummary]:
+    """The same sums recomputed by one grouped query over the whole rollup (verification, benchmarks).
 
     Squares are taken in bigint (a user with 50 000 impressions squares to 2.5e9,
     past int4), and summed as numeric so no total can overflow.
@@ -57,8 +86,10 @@ def arm_epoch_sums(*, arm_ids: list[int]) -> dict[tuple[int, int], ClusteredRati
     }
 
 
-def arm_first_epoch_users(*, arm_ids: list[int]) -> dict[tuple[int, int], int]:
+def arm_first_epoch_users_scan(*, arm_ids: list[int]) -> dict[tuple[int, int], int]:
     """(arm id, epoch) → users first seen on that arm in that period: the units the SRM check counts.
+
+    Recomputed over the whole rollup (verification, benchmarks); ticks use ``arm_epoch_newcomers``.
 
     Assignment is sticky, so users seen in a later period mostly arrived under
     earlier weights; only the newcomers of a period were split by its weights.
@@ -109,7 +140,7 @@ def experiment_stats_inputs(*, experiment: Experiment, arms: list[Arm]) -> Stats
     epochs = sorted({epoch for _, epoch in sums})
     recorded = {e.epoch: e.weights for e in AllocationEpoch.objects.filter(experiment=experiment)}
     current = arm_effective_weights(experiment=experiment, arms=arms)
-    firsts = arm_first_epoch_users(arm_ids=ids) if len(epochs) > 1 else None
+    firsts = arm_epoch_newcomers(arm_ids=ids) if len(epochs) > 1 else None
 
     totals = {arm.name: ClusteredRatioSummary.empty() for arm in arms}
     periods: list[AllocationPeriod] = []
@@ -122,7 +153,7 @@ def experiment_stats_inputs(*, experiment: Experiment, arms: list[Arm]) -> Stats
             weights = current
         assigned = None
         if firsts is not None:
-            assigned = {name_of[arm_id]: n for (arm_id, e), n in firsts.items() if e == epoch}
+            assigned = {name: firsts.get((arm.id, epoch), 0) for arm in arms for name in [arm.name]}
         periods.append(AllocationPeriod(weights=weights, arms=per_arm, assigned=assigned, label=f"epoch {epoch}"))
     control = name_of.get(experiment.control_arm_id) or arms[0].name
     return StatsInputs(arms=totals, periods=periods, weights=current, control=control)

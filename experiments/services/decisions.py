@@ -70,6 +70,7 @@ def experiment_state(*, experiment: Experiment, arms: list[Arm]) -> dict:
 
 def _evidence(experiment: Experiment) -> dict:
     """The full statistics at the moment of the decision (computed now, continuing the live state)."""
+    stats_services.rollup_fold(arm_ids=list(experiment.arms.values_list("id", flat=True)))
     latest = stats_selectors.snapshot_latest(experiment=experiment)
     return stats_selectors.experiment_stats_payload(experiment=experiment, previous=latest.payload if latest else None)
 

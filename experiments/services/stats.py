@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from experiments import realtime
@@ -33,6 +33,68 @@ def allocation_epoch_record(*, experiment: Experiment, weights: dict[str, float]
     return row
 
 
+_FOLD_SQL = """
+WITH picked AS (
+    SELECT id, arm_id, user_id, epoch, impressions AS n, clicks AS c,
+           folded_impressions AS fn, folded_clicks AS fc
+      FROM experiments_armuserstat
+     WHERE arm_id = ANY(%(arm_ids)s)
+       AND (NOT (impressions = folded_impressions) OR NOT (clicks = folded_clicks))
+     ORDER BY id
+       FOR UPDATE
+), marked AS (
+    UPDATE experiments_armuserstat s
+       SET folded_impressions = p.n, folded_clicks = p.c
+      FROM picked p
+     WHERE s.id = p.id
+    RETURNING p.arm_id, p.user_id, p.epoch, p.n, p.c, p.fn, p.fc
+)
+SELECT arm_id, epoch,
+       count(*) FILTER (WHERE fn = 0 AND n > 0),
+       sum(n - fn), sum(c - fc),
+       sum(n::bigint * n - fn::bigint * fn), sum(c::bigint * c - fc::bigint * fc), sum(n::bigint * c - fn::bigint * fc),
+       count(*) FILTER (WHERE fn = 0 AND n > 0 AND NOT EXISTS (
+           SELECT 1 FROM experiments_armuserstat q
+            WHERE q.arm_id = marked.arm_id AND q.user_id = marked.user_id AND q.epoch < marked.epoch
+              AND q.impressions > 0)),
+       count(*)
+  FROM marked
+ GROUP BY arm_id, epoch
+"""
+
+_ADD_SQL = """
+INSERT INTO experiments_armepochsums (arm_id, epoch, n_users, sum_n, sum_c, sum_nn, sum_cc, sum_nc, newcomers)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (arm_id, epoch) DO UPDATE SET
+    n_users = experiments_armepochsums.n_users + EXCLUDED.n_users,
+    sum_n = experiments_armepochsums.sum_n + EXCLUDED.sum_n,
+    sum_c = experiments_armepochsums.sum_c + EXCLUDED.sum_c,
+    sum_nn = experiments_armepochsums.sum_nn + EXCLUDED.sum_nn,
+    sum_cc = experiments_armepochsums.sum_cc + EXCLUDED.sum_cc,
+    sum_nc = experiments_armepochsums.sum_nc + EXCLUDED.sum_nc,
+    newcomers = experiments_armepochsums.newcomers + EXCLUDED.newcomers
+"""
+
+
+def rollup_fold(*, arm_ids: list[int]) -> int:
+    """Adds the rollup rows changed since the last fold into ArmEpochSums; returns how many rows it folded.
+
+    A user going from (n, c) to (n', c') moves Σn² by n'² − n² and so on
+    (``stats.user_update_delta``), so the running sums stay exact. The changed rows
+    are found through a partial index and locked while they are marked folded, so a
+    concurrent serving write is either folded now or left for the next tick, never
+    lost or counted twice. Call it inside the transaction that holds the experiment lock.
+    """
+    if not arm_ids:
+        return 0
+    with connection.cursor() as cur:
+        cur.execute(_FOLD_SQL, {"arm_ids": list(arm_ids)})
+        deltas = cur.fetchall()
+        if deltas:
+            cur.executemany(_ADD_SQL, [row[:9] for row in deltas])
+    return sum(int(row[9]) for row in deltas)
+
+
 def stats_tick(*, experiment_id: int) -> dict:
     """Computes, stores (thinned) and, after commit, publishes one tick; returns the published event.
 
@@ -44,6 +106,7 @@ def stats_tick(*, experiment_id: int) -> dict:
     with transaction.atomic():
         experiment = Experiment.objects.select_for_update(no_key=True).get(pk=experiment_id)
         allocation_epoch_record(experiment=experiment)
+        folded = rollup_fold(arm_ids=list(experiment.arms.values_list("id", flat=True)))
         last_two = stats_selectors.snapshot_last_two(experiment=experiment)
         previous = last_two[0].payload if last_two else None
         now = timezone.now()
@@ -68,8 +131,8 @@ def stats_tick(*, experiment_id: int) -> dict:
         slug = experiment.slug
         transaction.on_commit(lambda: realtime.publish(slug, event))
     log.info(
-        "stats_tick experiment=%s seq=%s compute_ms=%s replaced=%s",
-        slug, payload["seq"], payload["compute_ms"], replaces_last,
+        "stats_tick experiment=%s seq=%s folded=%s compute_ms=%s replaced=%s",
+        slug, payload["seq"], folded, payload["compute_ms"], replaces_last,
     )
     return event
 

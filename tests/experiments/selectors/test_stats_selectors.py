@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from django.db import models
 
 from experiments.models import Arm
 from experiments.selectors import stats as stats_selectors
+from experiments.services.stats import rollup_fold
 from experiments.stats import ClusteredRatioSummary
 from tests.experiments.stats_support import add_rollup, make_experiment, random_counts
 
@@ -20,7 +22,7 @@ def test_arm_epoch_sums_match_numpy_per_arm_and_epoch():
     add_rollup(arm=treat, impressions=n1, clicks=c1, epoch=0)
     add_rollup(arm=treat, impressions=n2, clicks=c2, epoch=1)
 
-    sums = stats_selectors.arm_epoch_sums(arm_ids=[control.id, treat.id])
+    sums = stats_selectors.arm_epoch_sums_scan(arm_ids=[control.id, treat.id])
 
     assert sums == {
         (control.id, 0): ClusteredRatioSummary.from_users(n0, c0),
@@ -33,7 +35,7 @@ def test_squares_do_not_overflow_int4():
     experiment, (control, _) = make_experiment()
     add_rollup(arm=control, impressions=[100_000, 3], clicks=[60_000, 1])
 
-    summary = stats_selectors.arm_epoch_sums(arm_ids=[control.id])[(control.id, 0)]
+    summary = stats_selectors.arm_epoch_sums_scan(arm_ids=[control.id])[(control.id, 0)]
 
     assert summary.sum_nn == 100_000**2 + 9
     assert summary.sum_nc == 100_000 * 60_000 + 3
@@ -47,9 +49,32 @@ def test_first_epoch_users_count_newcomers_only():
     ArmUserStat.objects.bulk_create([ArmUserStat(arm=control, user=u, epoch=1, impressions=2, clicks=0) for u in returning])
     add_rollup(arm=control, impressions=[1, 1, 1], clicks=[0, 0, 0], epoch=1, prefix="new")
 
-    firsts = stats_selectors.arm_first_epoch_users(arm_ids=[control.id, treat.id])
+    firsts = stats_selectors.arm_first_epoch_users_scan(arm_ids=[control.id, treat.id])
 
     assert firsts == {(control.id, 0): 2, (control.id, 1): 3}
+
+
+def test_folding_only_changed_rows_keeps_the_running_sums_equal_to_a_full_scan():
+    from experiments.models import ArmUserStat
+
+    experiment, (control, treat) = make_experiment()
+    n0, c0 = random_counts(seed=4, users=60, ctr=0.2)
+    users = add_rollup(arm=control, impressions=n0, clicks=c0, epoch=0)
+    add_rollup(arm=treat, impressions=[4, 5], clicks=[1, 0], epoch=0)
+    ids = [control.id, treat.id]
+
+    first = rollup_fold(arm_ids=ids)
+    ArmUserStat.objects.filter(arm=control, user__in=users[:10]).update(
+        impressions=models.F("impressions") + 3, clicks=models.F("clicks") + 1
+    )
+    ArmUserStat.objects.bulk_create([ArmUserStat(arm=control, user=u, epoch=1, impressions=2, clicks=0) for u in users[:5]])
+    add_rollup(arm=control, impressions=[7, 1], clicks=[2, 1], epoch=1, prefix="late")
+    second = rollup_fold(arm_ids=ids)
+    third = rollup_fold(arm_ids=ids)
+
+    assert (first, second, third) == (62, 17, 0)
+    assert stats_selectors.arm_epoch_sums(arm_ids=ids) == stats_selectors.arm_epoch_sums_scan(arm_ids=ids)
+    assert stats_selectors.arm_epoch_newcomers(arm_ids=ids) == stats_selectors.arm_first_epoch_users_scan(arm_ids=ids)
 
 
 def test_stats_inputs_total_is_sum_of_periods_and_weights_follow_status():
@@ -59,6 +84,7 @@ def test_stats_inputs_total_is_sum_of_periods_and_weights_follow_status():
     add_rollup(arm=treat, impressions=[7], clicks=[0], epoch=1)
     Arm.objects.filter(pk=treat.pk).update(status=Arm.Status.PAUSED)
     arms = stats_selectors.experiment_arms(experiment=experiment)
+    rollup_fold(arm_ids=[control.id, treat.id])
 
     inputs = stats_selectors.experiment_stats_inputs(experiment=experiment, arms=arms)
 
@@ -66,7 +92,7 @@ def test_stats_inputs_total_is_sum_of_periods_and_weights_follow_status():
     assert inputs.weights == {"control": 1.0, "treat": 0.0}
     assert [p.label for p in inputs.periods] == ["epoch 0", "epoch 1"]
     assert inputs.arms["treat"] == ClusteredRatioSummary.from_users(np.array([2, 7]), np.array([2, 0]))
-    assert inputs.periods[1].assigned == {"treat": 1}
+    assert inputs.periods[1].assigned == {"control": 0, "treat": 1}
 
 
 def test_snapshot_plus_events_equals_a_fresh_snapshot_across_thinning():
