@@ -186,6 +186,8 @@ RECSITE = {
     "ATTRIBUTION_WINDOW_S": env_float("RECSITE_ATTRIBUTION_WINDOW_S", 30 * 60),
     "MAX_K": int(os.environ.get("RECSITE_MAX_K", 100)),
     "MAX_BULK_ROWS": int(os.environ.get("RECSITE_MAX_BULK_ROWS", 10_000)),
-    # Optional API key for event ingestion; empty means the event endpoints are open.
+    # Optional API key for ingestion (items, users); empty means those endpoints are open.
     "API_KEY": os.environ.get("RECSITE_API_KEY", ""),
+    # With an API key set, also require it on recommendations and clicks (a shop that calls us from its servers).
+    "API_KEY_EVENTS": env_bool("RECSITE_API_KEY_EVENTS", False),
 }

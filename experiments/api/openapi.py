@@ -259,18 +259,25 @@ COMPONENTS: dict[str, dict[str, Any]] = {
 }
 
 API_KEY_SECURITY = [{"apiKey": []}, {"bearer": []}]
+# Recommendations and clicks: open unless the deployment sets RECSITE_API_KEY_EVENTS=1 (with RECSITE_API_KEY).
+OPTIONAL_KEY_SECURITY = [{}, *API_KEY_SECURITY]
+KEY_ERRORS = {
+    "401": {**ERROR, "description": "API key configured (for this endpoint) and missing"},
+    "403": {**ERROR, "description": "wrong API key"},
+}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/recommendations": {
         "post": {
             "summary": "Assign the user (sticky), rank the active catalogue, log one impression per item",
             "operationId": "recommend",
-            "security": [],
+            "security": OPTIONAL_KEY_SECURITY,
             "requestBody": {"required": True, **json_body(ref("RecommendationRequest"))},
             "responses": {
                 "200": json_body(ref("Recommendation"), "the ranked items"),
                 "404": {**ERROR, "description": "unknown experiment"},
                 "409": {**ERROR, "description": "no running experiment, or no active arm"},
+                **KEY_ERRORS,
                 **COMMON_ERRORS,
                 "400": {**ERROR, "description": "invalid field, several running experiments, or empty catalogue"},
             },
@@ -280,12 +287,13 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": {
             "summary": "Record the click of an impression (idempotent)",
             "operationId": "click",
-            "security": [],
+            "security": OPTIONAL_KEY_SECURITY,
             "requestBody": {"required": True, **json_body(ref("ClickRequest"))},
             "responses": {
                 "201": json_body(ref("Click"), "recorded now; counted unless late"),
                 "200": json_body(ref("Click"), "already recorded: the stored click"),
                 "404": {**ERROR, "description": "unknown impression"},
+                **KEY_ERRORS,
                 **COMMON_ERRORS,
             },
         }
@@ -382,7 +390,8 @@ def openapi_document() -> dict[str, Any]:
             "description": (
                 "Live A/B arena for online-learning recommenders. Every error is "
                 "`{\"error\": {\"code\", \"message\", \"field\"}}`. Recommendations and clicks are open "
-                "(they are called by shoppers' browsers); items and users need the API key when one is "
+                "(they are called by shoppers' browsers) unless the deployment also requires the key for them "
+                "(RECSITE_API_KEY_EVENTS=1); items and users need the API key when one is "
                 "configured. Staff actions use the login session with its CSRF token."
             ),
         },

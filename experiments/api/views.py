@@ -5,7 +5,9 @@ Every response, including failures, is JSON; see :func:`api_view` for how
 errors map to statuses. Authentication (documented in the OpenAPI schema):
 recommendations and clicks are open, because the shop's JavaScript and any
 shopper-facing client call them; items and users need the API key when
-``RECSITE["API_KEY"]`` is set. None of these endpoints use the session, so
+``RECSITE["API_KEY"]`` is set. A deployment whose shop calls us from its own
+servers can require the key on recommendations and clicks too
+(``RECSITE["API_KEY_EVENTS"]``, env ``RECSITE_API_KEY_EVENTS=1``). None of these endpoints use the session, so
 they are exempt from CSRF.
 """
 
@@ -74,8 +76,12 @@ def _check_api_key(request: HttpRequest) -> None:
         raise ApiError(403, "forbidden", "the API key is not valid")
 
 
-def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMALL_BODY_BYTES, api_key: bool = False,
-             database: bool = True):
+def _events_need_key() -> bool:
+    return bool(settings.RECSITE.get("API_KEY_EVENTS"))
+
+
+def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMALL_BODY_BYTES,
+             api_key: bool | Callable[[], bool] = False, database: bool = True):
     """JSON in, JSON out, never an HTML error page and never a bare 500 from bad input.
 
     405 for other methods, 413 for oversized bodies, 400 for invalid JSON or fields,
@@ -93,7 +99,7 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
                                               f"{request.method} is not allowed here; use {', '.join(allowed)}")
                     response["Allow"] = ", ".join(allowed)
                     return response
-                if api_key:
+                if api_key is True or (callable(api_key) and api_key()):
                     _check_api_key(request)
                 body = None
                 if request.method == "POST":
@@ -136,7 +142,7 @@ def _object_body(body: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- events
 
 
-@api_view(methods=["POST"])
+@api_view(methods=["POST"], api_key=_events_need_key)
 def recommendations(request: HttpRequest, body: Any) -> HttpResponse:
     body = _object_body(body)
     user_id = v.identifier(body.get("user_id"), "user_id")
@@ -161,7 +167,7 @@ def _impression_id(value: Any) -> int:
     return v.integer(value, "impression_id", lo=1, hi=2**63 - 1)
 
 
-@api_view(methods=["POST"])
+@api_view(methods=["POST"], api_key=_events_need_key)
 def clicks(request: HttpRequest, body: Any) -> HttpResponse:
     body = _object_body(body)
     impression_id = _impression_id(body.get("impression_id"))
