@@ -249,7 +249,8 @@ class ServingCache:
     def _model_load(
         self, *, arm_id: int, kind: str, params: dict, signature: str, target: int, have: LoadedModel | None
     ) -> LoadedModel | None:
-        # Newest first; with a model already serving only the newest is tried (older ones are no better).
+        # Newest first, down to the version already serving; a process starting on a corrupt newest
+        # checkpoint falls back a few versions, then to a fresh arm.
         floor = have.version if have is not None else max(0, target - FALLBACK_VERSIONS)
         for version in range(target, floor, -1):
             if (arm_id, version) in self._bad:
