@@ -21,7 +21,6 @@ from experiments.models import (
     AllocationEpoch,
     Arm,
     ArmEpochSums,
-    ArmUserStat,
     Experiment,
     ModelCheckpoint,
     StatsSnapshot,
@@ -35,8 +34,25 @@ SUM_FIELDS = ("n_users", "sum_n", "sum_c", "sum_nn", "sum_cc", "sum_nc")
 HISTORY_POINTS = 720
 
 
-def _table() -> str:
-    return ArmUserStat._meta.db_table
+_SCAN_SUMS_SQL = """
+    SELECT arm_id, epoch, count(*),
+           sum(impressions), sum(clicks),
+           sum(impressions::bigint * impressions), sum(clicks::bigint * clicks),
+           sum(impressions::bigint * clicks)
+      FROM experiments_armuserstat
+     WHERE arm_id = ANY(%s) AND impressions > 0
+     GROUP BY arm_id, epoch
+"""
+
+_SCAN_FIRSTS_SQL = """
+    SELECT arm_id, first_epoch, count(*) FROM (
+        SELECT arm_id, user_id, min(epoch) AS first_epoch
+          FROM experiments_armuserstat
+         WHERE arm_id = ANY(%s) AND impressions > 0
+         GROUP BY arm_id, user_id
+    ) AS firsts
+     GROUP BY arm_id, first_epoch
+"""
 
 
 def arm_epoch_sums(*, arm_ids: list[int]) -> dict[tuple[int, int], ClusteredRatioSummary]:
@@ -68,17 +84,8 @@ def arm_epoch_sums_scan(*, arm_ids: list[int]) -> dict[tuple[int, int], Clustere
     """
     if not arm_ids:
         return {}
-    sql = f"""
-        SELECT arm_id, epoch, count(*),
-               sum(impressions), sum(clicks),
-               sum(impressions::bigint * impressions), sum(clicks::bigint * clicks),
-               sum(impressions::bigint * clicks)
-          FROM {_table()}
-         WHERE arm_id = ANY(%s) AND impressions > 0
-         GROUP BY arm_id, epoch
-    """
     with connection.cursor() as cur:
-        cur.execute(sql, [list(arm_ids)])
+        cur.execute(_SCAN_SUMS_SQL, [list(arm_ids)])
         rows = cur.fetchall()
     return {
         (arm_id, epoch): ClusteredRatioSummary(int(n), float(sn), float(sc), float(snn), float(scc), float(snc))
@@ -96,17 +103,8 @@ def arm_first_epoch_users_scan(*, arm_ids: list[int]) -> dict[tuple[int, int], i
     """
     if not arm_ids:
         return {}
-    sql = f"""
-        SELECT arm_id, first_epoch, count(*) FROM (
-            SELECT arm_id, user_id, min(epoch) AS first_epoch
-              FROM {_table()}
-             WHERE arm_id = ANY(%s) AND impressions > 0
-             GROUP BY arm_id, user_id
-        ) AS firsts
-         GROUP BY arm_id, first_epoch
-    """
     with connection.cursor() as cur:
-        cur.execute(sql, [list(arm_ids)])
+        cur.execute(_SCAN_FIRSTS_SQL, [list(arm_ids)])
         return {(arm_id, epoch): int(n) for arm_id, epoch, n in cur.fetchall()}
 
 

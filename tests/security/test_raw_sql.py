@@ -29,10 +29,6 @@ REVIEWED: dict[tuple[str, str], str] = {
         "interpolates the model's table name and a fixed optional 'WHERE arm_id = %s' clause; values are parameters",
     ("experiments/services/training_data.py", "safe_horizon"):
         "interpolates sequence names returned by pg_get_serial_sequence() for our own tables",
-    ("experiments/selectors/stats.py", "arm_epoch_sums"):
-        "interpolates ArmUserStat's table name (_table()); arm ids are a parameter",
-    ("experiments/selectors/stats.py", "arm_first_epoch_users"):
-        "interpolates ArmUserStat's table name (_table()); arm ids are a parameter",
     ("experiments/offline/services.py", "offline_evaluate"):
         "interpolates a fixed optional 'AND i.arm_id <> %s' clause; values are parameters",
     ("experiments/services/bulk.py", "events_import"):
