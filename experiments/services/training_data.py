@@ -4,9 +4,10 @@ Cursors are ids, and ids are drawn from sequences *before* the inserting
 transaction commits, so a row with a smaller id can become visible after one
 with a larger id. A cursor that jumped past such a row would skip it forever.
 :func:`safe_horizon` therefore reads each sequence's last drawn value first and
-then waits until every transaction of this database that was writing at that
-moment has finished: every id up to the horizon is then final (committed or
-never to appear), and the step may read up to it and move its cursor there.
+then waits until every transaction that was inserting into the impression or
+click table at that moment has ended: every id up to the horizon is then final
+(committed or never to appear), and the step may read up to it and move its
+cursor there.
 """
 
 from __future__ import annotations
@@ -43,35 +44,45 @@ class Horizon:
     waited_s: float
 
 
+_WRITERS_SQL = """
+SELECT DISTINCT virtualtransaction FROM pg_locks
+WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid()
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND relation IN (%s::regclass, %s::regclass)
+"""
+
+_STILL_WRITING_SQL = """
+SELECT DISTINCT virtualtransaction FROM pg_locks
+WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' AND relation IN (%s::regclass, %s::regclass)
+  AND virtualtransaction = ANY(%s)
+"""
+
+
 def safe_horizon(*, wait_s: float) -> Horizon | None:
-    """The highest impression and click ids below which nothing more can appear; None if writers stay in flight."""
-    imp_seq, click_seq = _sequence(Impression._meta.db_table), _sequence(Click._meta.db_table)
+    """The highest impression and click ids below which nothing more can appear; None if writers stay in flight.
+
+    A transaction that inserts into a table holds a RowExclusiveLock on it from
+    before its first row's id is drawn until it ends. So: read the sequences'
+    last values, then list the transactions holding that lock on the impression
+    or click table, and wait for exactly those to end.
+    """
+    imp_table, click_table = Impression._meta.db_table, Click._meta.db_table
+    imp_seq, click_seq = _sequence(imp_table), _sequence(click_table)
     started = time.monotonic()
     with connection.cursor() as cur:
         cur.execute(f"SELECT ({_SEQ_SQL.format(seq=imp_seq)}), ({_SEQ_SQL.format(seq=click_seq)})")
         imp_last, click_last = cur.fetchone()
-        # Writers that already hold a transaction id may hold ids up to the ones just read.
-        cur.execute(
-            "SELECT pg_stat_clear_snapshot(); "
-            "SELECT pid, backend_xid::text FROM pg_stat_activity "
-            "WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
-        )
-        writers = [(int(pid), xid) for pid, xid in cur.fetchall()]
+        cur.execute(_WRITERS_SQL, [imp_table, click_table])
+        writers = [row[0] for row in cur.fetchall()]
         while writers:
-            cur.execute(
-                "SELECT pg_stat_clear_snapshot(); "
-                "SELECT pid, backend_xid::text FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid = ANY(%s)",
-                [[pid for pid, _ in writers]],
-            )
-            live = {(int(pid), xid) for pid, xid in cur.fetchall()}
-            writers = [w for w in writers if w in live]
+            cur.execute(_STILL_WRITING_SQL, [imp_table, click_table, writers])
+            writers = [row[0] for row in cur.fetchall()]
             if not writers:
                 break
             if time.monotonic() - started > wait_s:
                 log.warning("train_inflight_timeout writers=%d waited_s=%.3f", len(writers), wait_s)
                 return None
-            time.sleep(0.005)
+            time.sleep(0.002)
     return Horizon(int(imp_last or 0), int(click_last or 0), time.monotonic() - started)
 
 
