@@ -85,6 +85,8 @@ def main() -> None:
             "DJANGO_SETTINGS_MODULE": "recsite.settings",
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONUNBUFFERED": "1",
+            # Keep every version: the lags of all clicks are computed from the versions afterwards.
+            "RECSITE_CHECKPOINT_KEEP_LAST": os.environ.get("RECSITE_CHECKPOINT_KEEP_LAST", "1000000"),
         }
     )
     subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], check=True)
