@@ -90,9 +90,13 @@ def browser(monkeypatch):
         chromium.close()
 
 
+JS_ERRORS: list[str] = []
+
+
 def log_in(browser, base: str, username: str):
     context = browser.new_context(viewport={"width": 1500, "height": 1300})
     page = context.new_page()
+    page.on("pageerror", lambda exc: JS_ERRORS.append(f"{username}: {exc}"))
     page.goto(f"{base}/accounts/login/?next=/dashboard/{SLUG}/")
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
@@ -183,7 +187,7 @@ def test_dashboard_live_updates_permissions_and_promotion(stack, browser):
     arms_after = {recommend(base, f"new-shopper-{i}")["arm"] for i in range(20)}
     arms_after |= {recommend(base, f"shopper-{i}")["arm"] for i in range(16)}
     assert arms_after == {"challenger"}
-    admin.wait_for_selector("#exp-status:has-text('winner challenger')", timeout=5_000)
+    admin.wait_for_selector("#exp-status:has-text('winner challenger')", timeout=10_000)
     admin.screenshot(path=str(SHOTS / "4-admin-after-promotion.png"), full_page=True)
 
     admin.goto(f"{base}/dashboard/{SLUG}/audit/")
@@ -192,3 +196,4 @@ def test_dashboard_live_updates_permissions_and_promotion(stack, browser):
     assert row.locator("td.reason").inner_text() == "challenger wins the e2e run"
     assert "admin" in row.inner_text()
     admin.screenshot(path=str(SHOTS / "5-audit.png"), full_page=True)
+    assert JS_ERRORS == []
