@@ -1,7 +1,8 @@
 """End to end in headless Chromium: live Daphne, a real Celery worker on ``default`` and beat ticking stats.
 
 1. The analyst's dashboard renders the Plotly charts.
-2. Clicks posted through the API change the CTR on the page, without a reload, within 2 s.
+2. Clicks posted through the API change the CTR on the page, without a reload, within 2 s;
+   when the socket drops (Daphne restarts) the page reconnects by itself and gets a fresh snapshot.
 3. The analyst has no promote button, and the server refuses the action.
 4. The admin promotes with a reason: the next recommendations all come from the winner,
    and the decision is on the audit page.
@@ -62,13 +63,29 @@ def arena(transactional_db):
         )
 
 
+class Stack:
+    """Daphne on a fixed port (so it can be restarted under an open page) + worker + beat."""
+
+    def __init__(self, env: dict):
+        self.env = env
+        self.port = live.free_port()
+        self.daphne, self.base = live.start_daphne(env=env, port=self.port)
+
+    def restart_daphne(self, down_s: float) -> None:
+        self.daphne.stop()
+        time.sleep(down_s)  # the outage itself: the page must notice it and back off
+        self.daphne, _ = live.start_daphne(env=self.env, port=self.port)
+
+
 @pytest.fixture
-def stack(arena, daphne_server, worker_factory, tmp_path):
-    """Daphne (from daphne_server) + a default-queue worker + beat with only the stats tick due."""
+def stack(arena, worker_factory, tmp_path):
+    """Daphne + a default-queue worker + beat with only the stats tick due."""
     env = live.live_env({"RECSITE_TRAIN_INTERVAL_S": "3600", "RECSITE_CHECKPOINT_RETENTION_INTERVAL_S": "3600"})
     worker = worker_factory(queues="default", env=env)
     beat = start_beat(tmp_path, env)
-    yield daphne_server
+    running = Stack(env)
+    yield running
+    running.daphne.stop()
     beat.stop()
     assert worker.alive(), worker.output()[-3000:]
 
@@ -120,7 +137,7 @@ def impressions_shown(page, arm: str) -> str:
 
 
 def test_dashboard_live_updates_permissions_and_promotion(stack, browser):
-    base = stack
+    base = stack.base
     # Serving loads its models on the first request; traffic for both arms before the page opens.
     live.wait_until(lambda: requests.post(f"{base}/api/v1/recommendations", json={"user_id": "warm", "experiment": SLUG},
                                           timeout=30).status_code == 200, timeout=90, what="serving ready")
@@ -156,6 +173,13 @@ def test_dashboard_live_updates_permissions_and_promotion(stack, browser):
     assert analyst.evaluate("window.__noReload") == "still-here"
     assert analyst.evaluate("window.recsiteDashboard.snapshots") == 1
     analyst.screenshot(path=str(SHOTS / "2-analyst-after-clicks.png"), full_page=True)
+
+    # The socket drops (Daphne restarts): the page backs off, reconnects and gets a fresh snapshot.
+    stack.restart_daphne(down_s=1.0)
+    analyst.wait_for_function("window.recsiteDashboard.reconnects >= 1", timeout=10_000)
+    analyst.wait_for_function("window.recsiteDashboard.snapshots === 2", timeout=30_000)
+    analyst.wait_for_selector("#ws-status[data-state=live]", timeout=10_000)
+    assert analyst.evaluate("window.__noReload") == "still-here"
 
     # 3. No promote button for the analyst, and the server refuses the action anyway.
     assert analyst.locator("a[data-action=promote]").count() == 0
