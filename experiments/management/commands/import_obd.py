@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from experiments.offline.obd import CAMPAIGNS, POLICIES
-from experiments.offline.services import obd_import
+from experiments.offline.obd_import import obd_import
 
 
 class Command(BaseCommand):

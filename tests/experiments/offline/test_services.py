@@ -9,7 +9,8 @@ from django.core.management.base import CommandError
 
 from experiments.models import Arm, ArmUserStat, Click, Experiment, Impression, Item, ShopUser
 from experiments.offline import services
-from experiments.offline.services import obd_import, offline_evaluate
+from experiments.offline.obd_import import obd_import, obd_user_external_id
+from experiments.offline.services import offline_evaluate
 
 pytestmark = pytest.mark.django_db
 
@@ -53,9 +54,7 @@ def test_import_keeps_positions_propensities_and_clicks(obd_dir):
     assert rows == [(1, 0.5), (2, 0.25)]
     assert Click.objects.filter(impression__arm=bts, impression__position=2).count() == 1
     assert not Item.objects.filter(external_id__startswith="obd:all:item:", active=True).exists()
-    assert ShopUser.objects.get(
-        external_id=services.obd_user_external_id(user_features=["a", "b", "c", "e"])
-    ).attributes == {
+    assert ShopUser.objects.get(external_id=obd_user_external_id(user_features=["a", "b", "c", "e"])).attributes == {
         "obd_user_feature_0": "a",
         "obd_user_feature_1": "b",
         "obd_user_feature_2": "c",
