@@ -100,7 +100,9 @@ class Arm:
         self._check_batch(batch, labelled=True)
         assert batch.labels is not None
         w = batch.weights()
-        if not float(w.sum()) > 0:
+        with np.errstate(over="ignore"):  # an overflowing total is refused by the arm
+            total = float(w.sum(dtype=np.float64))
+        if not total > 0:
             raise BadBatchError("sample weights sum to zero")
         p_before, loss, extra = self._fit(batch)
         if not np.isfinite(loss) or not np.isfinite(p_before).all():

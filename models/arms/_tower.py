@@ -7,7 +7,10 @@ hidden      relu(user + item + b1)            (Dense(256, relu) of the seed mode
                                                 part once per request)
 head h      hidden @ W2[:, h] + b2[h] + wide + slot offset   (logit heads)
 wide        user_feats·Wc·item_feats + user_feats·wu + item_feats·wi
-            (a first-order part that learns fast, fixing the deep model's slow start)
+            + taste[user]·item_feats + audience[item]·user_feats
+            (a first-order part that learns fast, fixing the deep model's slow start;
+            the hashed per-user taste for content features and per-item audience
+            vectors are the crosses Vowpal Wabbit's ``-q ui`` would build)
 
 Keys are hashed into the embedding tables, so unseen users/items work and the
 content features keep new items from starting blank. Trained by a compiled
@@ -106,6 +109,8 @@ class _Graphs:
             + tf.linalg.matvec(uf, v["wu"])
             + tf.linalg.matvec(itf, v["wi"])
             + tf.gather(v["pos"], slot)
+            + tf.reduce_sum(tf.gather(v["taste_user"], u) * itf, 1)
+            + tf.reduce_sum(tf.gather(v["aud_item"], i) * uf, 1)
         )
         return out + wide[:, None] * self.heads_mask
 
@@ -123,6 +128,8 @@ class _Graphs:
             + tf.linalg.matvec(uf, v["wu"])[:, None]
             + tf.linalg.matvec(itf, v["wi"])[None, :]
             + v["pos"][0]
+            + tf.matmul(tf.gather(v["taste_user"], u), itf, transpose_b=True)
+            + tf.matmul(uf, tf.gather(v["aud_item"], i), transpose_b=True)
         )
         return out + wide[:, :, None] * self.heads_mask
 
@@ -182,6 +189,9 @@ class _Graphs:
 
 
 _GRAPHS: dict[tuple, _Graphs] = {}
+# Tables indexed by hashed user / item keys (updated sparsely, snapshotted by row).
+_USER_TABLES = ("emb_user", "taste_user")
+_ITEM_TABLES = ("emb_item", "aud_item")
 
 
 class Tower:
@@ -240,6 +250,8 @@ class Tower:
             "emb_user": rng.normal(0, 0.05, (user_buckets, emb_dim)),
             "emb_item": rng.normal(0, 0.05, (item_buckets, emb_dim)),
             "dense": np.concatenate([a.ravel() for a in dense.values()]),
+            "taste_user": np.zeros((user_buckets, item_dim)),
+            "aud_item": np.zeros((item_buckets, user_dim)),
         }
         key = (user_dim, item_dim, heads, logit_heads, use_history, lr, tuple(layout.items()))
         if key not in _GRAPHS:
@@ -299,9 +311,9 @@ class Tower:
         snap: dict[str, Any] = {"step": float(self.state["step"].numpy())}
         for part in ("w", "m", "v"):
             for name, var in self.state[part].items():
-                if name == "emb_user":
+                if name in _USER_TABLES:
                     snap[(part, name)] = (user_rows, self.tf.gather(var, user_rows).numpy())
-                elif name == "emb_item":
+                elif name in _ITEM_TABLES:
                     snap[(part, name)] = (item_rows, self.tf.gather(var, item_rows).numpy())
                 else:
                     snap[(part, name)] = (None, var.numpy())

@@ -8,9 +8,11 @@ lazily from the (z, n) accumulators. Features of a (user, item, slot) row:
   outer product (user_dim·item_dim crosses — the "user attribute × item
   feature" crosses, which is what carries personalisation here);
 * one-hot slot indicator (position bias at train time; serving scores slot 1);
-* hashed one-hot indicators of the item key, the user key and the
-  user-key × item-key cross, in a ``2**hash_bits`` table, so unseen keys need
-  no vocabulary.
+* hashed sparse features in a ``2**hash_bits`` table, so unseen keys need no
+  vocabulary: indicators of the item key, the user key and the user-key ×
+  item-key cross, plus valued crosses user-key × item-feature j (per-user taste
+  for each content feature) and item-key × user-feature j (per-item audience),
+  the equivalent of Vowpal Wabbit's ``-q ui``.
 
 Mini-batches: gradients are summed per coordinate and one FTRL step applied per
 batch (FTRL's per-coordinate normalisation makes the step size insensitive to
@@ -77,21 +79,41 @@ class FTRLLogRegArm(Arm):
         cross = (uf[:, :, None] * itf[:, None, :]).reshape(m, -1)
         return np.concatenate([np.ones((m, 1)), uf, itf, cross, pos], axis=1)
 
-    def _sparse_idx(self, user_keys: np.ndarray, item_keys: np.ndarray) -> np.ndarray:
-        bits = self.params["hash_bits"]
-        nb = 1 << bits
-        cols = [
-            hashing.bucket(item_keys, nb, salt=101),
-            hashing.bucket(user_keys, nb, salt=102),
-            hashing.bucket(hashing.combine(user_keys, item_keys), nb, salt=103),
-        ]
-        return self.n_dense + np.stack(cols, axis=1)
+    def _sparse(
+        self, user_keys: np.ndarray, item_keys: np.ndarray, uf: np.ndarray, itf: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Hashed sparse features of rows: indices and values ``[m, F]``."""
+        nb = 1 << self.params["hash_bits"]
+        idx = np.concatenate(
+            [
+                hashing.bucket(item_keys, nb, salt=101)[:, None],
+                hashing.bucket(user_keys, nb, salt=102)[:, None],
+                hashing.bucket(hashing.combine(user_keys, item_keys), nb, salt=103)[:, None],
+                self._user_x_item_feat(user_keys),
+                self._item_x_user_feat(item_keys),
+            ],
+            axis=1,
+        )
+        m = user_keys.shape[0]
+        val = np.concatenate([np.ones((m, 3)), itf, uf], axis=1)
+        return self.n_dense + idx, val
+
+    def _user_x_item_feat(self, user_keys: np.ndarray) -> np.ndarray:
+        di = self.params["item_dim"]
+        cells = user_keys[:, None] + (np.arange(di, dtype=np.int64) << 50)[None, :]
+        return hashing.bucket(cells, 1 << self.params["hash_bits"], salt=104)
+
+    def _item_x_user_feat(self, item_keys: np.ndarray) -> np.ndarray:
+        du = self.params["user_dim"]
+        cells = item_keys[:, None] + (np.arange(du, dtype=np.int64) << 50)[None, :]
+        return hashing.bucket(cells, 1 << self.params["hash_bits"], salt=105)
 
     def _logits(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = self._dense_x(batch.user_feats, batch.item_feats, batch.position)
-        sidx = self._sparse_idx(batch.user_keys, batch.item_keys)
+        sidx, sval = self._sparse(batch.user_keys, batch.item_keys, batch.user_feats, batch.item_feats)
         w_dense = self._weights(slice(0, self.n_dense))
-        return x @ w_dense + self._weights(sidx).sum(axis=1) + self._offset(), x, sidx
+        logits = x @ w_dense + (self._weights(sidx) * sval).sum(axis=1) + self._offset()
+        return logits, x, (sidx, sval)
 
     def _offset(self) -> float:
         c = self.params["init_ctr"]
@@ -114,6 +136,9 @@ class FTRLLogRegArm(Arm):
         logits += self._weights(self.n_dense + hashing.bucket(users.keys, nb, salt=102))[:, None]
         pair = hashing.combine(users.keys[:, None], item_keys[None, :])
         logits += self._weights(self.n_dense + hashing.bucket(pair, nb, salt=103))
+        w_uxi = self._weights(self.n_dense + self._user_x_item_feat(users.keys))  # [m, di]
+        w_ixu = self._weights(self.n_dense + self._item_x_user_feat(item_keys))  # [n, du]
+        logits += w_uxi @ itf.T + uf @ w_ixu.T
         return logits
 
     # ---------------------------------------------------------------- arm
@@ -162,13 +187,14 @@ class FTRLLogRegArm(Arm):
 
     def _step_unchecked(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, float]]:
         assert batch.labels is not None
-        logits, x, sidx = self._logits(batch)
+        logits, x, (sidx, sval) = self._logits(batch)
         p = _sigmoid(logits)
         y = batch.labels.astype(np.float64)
         w = batch.weights().astype(np.float64)
         r = w * (p - y)  # d(weighted logloss sum)/d(logit)
         touched, inv = np.unique(sidx.ravel(), return_inverse=True)
-        g = np.concatenate([x.T @ r, np.bincount(inv, np.repeat(r, sidx.shape[1]), touched.size)])
+        g_sparse = np.bincount(inv, (r[:, None] * sval).ravel(), touched.size)
+        g = np.concatenate([x.T @ r, g_sparse])
         idx = np.concatenate([np.arange(self.n_dense), touched])
         n_old = self.n[idx]
         n_new = n_old + g * g

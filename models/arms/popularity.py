@@ -14,8 +14,8 @@ Two exploration schemes, both with exact propensities (param ``exploration``):
   2014): ``heads`` replicate count tables, each observation entering each
   replicate with a double-or-nothing weight (0 or 2, drawn by hashing the row,
   so no RNG state is needed to replay an update), and each replicate's prior
-  pseudo-counts scaled by a hashed U(0, 2) so unseen items are explored in a
-  random-but-fixed order per replicate. A request draws a replicate uniformly
+  pseudo-clicks and pseudo-non-clicks scaled by independent hashed U(0, 2), so
+  replicates disagree about unseen items and explore them. A request draws a replicate uniformly
   and shows its greedy slate (with prob ``epsilon`` a uniform slate instead):
   ``P(i at j) = (1-ε)·#{h: greedy_h,j = i}/H + ε/n`` — exact, O(H·n).
 * ``"thompson"`` — textbook TS: θ ~ Beta(a, b) per candidate, k largest shown.
@@ -60,11 +60,14 @@ class PopularityArm(Arm):
         self.boot_shows = np.zeros((nb, h), np.float64)
         self.pos_clicks = np.zeros(self.params["max_position"], np.float64)
         self.pos_shows = np.zeros(self.params["max_position"], np.float64)
-        # Per-bucket, per-replicate prior scale in U(0, 2): a pure function of the
-        # bucket index, so it needs no storage and no RNG, and serving gathers
+        # Per-bucket, per-replicate random prior: pseudo-clicks α·U(0,2) and
+        # pseudo-non-clicks β·U(0,2), independent, so replicates disagree about
+        # unseen items (exploration) until data outweighs the prior. A pure
+        # function of the bucket index: no storage, no RNG, and serving gathers
         # it instead of hashing n·H values per request.
         cells = np.arange(nb * h, dtype=np.int64).reshape(nb, h)
-        self.prior_scale = hashing.uniform01(cells, 7) * 2.0
+        self.prior_clicks = self.params["prior_alpha"] * 2.0 * hashing.uniform01(cells, 7)
+        self.prior_rest = self.params["prior_beta"] * 2.0 * hashing.uniform01(cells, 8)
         # Serving reads one float32 table; fits refresh the rows they touch.
         self.head_table = self._replicate_means(slice(None)).astype(np.float32)
 
@@ -83,9 +86,9 @@ class PopularityArm(Arm):
         return rel[np.minimum(position, self.params["max_position"]) - 1]
 
     def _replicate_means(self, rows: np.ndarray | slice) -> np.ndarray:
-        a = self.params["prior_alpha"] * self.prior_scale[rows] + self.boot_clicks[rows]
-        n = (self.params["prior_alpha"] + self.params["prior_beta"]) * self.prior_scale[rows] + self.boot_shows[rows]
-        return a / np.maximum(n, a)
+        a = self.prior_clicks[rows] + self.boot_clicks[rows]
+        n = a + self.prior_rest[rows] + np.maximum(self.boot_shows[rows] - self.boot_clicks[rows], 0.0)
+        return a / n
 
     def _head_scores(self, item_keys: np.ndarray) -> np.ndarray:
         """Replicate posterior means ``[n, H]`` (a cached table, gathered)."""
