@@ -36,6 +36,8 @@ async def receive_until(communicator: WebsocketCommunicator, predicate, limit: i
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
 async def test_websocket_round_trip_through_the_redis_channel_layer():
+    # asgiref's worker thread may hold a connection from an earlier test that the server has since closed.
+    await sync_to_async(connections.close_all)()
     user = await sync_to_async(get_user_model().objects.create_user)(username="watcher", password="pw-123456789")
     await sync_to_async(Experiment.objects.create)(slug="round-trip", salt="s", status="running")
     communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/experiments/round-trip/")
