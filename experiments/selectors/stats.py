@@ -1,8 +1,11 @@
-"""Reads for the live statistics: the clustered sums from the ArmUserStat rollup, snapshots, freshness.
+"""Reads for the live statistics: clustered sums per arm and period, snapshots, freshness, results.
 
-The rollup holds one row per (arm, user, allocation epoch), so an experiment with
-10 million impressions is a few hundred thousand rows and one grouped query turns
-it into the six sufficient statistics per arm and period (docs/statistics.md).
+Two levels of aggregation keep a tick independent of the experiment's size: serving
+keeps ``ArmUserStat`` (one row per arm × user × allocation period) in the same
+transaction as each impression and click, and each stats tick folds the rows that
+changed since the last tick into ``ArmEpochSums`` (``services.stats.rollup_fold``).
+The six sufficient statistics per arm and period (docs/statistics.md) are then a
+few rows to read; the ``*_scan`` functions recompute them from the whole rollup.
 """
 
 from __future__ import annotations

@@ -89,6 +89,8 @@ def rollup_fold(*, arm_ids: list[int]) -> int:
     """
     if not arm_ids:
         return 0
+    if not connection.in_atomic_block:
+        raise RuntimeError("rollup_fold must run inside a transaction (its row locks and SET LOCAL are per transaction)")
     with connection.cursor() as cur:
         for statement in _FOLD_PLAN:
             cur.execute(statement)
