@@ -42,6 +42,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -367,15 +368,21 @@ def training_warmup() -> list[int]:
             head = _head(arm.id)
             model = _model_for(arm, head["version"] if head else 0)
             p = model.params
-            model.predict(
-                Batch.make(
-                    user_keys=[0, 1],
-                    user_feats=[[0.0] * int(p.get("user_dim", 8))] * 2,
-                    item_keys=[0, 1],
-                    item_feats=[[0.0] * int(p.get("item_dim", 16))] * 2,
-                    history_len=int(p.get("history_len", 10)),
-                )
+            n = 300
+            batch = Batch.make(
+                user_keys=np.arange(n),
+                user_feats=np.zeros((n, int(p.get("user_dim", 8)))),
+                item_keys=np.arange(n),
+                item_feats=np.zeros((n, int(p.get("item_dim", 16)))),
+                labels=np.arange(n) % 2,
+                history_len=int(p.get("history_len", 10)),
             )
+            model.predict(batch)
+            # Updates are traced on a throwaway copy (arms of one shape share their traced graphs); two sizes,
+            # so that TF settles on shape-relaxed graphs before the first real batch.
+            scratch = type(model).from_bytes(model.to_bytes())
+            scratch.partial_fit(batch)
+            scratch.partial_fit(batch.take(slice(0, n // 2)))
             warmed.append(arm.id)
         except Exception as exc:  # a broken arm must not keep the worker from starting
             _models.pop(arm.id, None)
@@ -406,19 +413,31 @@ def training_dispatch(*, config: TrainingConfig | None = None, queue: str | None
     """Queue one ``train_arm`` per arm that has none queued yet; returns the arm ids queued.
 
     A Redis key per arm (cleared when the run starts, expiring in case the task
-    is lost with a killed worker) keeps the training queue at most one task per
-    arm deep however slow training is.
+    is lost with a killed worker) de-duplicates runs while trainers keep up. The
+    key expiring does not mean the run left the queue, though: with the trainers
+    stalled, each expiry would queue one more run per arm. So an arm is queued
+    only while its queue (a Redis list named after it) holds fewer runs than the
+    arms routed to it: the training queue stays at most one run per arm deep
+    however long training is stalled.
     """
     from experiments.tasks import train_arm
 
     config = config or TrainingConfig.from_env()
     client = _redis()
     ttl = max(10, int(config.interval_s * 5))
+    routes = {arm_id: queue or config.queue_for(arm_id) for arm_id in training_arm_ids()}
+    room = {name: list(routes.values()).count(name) - client.llen(name) for name in set(routes.values())}
     queued = []
-    for arm_id in training_arm_ids():
+    for arm_id, name in routes.items():
+        if room[name] <= 0:
+            continue
         if client.set(_pending_key(arm_id), "1", nx=True, ex=ttl):
-            train_arm.apply_async(args=[arm_id], queue=queue or config.queue_for(arm_id))
+            train_arm.apply_async(args=[arm_id], queue=name)
+            room[name] -= 1
             queued.append(arm_id)
+    full = sorted(name for name, n in room.items() if n <= 0)
+    if full:
+        log.info("training_dispatch_backlog queues=%s", ",".join(full))
     return queued
 
 

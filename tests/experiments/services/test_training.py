@@ -179,13 +179,14 @@ def test_dispatch_queues_at_most_one_run_per_active_arm(settings):
     try:
         first = training.training_dispatch(queue=queue)
         second = training.training_dispatch(queue=queue)
+        client.rpop(queue)  # a worker takes arm 0's run (the oldest) off the queue and starts it
         training.training_pending_clear(arm_id=world.arms[0].id)
         third = training.training_dispatch(queue=queue)
 
         assert sorted(first) == sorted(a.id for a in world.arms[:2])
         assert second == []
         assert third == [world.arms[0].id]
-        assert client.llen(queue) == 3
+        assert client.llen(queue) == 2
     finally:
         client.delete(queue, *[training._pending_key(a.id) for a in world.arms])
 
@@ -215,3 +216,13 @@ def test_a_training_error_keeps_the_cursors_and_shows_on_the_arm():
     assert arm.health == "unhealthy"
     assert arm.health_reason.startswith("training error: ValueError")
     assert _versions(world.arm) == []
+
+
+def test_warmup_loads_every_trainable_arm_into_the_worker():
+    world = world_make(seed=12, kinds=("popularity", "ftrl_logreg"))
+    training._models.clear()
+
+    warmed = training.training_warmup()
+
+    assert sorted(warmed) == sorted(a.id for a in world.arms)
+    assert {training._models[a.id][0] for a in world.arms} == {0}
