@@ -105,6 +105,8 @@ def test_two_workers_never_both_apply_an_update_to_one_arm(worker_factory):
 
     live.wait_until(lambda: "train_locked arm=" in other.output(), timeout=60, what="the second run to back off")
     live.wait_until(lambda: ModelCheckpoint.objects.filter(arm=world.arm).exists(), timeout=60, what="the commit")
+    # The holder logs its step just after the commit: under load the row can be seen before the line is written.
+    live.wait_until(lambda: "train_step arm=" in holder.output(), timeout=30, what="the holder's step log")
 
     assert "train_pause_begin" not in other.output()
     assert "train_step arm=" in holder.output()
