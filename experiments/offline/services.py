@@ -23,6 +23,7 @@ from experiments.models import (
     Impression,
     Item,
     ModelCheckpoint,
+    OfflineEstimate,
     ShopUser,
 )
 from experiments.offline.estimators import ESTIMATORS, PolicyEstimate, effective_sample_size
@@ -243,3 +244,30 @@ def offline_evaluate(
         " ".join(f"{e.estimator}={e.value:.5f}" for e in estimates),
     )
     return result
+
+
+# The estimator the dashboard shows when several ran: DR is unbiased with a correct
+# propensity whatever the reward model, and has the lowest variance of the unbiased ones.
+DISPLAY_PREFERENCE = ("dr", "snips", "ips", "dm")
+
+
+def offline_estimate_record(*, evaluation: OfflineEvaluation, kind: str | None = None) -> OfflineEstimate:
+    """Stores an evaluation so the dashboard can show it as "offline estimate" beside the live CTR."""
+    by_name = {e.estimator: e for e in evaluation.estimates}
+    shown = next(by_name[name] for name in (*DISPLAY_PREFERENCE, *by_name) if name in by_name)
+    experiment = Experiment.objects.get(slug=evaluation.experiment)
+    arm = Arm.objects.filter(experiment=experiment, name=evaluation.arm).first()
+    return OfflineEstimate.objects.create(
+        experiment=experiment,
+        arm=arm,
+        arm_name=evaluation.arm,
+        kind=arm.kind if arm is not None else (kind or ""),
+        model_version=evaluation.model_version,
+        estimator=shown.estimator,
+        value=shown.value,
+        ci_low=shown.ci_low,
+        ci_high=shown.ci_high,
+        effective_sample_size=evaluation.effective_sample_size,
+        rows=evaluation.rows,
+        result=evaluation.as_dict(),
+    )

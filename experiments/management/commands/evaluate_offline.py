@@ -3,7 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from experiments.offline.estimators import ESTIMATORS
-from experiments.offline.services import OfflineEvaluationError, offline_evaluate
+from experiments.offline.services import OfflineEvaluationError, offline_estimate_record, offline_evaluate
 
 
 class Command(BaseCommand):
@@ -24,6 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--exclude-target-traffic", action="store_true", help="use only other arms' logs")
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
+        parser.add_argument(
+            "--no-save", action="store_true", help="do not store the result (by default the dashboard shows it)"
+        )
 
     def handle(self, *args, **opts):
         try:
@@ -39,6 +42,8 @@ class Command(BaseCommand):
             )
         except OfflineEvaluationError as exc:
             raise CommandError(str(exc)) from exc
+        if not opts["no_save"]:
+            offline_estimate_record(evaluation=result, kind=opts["kind"])
         if opts["json"]:
             self.stdout.write(json.dumps(result.as_dict(), indent=2))
             return

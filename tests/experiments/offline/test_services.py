@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from experiments.models import Arm, ArmUserStat, Click, Experiment, Impression, Item, ShopUser
+from experiments.models import Arm, ArmUserStat, Click, Experiment, Impression, Item, OfflineEstimate, ShopUser
 from experiments.offline import services
 from experiments.offline.obd_import import obd_import, obd_user_external_id
 from experiments.offline.services import offline_evaluate
@@ -121,6 +121,30 @@ def test_the_command_prints_the_offline_estimate(obd_dir, monkeypatch, capsys):
     output = capsys.readouterr().out
     assert "no live traffic" in output
     assert f"{100 * (1 + 1 + 4 / 3) / 5:.3f}%" in output
+
+
+def test_the_command_stores_the_estimate_for_the_dashboard(obd_dir, monkeypatch):
+    obd_import(campaign="all", data_dir=obd_dir)
+    new_arm(monkeypatch)
+    call_command(
+        "evaluate_offline", "--experiment", "obd-all", "--target-arm", "candidate",
+        "--estimators", "ips", "dr", "--n-bootstrap", "20",
+    )
+    stored = OfflineEstimate.objects.get(arm_name="candidate")
+    assert stored.estimator == "dr"
+    assert stored.value == pytest.approx(stored.result["offline_estimate"]["dr"]["value"])
+    assert stored.ci_low <= stored.value <= stored.ci_high
+    assert stored.rows == 5
+
+
+def test_no_save_stores_nothing(obd_dir, monkeypatch):
+    obd_import(campaign="all", data_dir=obd_dir)
+    new_arm(monkeypatch)
+    call_command(
+        "evaluate_offline", "--experiment", "obd-all", "--target-arm", "candidate",
+        "--estimators", "ips", "--n-bootstrap", "20", "--no-save",
+    )
+    assert not OfflineEstimate.objects.exists()
 
 
 @pytest.mark.parametrize(
