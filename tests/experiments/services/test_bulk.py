@@ -91,3 +91,26 @@ def test_importing_the_same_file_twice_fails_the_second_time_whole(experiment):
     with pytest.raises(EventImportError):
         events_import_text(text=rows(5))
     assert Impression.objects.count() == 15
+
+
+def test_per_row_trigger_checks_are_back_on_after_an_import(experiment):
+    from django.db import connection
+
+    events_import_text(text=rows(2))
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW session_replication_role")
+        assert cursor.fetchone()[0] == "origin"
+
+
+def test_imported_rows_reference_existing_parents(experiment):
+    from django.db import connection
+
+    events_import_text(text=rows(6) + f"{uuid.uuid4()},fresh-user,fresh-item,exp,b,1,0.1,0.5,{SERVED.isoformat()},,0\n")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM experiments_impression i "
+            "LEFT JOIN experiments_shopuser u ON u.id = i.user_id LEFT JOIN experiments_item t ON t.id = i.item_id "
+            "LEFT JOIN experiments_arm a ON a.id = i.arm_id AND a.experiment_id = i.experiment_id "
+            "WHERE u.id IS NULL OR t.id IS NULL OR a.id IS NULL"
+        )
+        assert cursor.fetchone()[0] == 0
