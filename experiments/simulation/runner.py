@@ -71,7 +71,7 @@ class SimulationConfig:
     experiment: str | None = None
     api_key: str = ""
     prefix: str = "sim-"
-    timeout_s: float = 10.0
+    timeout_s: float = 30.0
 
 
 @dataclass
@@ -88,6 +88,7 @@ class SimulationReport:
             "requests": self.requests,
             "requests_per_s": self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0,
             "clicks_posted": self.clicks_posted,
+            "http_calls_per_s": (self.requests + self.clicks_posted) / self.elapsed_s if self.elapsed_s > 0 else 0.0,
             "errors": dict(self.errors),
             "arms": {name: tally.as_dict() for name, tally in sorted(self.arms.items())},
         }
@@ -101,8 +102,10 @@ class SimulationReport:
                 f"{d['regret']:>10.1f}{f'{t.first_version}→{t.max_version}':>12}"
             )
         rps = self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
-        lines.append(f"{self.requests} requests in {self.elapsed_s:.1f}s ({rps:.1f}/s), "
-                     f"{self.clicks_posted} clicks posted, errors: {dict(self.errors) or 'none'}")
+        calls = (self.requests + self.clicks_posted) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        lines.append(f"{self.requests} recommendation requests in {self.elapsed_s:.1f}s ({rps:.1f}/s), "
+                     f"{self.clicks_posted} clicks posted ({calls:.1f} HTTP calls/s), "
+                     f"errors: {dict(self.errors) or 'none'}")
         return "\n".join(lines)
 
 
