@@ -260,7 +260,7 @@ def main() -> int:
         pg = cur.fetchone()[0].split(" on ")[0]
     (RESULTS / "dashboard_stats_db.json").write_text(
         json.dumps({"data": data, "raw": raw, "results": results, "reps": args.reps, "postgres": pg, "changed": args.changed,
-                    "command": " ".join(["bench/bench_stats_db.py", *sys.argv[1:]])}, indent=2)
+                    "command": " ".join([".venv/bin/python bench/bench_stats_db.py", *(a for a in sys.argv[1:] if a != "--no-doc")])}, indent=2)
     )
     if not args.no_doc:
         dashboard_doc_write()
