@@ -51,9 +51,10 @@ class _Graphs:
         use_history: bool,
         lr: float,
         layout: dict[str, tuple[int, tuple[int, ...]]],
+        emb_dim: int,
     ):
         tf = self.tf = tf_module()
-        self.layout = layout
+        self.layout, self.emb_dim = layout, emb_dim
         self.logit_heads, self.value_heads = logit_heads, heads - logit_heads
         self.use_history, self.lr = use_history, lr
         self.heads_mask = np.array([1.0] * logit_heads + [0.0] * (heads - logit_heads), np.float32)
@@ -86,50 +87,50 @@ class _Graphs:
             out[name] = self.tf.reshape(flat[off : off + size], shape)
         return out
 
-    def _user_part(self, v, u, uf, ci, cm, ii, im):  # type: ignore[no-untyped-def]
-        tf = self.tf
-        parts = [tf.gather(v["emb_user"], u), uf]
+    def _user_part(self, v, ur, uf, ci, cm, ii, im):  # type: ignore[no-untyped-def]
+        tf, e = self.tf, self.emb_dim
+        parts = [ur[:, :e], uf]
         if self.use_history:
             for idx, mask in ((ci, cm), (ii, im)):
-                e = tf.gather(v["emb_item"], idx) * mask[:, :, None]
-                parts.append(tf.reduce_sum(e, 1) / tf.maximum(tf.reduce_sum(mask, 1, keepdims=True), 1.0))
+                emb = tf.gather(v["item"], idx)[:, :, :e] * mask[:, :, None]
+                parts.append(tf.reduce_sum(emb, 1) / tf.maximum(tf.reduce_sum(mask, 1, keepdims=True), 1.0))
         return tf.matmul(tf.concat(parts, 1), v["w1u"])
 
-    def _item_part(self, v, i, itf):  # type: ignore[no-untyped-def]
-        tf = self.tf
-        return tf.matmul(tf.concat([tf.gather(v["emb_item"], i), itf], 1), v["w1i"])
+    def _item_part(self, v, ir, itf):  # type: ignore[no-untyped-def]
+        return self.tf.matmul(self.tf.concat([ir[:, : self.emb_dim], itf], 1), v["w1i"])
 
     def _forward_rows(self, v, u, uf, ci, cm, ii, im, i, itf, slot):  # type: ignore[no-untyped-def]
-        tf = self.tf
+        tf, e = self.tf, self.emb_dim
         v = self._dense(v)
-        h = tf.nn.relu(self._user_part(v, u, uf, ci, cm, ii, im) + self._item_part(v, i, itf) + v["b1"])
+        ur, ir = tf.gather(v["user"], u), tf.gather(v["item"], i)
+        h = tf.nn.relu(self._user_part(v, ur, uf, ci, cm, ii, im) + self._item_part(v, ir, itf) + v["b1"])
         out = tf.matmul(h, v["w2"]) + v["b2"]
         wide = (
             tf.reduce_sum(tf.matmul(uf, v["wc"]) * itf, 1)
             + tf.linalg.matvec(uf, v["wu"])
             + tf.linalg.matvec(itf, v["wi"])
             + tf.gather(v["pos"], slot)
-            + tf.reduce_sum(tf.gather(v["taste_user"], u) * itf, 1)
-            + tf.reduce_sum(tf.gather(v["aud_item"], i) * uf, 1)
+            + tf.reduce_sum(ur[:, e:] * itf, 1)
+            + tf.reduce_sum(ir[:, e:] * uf, 1)
         )
         return out + wide[:, None] * self.heads_mask
 
     def _forward_matrix(self, v, u, uf, ci, cm, ii, im, i, itf):  # type: ignore[no-untyped-def]
         """Serving outputs ``[m, n, heads]`` at slot 1 for m users × n items."""
-        tf = self.tf
+        tf, e = self.tf, self.emb_dim
         v = self._dense(v)
-        up = self._user_part(v, u, uf, ci, cm, ii, im) + v["b1"]
-        ip = self._item_part(v, i, itf)
+        ur, ir = tf.gather(v["user"], u), tf.gather(v["item"], i)
+        up = self._user_part(v, ur, uf, ci, cm, ii, im) + v["b1"]
+        ip = self._item_part(v, ir, itf)
         h = tf.nn.relu(up[:, None, :] + ip[None, :, :])
         m, n = tf.shape(h)[0], tf.shape(h)[1]
         out = tf.reshape(tf.matmul(tf.reshape(h, [m * n, -1]), v["w2"]), [m, n, -1]) + v["b2"]
         wide = (
-            tf.matmul(tf.matmul(uf, v["wc"]), itf, transpose_b=True)
+            tf.matmul(tf.matmul(uf, v["wc"]) + ur[:, e:], itf, transpose_b=True)
             + tf.linalg.matvec(uf, v["wu"])[:, None]
             + tf.linalg.matvec(itf, v["wi"])[None, :]
             + v["pos"][0]
-            + tf.matmul(tf.gather(v["taste_user"], u), itf, transpose_b=True)
-            + tf.matmul(uf, tf.gather(v["aud_item"], i), transpose_b=True)
+            + tf.matmul(uf, ir[:, e:], transpose_b=True)
         )
         return out + wide[:, :, None] * self.heads_mask
 
@@ -190,8 +191,11 @@ class _Graphs:
 
 _GRAPHS: dict[tuple, _Graphs] = {}
 # Tables indexed by hashed user / item keys (updated sparsely, snapshotted by row).
-_USER_TABLES = ("emb_user", "taste_user")
-_ITEM_TABLES = ("emb_item", "aud_item")
+# "user" rows are [embedding | taste for item features]; "item" rows are
+# [embedding | audience weights for user features]: one table per key type
+# halves the sparse-update ops per step.
+_USER_TABLES = ("user",)
+_ITEM_TABLES = ("item",)
 
 
 class Tower:
@@ -217,6 +221,7 @@ class Tower:
         tf = self.tf = tf_module()
         self.user_buckets, self.item_buckets = user_buckets, item_buckets
         self.max_position = max_position
+        self.use_history = use_history
         heads = logit_heads + value_heads
         rng = np.random.default_rng(seed)
         du_in = emb_dim + user_dim + (2 * emb_dim if use_history else 0)
@@ -247,13 +252,15 @@ class Tower:
             layout[name] = (off, arr.shape)
             off += arr.size
         init = {
-            "emb_user": rng.normal(0, 0.05, (user_buckets, emb_dim)),
-            "emb_item": rng.normal(0, 0.05, (item_buckets, emb_dim)),
+            "user": np.concatenate(
+                [rng.normal(0, 0.05, (user_buckets, emb_dim)), np.zeros((user_buckets, item_dim))], axis=1
+            ),
+            "item": np.concatenate(
+                [rng.normal(0, 0.05, (item_buckets, emb_dim)), np.zeros((item_buckets, user_dim))], axis=1
+            ),
             "dense": np.concatenate([a.ravel() for a in dense.values()]),
-            "taste_user": np.zeros((user_buckets, item_dim)),
-            "aud_item": np.zeros((item_buckets, user_dim)),
         }
-        key = (user_dim, item_dim, heads, logit_heads, use_history, lr, tuple(layout.items()))
+        key = (user_dim, item_dim, heads, logit_heads, use_history, lr, emb_dim, tuple(layout.items()))
         if key not in _GRAPHS:
             _GRAPHS[key] = _Graphs(
                 user_dim=user_dim,
@@ -263,6 +270,7 @@ class Tower:
                 use_history=use_history,
                 lr=lr,
                 layout=layout,
+                emb_dim=emb_dim,
             )
         self.graphs = _GRAPHS[key]
         self.state = {
@@ -277,6 +285,9 @@ class Tower:
         self, keys: np.ndarray, feats: np.ndarray, clicked: np.ndarray, impressed: np.ndarray
     ) -> list[np.ndarray]:
         ib = self.item_buckets
+        if not self.use_history:
+            # Width-0 history: nothing to hash or feed for arms that ignore it.
+            clicked = impressed = np.zeros((keys.shape[0], 0), np.int64)
         return [
             hashing.bucket(keys, self.user_buckets, salt=201),
             feats,

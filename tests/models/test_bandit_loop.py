@@ -7,12 +7,12 @@ import pytest
 
 from models.registry import make_arm
 from models.types import Users
-from tests.models.conftest import KINDS
+from tests.models.conftest import KINDS, TF_KINDS
 
 ROUNDS, BLOCK, N_CAND = 50_000, 500, 50
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in TF_KINDS else k for k in KINDS])
 def test_last_fifth_ctr_is_well_above_uniform(kind, world):
     rng = np.random.default_rng(7)
     arm = make_arm(kind, None, seed=0)
