@@ -67,10 +67,10 @@ def _fields(b) -> tuple:
     )
 
 
-def run_arm(kind: str, batches: list, repeats: int) -> tuple[dict, object]:
+def run_arm(kind: str, batches: list, repeats: int, params: dict | None = None) -> tuple[dict, object]:
     rates, steady, summary, arm = [], [], None, None
     for r in range(repeats):
-        arm = make_arm(kind, None, seed=0)
+        arm = make_arm(kind, params, seed=0)
         warm = arm.params.get("warmup_examples", 0)
         rm = RunningMetrics()
         n = n_after = 0
@@ -215,18 +215,21 @@ def main() -> None:
     world, batches = make_stream(args.n, args.seed)
     rows: list[tuple[str, dict]] = []
     trained = {}
-    for kind, size in [
-        ("popularity", 1024),
-        ("ftrl_logreg", 256),
-        ("ftrl_logreg", 1024),
-        ("deep_ctr", 256),
-        ("deep_ctr", 1024),
-        ("neural_bandit", 1024),
-        ("q_learning", 1024),
+    for kind, size, params in [
+        ("popularity", 1024, None),
+        ("ftrl_logreg", 256, None),
+        ("ftrl_logreg", 1024, None),
+        ("deep_ctr", 256, None),
+        ("deep_ctr", 1024, None),
+        # The slow-start trap, shown: the same arm without the warm-up.
+        ("deep_ctr", 1024, {"warmup_examples": 0}),
+        ("neural_bandit", 1024, None),
+        ("q_learning", 1024, None),
     ]:
-        res, arm = run_arm(kind, rebatch(batches, size), args.repeats)
-        rows.append((f"`{kind}` (batch {size})", res))
-        trained[kind] = arm
+        res, arm = run_arm(kind, rebatch(batches, size), args.repeats, params)
+        label = f"`{kind}` (batch {size}{', no warm-up' if params else ''})"
+        rows.append((label, res))
+        trained.setdefault(kind, arm)
         print(kind, size, {k: round(v, 4) for k, v in res.items()}, flush=True)
     for name, fn in [
         ("River `LogisticRegression` (1 at a time)", run_river),

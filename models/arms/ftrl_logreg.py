@@ -43,7 +43,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 class FTRLLogRegArm(Arm):
     kind = "ftrl_logreg"
     PARAMS = {
-        "alpha": Param(0.1, lo=1e-6, hi=100.0, doc="FTRL α (learning-rate scale)"),
+        "alpha": Param(0.05, lo=1e-6, hi=100.0, doc="FTRL α (learning-rate scale)"),
         "beta": Param(1.0, lo=0.0, hi=100.0, doc="FTRL β (learning-rate smoothing)"),
         "l1": Param(0.5, lo=0.0, hi=1e4),
         "l2": Param(1.0, lo=0.0, hi=1e4),
