@@ -192,6 +192,51 @@ def rank_latency(arm, world: SyntheticWorld, n_cand: int, calls: int) -> tuple[f
     return float(np.median(t)), float(np.percentile(t, 99))
 
 
+def verdicts(rows: list[tuple[str, dict]], lat: dict, keras_rate: float) -> list[str]:
+    """The issue's targets, each checked against this run's numbers."""
+    res = dict(rows)
+    anchors = {n: r for n, r in rows if "1 at a time" in n}
+    ours = {n: r for n, r in rows if n.startswith("`") and "no warm-up" not in n}
+
+    def beats(r: dict) -> bool:
+        return all(
+            r["logloss"] < a["logloss"] and r["auc_last"] > a["auc_last"] and r["rate"] >= a["rate"]
+            for a in anchors.values()
+        )
+
+    best = min(ours, key=lambda n: ours[n]["logloss"])
+    winners = [n for n, r in ours.items() if beats(r)]
+    deep = res["`deep_ctr` (batch 1024)"]
+    cold = res["`deep_ctr` (batch 1024, no warm-up)"]
+
+    def ok(flag: bool) -> str:
+        return "met" if flag else "**missed**"
+
+    out = ["Targets, checked against the numbers above:", ""]
+    out.append(
+        f"- `deep_ctr` at batch 1024 ≥ 300,000 examples/s: {ok(deep['rate'] >= 300_000)} — measured "
+        f"{deep['rate']:,.0f}/s over the stream, {deep['steady']:,.0f}/s after warm-up; the plain Keras "
+        f"step managed {keras_rate:,.0f}/s in the same run ({deep['steady'] / keras_rate:.2f}× after "
+        "warm-up; the issue quotes ~360,000/s for the Keras step on this machine when idle)."
+    )
+    out.append(
+        f"- Best arm beats both anchors on progressive logloss and last-20% AUC at no less than their "
+        f"throughput: {ok(bool(winners))} — " + (", ".join(winners) if winners else f"best by logloss was {best}") + "."
+    )
+    out.append(
+        f"- Slow start: without warm-up, `deep_ctr` at batch 1024 has progressive logloss "
+        f"{cold['logloss']:.4f} vs {deep['logloss']:.4f} with it (last 20%: {cold['logloss_last']:.4f} vs "
+        f"{deep['logloss_last']:.4f})."
+    )
+    p1 = max(v[0][1] for v in lat.values())
+    p10 = max(v[1][1] for v in lat.values())
+    out.append(
+        f"- Rank p99 ≤ 5 ms at 1,000 candidates: {ok(p1 <= 5)} (worst arm {p1:.2f} ms); "
+        f"≤ 20 ms at 10,000: {ok(p10 <= 20)} (worst arm {p10:.2f} ms). Per arm in the table above."
+    )
+    return out
+
+
 def write_section(path: Path, body: str) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start = text.find("## Arms")
@@ -287,7 +332,7 @@ def main() -> None:
     ]
     for kind, ((a50, a99), (b50, b99)) in lat.items():
         lines.append(f"| `{kind}` | {a50:.2f} | {a99:.2f} | {b50:.2f} | {b99:.2f} |")
-    lines.append("")
+    lines += ["", *verdicts(rows, lat, keras_rate), ""]
     write_section(Path(args.out), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
