@@ -181,6 +181,10 @@ def recommendation_serve(
     else:
         raise ServingError(409, "no_active_arm", f"experiment {experiment.slug!r} has no active arm")
     loaded = state.models.get(arm_id)
+    if loaded is None and arm_id in state.pending:
+        # This process is still building the arm (first request after start-up, a new arm).
+        state = serving_cache.model_wait(arm_id)
+        loaded = state.models.get(arm_id)
     if loaded is None:
         raise ServingError(503, "arm_unavailable", f"arm {experiment.arms[arm_id].name!r} could not be loaded")
     catalogue = state.catalogue

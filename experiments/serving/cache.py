@@ -97,6 +97,8 @@ class ServingState:
     models: dict[int, LoadedModel]
     catalogue: Catalogue
     refreshed_at: float
+    # Arms whose model is still being built or loaded by the refresh in progress.
+    pending: frozenset[int] = frozenset()
 
     def default_experiment(self) -> ServedExperiment | None:
         running = [e for e in self.experiments.values() if e.status == "running"]
@@ -199,7 +201,12 @@ class ServingCache:
 
     # --------------------------------------------------------------- refresh
     def refresh(self) -> ServingState:
-        """Rebuild the snapshot from the database; returns the new state."""
+        """Rebuild the snapshot from the database; returns the new state.
+
+        While arms are being built or loaded, a snapshot is published after each one, so a slow arm
+        (the first TensorFlow arm imports TensorFlow) never holds up the others; its arm id is in
+        ``pending`` until it is ready.
+        """
         with self._refresh_lock:
             previous = self._state
             with connection.cursor() as cursor:
@@ -211,40 +218,54 @@ class ServingCache:
             catalogue = previous.catalogue if previous is not None and previous.catalogue.stamp == stamp else None
             if catalogue is None:
                 catalogue = _catalogue_load(stamp)
-            models = self._models_refresh(config_rows, previous.models if previous else {})
-            dims = {int(m.model.params["item_dim"]) for m in models.values()}
-            missing = dims - set(catalogue.feats)
-            if missing:
-                feats = dict(catalogue.feats)
-                for dim in missing:
-                    feats[dim] = features.item_matrix(catalogue.rows, dim=dim)
-                catalogue = Catalogue(catalogue.stamp, catalogue.pks, catalogue.keys, catalogue.external_ids,
-                                      catalogue.rows, feats)
-            state = ServingState(experiments, models, catalogue, time.time())
-            self._state = state
-            return state
+            wanted = [row for row in config_rows if row[12] != "retired" or row[7] == row[4]]
+            old_models = previous.models if previous else {}
+            models = {row[7]: old_models[row[7]] for row in wanted if row[7] in old_models}
+            pending = {row[7] for row in wanted if row[7] not in models}
+            state = self._publish(experiments, models, catalogue, pending)
+            for row in wanted:
+                loaded = self._model_refresh(row, models.get(row[7]))
+                pending.discard(row[7])
+                if loaded is not None and loaded is not models.get(row[7]):
+                    models[row[7]] = loaded
+                    state = self._publish(experiments, models, state.catalogue, pending)
+            return self._publish(experiments, models, state.catalogue, pending)
 
-    def _models_refresh(self, rows: list[tuple], previous: dict[int, LoadedModel]) -> dict[int, LoadedModel]:
-        models: dict[int, LoadedModel] = {}
-        for row in rows:
-            arm_id, kind, params_text, arm_status, newest = row[7], row[9], row[10], row[12], row[13]
-            winner_id = row[4]
-            if arm_status == "retired" and arm_id != winner_id:
-                continue
-            params = json.loads(params_text) if params_text else {}
-            signature = _signature(kind, params)
-            old = previous.get(arm_id)
-            if old is not None and old.signature != signature:
-                old = None
-            target = int(newest or 0)
-            if old is not None and (old.version >= target or (arm_id, target) in self._bad):
-                models[arm_id] = old
-                continue
-            loaded = self._model_load(arm_id=arm_id, kind=kind, params=params, signature=signature,
-                                      target=target, have=old)
-            if loaded is not None:
-                models[arm_id] = loaded
-        return models
+    def _publish(self, experiments: dict[str, ServedExperiment], models: dict[int, LoadedModel],
+                 catalogue: Catalogue, pending: set[int]) -> ServingState:
+        dims = {int(m.model.params["item_dim"]) for m in models.values()}
+        missing = dims - set(catalogue.feats)
+        if missing:
+            feats = dict(catalogue.feats)
+            for dim in missing:
+                feats[dim] = features.item_matrix(catalogue.rows, dim=dim)
+            catalogue = Catalogue(catalogue.stamp, catalogue.pks, catalogue.keys, catalogue.external_ids,
+                                  catalogue.rows, feats)
+        state = ServingState(experiments, dict(models), catalogue, time.time(), frozenset(pending))
+        self._state = state
+        self._attempted.set()
+        return state
+
+    def model_wait(self, arm_id: int, timeout: float = FIRST_LOAD_TIMEOUT_S) -> ServingState:
+        """The first snapshot in which ``arm_id`` is no longer pending (its model loaded or failed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.current()
+            if arm_id not in state.pending or time.monotonic() >= deadline:
+                return state
+            time.sleep(0.05)
+
+    def _model_refresh(self, row: tuple, old: LoadedModel | None) -> LoadedModel | None:
+        arm_id, kind, params_text, newest = row[7], row[9], row[10], row[13]
+        params = json.loads(params_text) if params_text else {}
+        signature = _signature(kind, params)
+        if old is not None and old.signature != signature:
+            old = None
+        target = int(newest or 0)
+        if old is not None and (old.version >= target or (arm_id, target) in self._bad):
+            return old
+        return self._model_load(arm_id=arm_id, kind=kind, params=params, signature=signature, target=target,
+                                have=old)
 
     def _model_load(
         self, *, arm_id: int, kind: str, params: dict, signature: str, target: int, have: LoadedModel | None
