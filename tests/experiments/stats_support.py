@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.utils import timezone
@@ -48,3 +49,9 @@ def make_login(*, username: str, promoter: bool):
     if promoter:
         user.user_permissions.add(Permission.objects.get(codename="promote_arm"))
     return get_user_model().objects.get(pk=user.pk)  # fresh: permission cache empty
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    """In-process tests hash with MD5 (PBKDF2 costs ~1 s a login on this machine). Not for live servers."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -12,7 +12,12 @@ from channels.testing import WebsocketCommunicator
 from experiments.routing import websocket_urlpatterns
 from experiments.selectors import stats as stats_selectors
 from experiments.services import stats as stats_services
-from tests.experiments.stats_support import add_rollup, make_experiment, make_login
+from tests.experiments.stats_support import (
+    add_rollup,
+    fast_passwords,  # noqa: F401  (autouse)
+    make_experiment,
+    make_login,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 

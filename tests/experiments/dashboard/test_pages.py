@@ -8,7 +8,13 @@ from django.test import Client
 
 from experiments.models import Decision, Experiment
 from experiments.services import stats as stats_services
-from tests.experiments.stats_support import PASSWORD, add_rollup, make_experiment, make_login
+from tests.experiments.stats_support import (
+    PASSWORD,
+    add_rollup,
+    fast_passwords,  # noqa: F401  (autouse)
+    make_experiment,
+    make_login,
+)
 
 pytestmark = pytest.mark.django_db
 

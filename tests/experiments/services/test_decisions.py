@@ -4,7 +4,12 @@ import pytest
 
 from experiments.models import AllocationEpoch, Arm, Decision, Experiment
 from experiments.services import decisions
-from tests.experiments.stats_support import add_rollup, make_experiment, make_login
+from tests.experiments.stats_support import (
+    add_rollup,
+    fast_passwords,  # noqa: F401  (autouse)
+    make_experiment,
+    make_login,
+)
 
 pytestmark = pytest.mark.django_db
 
