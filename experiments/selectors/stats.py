@@ -196,25 +196,21 @@ def arm_freshness(*, arms: list[Arm], now: datetime | None = None) -> dict[str, 
 
 
 def _freshness_from_training(fresh, *, arms: list[Arm], now: datetime) -> dict[str, dict[str, Any]]:
+    rows = fresh(arm_ids=[arm.id for arm in arms], now=now)
     out: dict[str, dict[str, Any]] = {}
     for arm in arms:
-        row = fresh(arm=arm) if _takes_arm(fresh) else fresh(arm_id=arm.id)
-        row = row if isinstance(row, dict) else getattr(row, "__dict__", {})
+        row = rows.get(arm.id) or {}
         out[arm.name] = {
             "model_version": row.get("model_version", 0),
+            "serving_version": row.get("serving_version"),
             "seconds_since_update": row.get("seconds_since_update"),
-            "serving_lag_s": row.get("event_to_serving_lag_s", row.get("serving_lag_s")),
-            "logloss": row.get("progressive_logloss", row.get("logloss")),
-            "auc": row.get("progressive_auc", row.get("auc")),
+            "serving_lag_s": row.get("event_to_serving_lag_s"),
+            "serving_lag_p95_s": row.get("event_to_serving_lag_p95_s"),
+            "logloss": row.get("logloss"),
+            "auc": row.get("auc"),
             "examples_seen": row.get("examples_seen", 0),
         }
     return out
-
-
-def _takes_arm(fn) -> bool:
-    import inspect
-
-    return "arm" in inspect.signature(fn).parameters
 
 
 def snapshot_latest(*, experiment: Experiment) -> StatsSnapshot | None:

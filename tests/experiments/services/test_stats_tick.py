@@ -75,3 +75,24 @@ def test_always_valid_p_never_increases_between_ticks(experiment):
 
     assert p[0] >= p[1] >= p[2]
     assert looks == 3
+
+
+def test_tick_carries_model_freshness_and_progressive_metrics_into_table_and_learning_chart(experiment):
+    from experiments.models import Arm, ModelCheckpoint
+    from experiments.selectors import stats as stats_selectors
+
+    treat = Arm.objects.get(experiment=experiment, name="treat")
+    ModelCheckpoint.objects.create(
+        arm=treat, version=3, state=b"x", examples_seen=500,
+        metrics={"accepted": True, "logloss_progressive": 0.41, "auc_progressive": 0.67},
+    )
+
+    stats = stats_services.stats_tick(experiment_id=experiment.id)["stats"]
+    learning = stats_selectors.dashboard_state(experiment=experiment)["figures"]["learning"]
+
+    assert stats["arms"]["treat"]["model_version"] == 3
+    assert stats["arms"]["treat"]["logloss"] == 0.41 and stats["arms"]["treat"]["auc"] == 0.67
+    assert 0 <= stats["arms"]["treat"]["seconds_since_update"] < 60
+    assert stats["arms"]["control"]["model_version"] == 0
+    assert learning["layout"]["meta"]["arms"] == ["control", "treat"]
+    assert learning["data"][1]["y"] == [0.41]
