@@ -126,3 +126,21 @@ def test_an_event_already_in_the_snapshot_is_skipped():
     state = stats_selectors.dashboard_state(experiment=experiment)
 
     assert stats_selectors.dashboard_state_apply(state, event) == state
+
+
+def test_promotion_evidence_is_weak_when_srm_is_flagged_or_always_valid_p_is_high():
+    from experiments.services import stats as stats_services
+
+    experiment, (control, treat) = make_experiment()
+    n0, c0 = random_counts(seed=8, users=900, ctr=0.10)
+    n1, c1 = random_counts(seed=9, users=300, ctr=0.30)
+    add_rollup(arm=control, impressions=n0, clicks=c0)
+    add_rollup(arm=treat, impressions=n1, clicks=c1)
+    payload = stats_services.stats_tick(experiment_id=experiment.id)["stats"]
+
+    evidence = stats_selectors.arm_evidence(payload, "treat")
+
+    assert payload["report"]["srm"]["alert"] is True  # 900 vs 300 users under equal weights
+    assert evidence["row"]["always_valid_p"] < 0.05
+    assert [w for w in evidence["weak"] if w.startswith("Sample-ratio mismatch")]
+    assert not [w for w in evidence["weak"] if w.startswith("Always-valid p")]
