@@ -42,20 +42,40 @@ class FuzzReport:
         return sum(n for (_, status), n in self.statuses.items() if status >= 500)
 
 
-def fuzz_api(base_url: str, *, max_examples: int, rng_seed: int = 0, timeout: float = 30.0) -> FuzzReport:
-    """Runs every operation of ``base_url``/api/v1/schema; returns the tally and the distinct failures."""
+def session_login(base_url: str, username: str, password: str) -> requests.Session:
+    """A logged-in browser session (cookie + CSRF token), for the session endpoints."""
+    session = requests.Session()
+    session.get(f"{base_url}/accounts/login/", timeout=10)
+    response = session.post(f"{base_url}/accounts/login/", timeout=10, allow_redirects=False,
+                            data={"username": username, "password": password,
+                                  "csrfmiddlewaretoken": session.cookies["csrftoken"]})
+    assert response.status_code == 302, response.text[:300]
+    return session
+
+
+def fuzz_api(base_url: str, *, max_examples: int, rng_seed: int = 0, timeout: float = 30.0,
+             session: requests.Session | None = None, slug: str | None = None) -> FuzzReport:
+    """Runs every operation of ``base_url``/api/v1/schema; returns the tally and the distinct failures.
+
+    ``session``: send its cookies and CSRF token (a logged-in staff member); ``slug``: the experiment the
+    ``{slug}`` path parameter names (else generated, so mostly unknown).
+    """
     config = schemathesis.Config.from_dict(
         {"checks": {"negative_data_rejection": {"expected-statuses": REJECTION_STATUSES}}}
     )
     schema = schemathesis.openapi.from_url(f"{base_url}/api/v1/schema", config=config, timeout=10)
     report = FuzzReport()
-    session = requests.Session()
+    session = session or requests.Session()
+    csrf = session.cookies.get("csrftoken")
+    headers = {"X-CSRFToken": csrf} if csrf else None
+    cookies = session.cookies.get_dict() or None
     seen: set[str] = set()
 
     def exercise(case, mode: GenerationMode) -> None:
         label = case.operation.label
         report.calls += 1
-        response = case.call(base_url=base_url, session=session, timeout=timeout)
+        # Explicit cookies: schemathesis would otherwise send a made-up ``sessionid`` for the session scheme.
+        response = case.call(base_url=base_url, session=session, headers=headers, cookies=cookies, timeout=timeout)
         report.statuses[(label, response.status_code)] += 1
         try:
             case.validate_response(response, checks=CHECKS)
@@ -67,8 +87,12 @@ def fuzz_api(base_url: str, *, max_examples: int, rng_seed: int = 0, timeout: fl
 
     for result in schema.get_all_operations():
         operation = result.ok()
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            _hypothesis_run(operation.as_strategy(mode), exercise, mode, max_examples, rng_seed)
+        pinned = {"slug": slug} if slug and "{slug}" in operation.path else None
+        # With the path pinned and the cookies sent as given, a body-less operation has nothing left to make invalid.
+        nothing_to_negate = pinned is not None and "requestBody" not in operation.definition.raw
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)[: 1 if nothing_to_negate else 2]:
+            strategy = operation.as_strategy(mode, path_parameters=pinned) if pinned else operation.as_strategy(mode)
+            _hypothesis_run(strategy, exercise, mode, max_examples, rng_seed)
     return report
 
 

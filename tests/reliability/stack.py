@@ -28,10 +28,10 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 from experiments.models import Arm, Experiment, Item
 e = Experiment.objects.create(slug="faults", name="Faults", salt="faults-salt", status="running", started_at=timezone.now())
-arms = [Arm.objects.create(experiment=e, name=n, kind="popularity", weight=1.0) for n in ("a", "b")]
+arms = [Arm.objects.create(experiment=e, name=n, kind=k, weight=1.0) for n, k in %(arms)r]
 e.control_arm = arms[0]
 e.save(update_fields=["control_arm"])
-Item.objects.bulk_create([Item(external_id=f"item-{i:03d}", title=f"Item {i}", category=f"c{i %% 4}") for i in range(40)])
+Item.objects.bulk_create([Item(external_id=f"item-{i:03d}", title=f"Item {i}", category=f"c{i %% 4}") for i in range(%(items)d)])
 admin = get_user_model().objects.create_user(username="admin", password=%(password)r, is_staff=True)
 admin.user_permissions.add(Permission.objects.get(codename="promote_arm"))
 print("SEEDED " + json.dumps({"experiment": e.id, "arms": {a.name: a.id for a in arms}}))
@@ -53,7 +53,9 @@ class Stack:
         self.pg.destroy()
 
 
-def stack_make() -> Stack:
+def stack_make(*, arms: tuple[tuple[str, str], ...] = (("a", "popularity"), ("b", "popularity")),
+               items: int = 40) -> Stack:
+    """Starts, migrates and seeds the private stack: experiment ``faults`` with ``arms`` (name, kind), ``items`` items."""
     pg, redis = PrivatePostgres(), PrivateRedis()
     pg.start()
     pg.createdb(DBNAME)
@@ -70,7 +72,7 @@ def stack_make() -> Stack:
     })
     migrated = manage("migrate", "--noinput", env=env, timeout=300)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    seeded = manage("shell", "-c", SEED % {"password": ADMIN_PASSWORD}, env=env, timeout=120)
+    seeded = manage("shell", "-c", SEED % {"password": ADMIN_PASSWORD, "arms": tuple(arms), "items": items}, env=env, timeout=120)
     assert seeded.returncode == 0, seeded.stdout + seeded.stderr
     info = json.loads(seeded.stdout.split("SEEDED ", 1)[1].splitlines()[0])
     return Stack(pg, redis, env, info["arms"])
