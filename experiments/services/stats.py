@@ -120,6 +120,11 @@ def rollup_fold(*, arm_ids: list[int]) -> int:
     return len(rows)
 
 
+def snapshot_compact(payload: dict) -> dict:
+    """A history row: the chart point and its identity, without the full report."""
+    return {key: payload[key] for key in ("point", "seq", "computed_at", "experiment") if key in payload}
+
+
 def stats_tick(*, experiment_id: int) -> dict:
     """Computes, stores (thinned) and, after commit, publishes one tick; returns the published event.
 
@@ -145,6 +150,10 @@ def stats_tick(*, experiment_id: int) -> dict:
             head.payload = payload
             head.save(update_fields=["computed_at", "payload"])
         else:
+            if last_two:
+                # Only the newest row needs the full report (it seeds the next tick and the
+                # exports); older rows keep what the charts plot, ~1 KB instead of ~15 KB.
+                StatsSnapshot.objects.filter(pk=last_two[0].pk).update(payload=snapshot_compact(last_two[0].payload))
             StatsSnapshot.objects.create(experiment=experiment, computed_at=now, payload=payload)
         event = {
             "type": "stats",

@@ -48,6 +48,9 @@ def test_history_is_thinned_to_one_row_per_spacing_and_the_head_holds_the_latest
     assert [first["replaces_last"], second["replaces_last"], third["replaces_last"]] == [False, False, True]
     assert len(rows) == 2
     assert rows[-1].payload["seq"] == 3
+    assert rows[-1].payload == third["stats"]
+    assert set(rows[0].payload) == {"point", "seq", "computed_at", "experiment"}
+    assert rows[0].payload["point"] == first["stats"]["point"]
 
 
 def test_a_new_row_starts_once_the_head_is_older_than_the_spacing(experiment):
