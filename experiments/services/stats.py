@@ -35,10 +35,9 @@ def allocation_epoch_record(*, experiment: Experiment, weights: dict[str, float]
 
 
 # The planner cannot estimate "impressions <> folded_impressions" (it guesses 99.5% of rows) and
-# would scan the whole rollup; this walks the small partial index instead, and a plain index
-# scan (unlike a bitmap scan) also marks the index entries of vacuumable row versions dead.
-_FOLD_PLAN = ("SET LOCAL enable_seqscan = off", "SET LOCAL enable_bitmapscan = off")
-
+# would scan the whole rollup; rollup_fold turns seq and bitmap scans off for its transaction so
+# it walks the small partial index, and a plain index scan (unlike a bitmap scan) also marks the
+# index entries of vacuumable row versions dead.
 _FOLD_PICK_SQL = """
 SELECT id, arm_id, user_id, epoch, impressions, clicks, folded_impressions, folded_clicks
   FROM experiments_armuserstat
@@ -92,8 +91,8 @@ def rollup_fold(*, arm_ids: list[int]) -> int:
     if not connection.in_atomic_block:
         raise RuntimeError("rollup_fold must run inside a transaction (its row locks and SET LOCAL are per transaction)")
     with connection.cursor() as cur:
-        for statement in _FOLD_PLAN:
-            cur.execute(statement)
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute("SET LOCAL enable_bitmapscan = off")
         cur.execute(_FOLD_PICK_SQL, [list(arm_ids)])
         rows = cur.fetchall()
         if not rows:
