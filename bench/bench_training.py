@@ -14,6 +14,7 @@ Run (drops, creates and migrates its own database):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -45,7 +46,7 @@ def _setup(database_url: str) -> None:
     django.setup()
 
 
-def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int) -> dict:
+def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, params: dict) -> dict:
     import dataclasses
 
     from experiments.models import ModelCheckpoint
@@ -58,6 +59,8 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int) 
 
     world = world_make(seed=seed, n_users=500, n_items=300, kinds=(kind,))
     arm = world.arm
+    arm.params = params
+    arm.save(update_fields=["params"])
     chunks = 10
     for c in range(chunks):
         traffic_log(world, requests=requests // chunks, k=k, seed=seed * 100 + c)
@@ -85,6 +88,7 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int) 
     raw_s = time.perf_counter() - t0
     examples = sum(len(b) for b in batches)
     state_bytes = len(model.to_bytes())
+    stored_bytes = len(training.state_compact(model.to_bytes()))
 
     # End to end through the service, one checkpoint version per mini-batch.
     config = TrainingConfig(batch_rows=batch_rows, budget_s=3600.0)
@@ -110,6 +114,7 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int) 
         "e2e_per_s": head["examples_seen"] / e2e_s,
         "ratio": (head["examples_seen"] / e2e_s) / (examples / raw_s),
         "state_kib": state_bytes / 1024,
+        "stored_kib": stored_bytes / 1024,
         "read_ms": med("read"),
         "fit_ms": med("fit"),
         "serialise_ms": med("serialise"),
@@ -123,27 +128,30 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="recommendation requests logged per arm")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--batch-rows", type=int, default=1024)
+    parser.add_argument("--arm-params", default="{}", help='JSON {kind: params}')
     parser.add_argument("--database-url", default="postgres://127.0.0.1:5432/recsite_bench_training")
     args = parser.parse_args()
     _setup(args.database_url)
 
     from models.registry import arm_class  # noqa: F401  (fails early when the arms are missing)
 
-    print(f"# bench_training  python {platform.python_version()}  cpus {os.cpu_count()}  batch_rows {args.batch_rows}")
+    print(f"# bench_training  python {platform.python_version()}  cpus {os.cpu_count()}  batch_rows {args.batch_rows}"
+          f"  arm params {args.arm_params}  load average {os.getloadavg()[0]:.1f}")
     print(
-        "| arm | examples | versions | raw partial_fit ex/s | end-to-end ex/s | ratio | state KiB "
+        "| arm | examples | versions | raw partial_fit ex/s | end-to-end ex/s | ratio | state KiB raw / stored "
         "| read ms | fit ms | serialise ms | write ms |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, kind in enumerate(k.strip() for k in args.kinds.split(",") if k.strip()):
         try:
-            r = bench_kind(kind, requests=args.requests, k=args.k, batch_rows=args.batch_rows, seed=1000 + i)
+            r = bench_kind(kind, requests=args.requests, k=args.k, batch_rows=args.batch_rows, seed=1000 + i,
+                           params=json.loads(args.arm_params).get(kind, {}))
         except (KeyError, ValueError) as exc:
             print(f"| {kind} | skipped: {exc} |")
             continue
         print(
             f"| {r['kind']} | {r['examples']} | {r['versions']} | {r['raw_per_s']:,.0f} | {r['e2e_per_s']:,.0f} "
-            f"| {r['ratio']:.2f} | {r['state_kib']:,.0f} | {r['read_ms']} | {r['fit_ms']} | {r['serialise_ms']} "
+            f"| {r['ratio']:.2f} | {r['state_kib']:,.0f} / {r['stored_kib']:,.0f} | {r['read_ms']} | {r['fit_ms']} | {r['serialise_ms']} "
             f"| {r['write_ms']} |",
             flush=True,
         )
