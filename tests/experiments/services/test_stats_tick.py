@@ -99,3 +99,14 @@ def test_tick_carries_model_freshness_and_progressive_metrics_into_table_and_lea
     assert stats["arms"]["control"]["model_version"] == 0
     assert learning["layout"]["meta"]["arms"] == ["control", "treat"]
     assert learning["data"][1]["y"] == [0.41]
+
+
+def test_a_tick_before_any_traffic_gives_an_empty_but_complete_report():
+    experiment, _ = make_experiment(slug="fresh", arms=("a", "b", "c", "d"))
+
+    stats = stats_services.stats_tick(experiment_id=experiment.id)["stats"]
+
+    assert stats["report"]["arm_order"] == ["a", "b", "c", "d"]
+    assert [stats["report"]["arms"][n]["impressions"] for n in "abcd"] == [0, 0, 0, 0]
+    assert stats["report"]["arms"]["b"]["always_valid_p"] == 1.0
+    assert stats["point"]["arms"]["a"]["ctr"] is None
