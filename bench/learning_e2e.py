@@ -201,6 +201,26 @@ def main() -> None:
         print(f"| {r['arm']} | {r['ctr_first']:.4f} ({r['n_first']}) | {r['ctr_last']:.4f} ({r['n_last']}) "
               f"| {r['ctr_all']:.4f} | {lag50} | {lag95} | {r['lag_n']} | {r['versions']} | {r['rejected']} "
               f"| {r['examples']} | {r['read_ms']} / {r['fit_ms']} / {r['serialise_ms']} |")
+    with connection.cursor() as cur:  # the lag split: click → version commit, commit → first served
+        cur.execute(
+            """
+            WITH v AS (
+              SELECT c.arm_id, c.version, c.created_at, (c.metrics->>'click_from')::bigint cf,
+                     (c.metrics->>'click_to')::bigint ct,
+                     (SELECT i.served_at FROM experiments_impression i WHERE i.arm_id = c.arm_id AND i.id > c.cursor
+                      AND i.model_version >= c.version ORDER BY i.id LIMIT 1) fs
+              FROM experiments_modelcheckpoint c WHERE (c.metrics->>'accepted')::boolean)
+            SELECT extract(epoch FROM v.created_at - k.clicked_at), extract(epoch FROM v.fs - v.created_at)
+            FROM v JOIN experiments_click k ON k.id > v.cf AND k.id <= v.ct
+            JOIN experiments_impression i ON i.id = k.impression_id AND i.arm_id = v.arm_id
+            WHERE NOT k.late AND v.fs IS NOT NULL
+            """
+        )
+        split = np.array(cur.fetchall(), dtype=float)
+    if split.size:
+        print(f"lag split: click→commit p50 {np.percentile(split[:, 0], 50):.2f} s p95 "
+              f"{np.percentile(split[:, 0], 95):.2f} s; commit→first served p50 {np.percentile(split[:, 1], 50):.2f} s "
+              f"p95 {np.percentile(split[:, 1], 95):.2f} s")
     all_lags = np.concatenate([click_serving_lags(arm_id=a.id, since=start - timedelta(seconds=5)) for a in arms])
     if all_lags.size:
         print(f"\nall arms: click→serving p50 {np.percentile(all_lags, 50):.2f} s, p95 {np.percentile(all_lags, 95):.2f} s "

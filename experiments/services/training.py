@@ -222,7 +222,7 @@ def _step(arm: Arm, config: TrainingConfig) -> StepResult:
     t_fit = time.perf_counter()
     accepted = outcome is not None and outcome.accepted
     touched = outcome is not None and outcome.touched
-    new_baseline = outcome.baseline if accepted else baseline
+    new_baseline = outcome.baseline if outcome is not None else baseline
     # Serialise outside the transaction: it is the slow part for the big arms.
     if accepted:
         state = state_compact(model.to_bytes())

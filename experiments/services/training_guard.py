@@ -37,6 +37,7 @@ class Baseline:
     pv_weight_sum: float = 0.0
     seen: float = 0.0  # rows accepted so far
     batches: int = 0  # accepted batches so far
+    judged: int = 0  # batches folded into the logloss EWMA: accepted ones and those refused for their logloss
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, Any] | None) -> Baseline:
@@ -53,6 +54,7 @@ class Baseline:
             pv_weight_sum=float(m.get("pv_weight_sum") or 0.0),
             seen=float(m.get("rows_seen") or 0.0),
             batches=int(m.get("batches_seen") or 0),
+            judged=int(m.get("baseline_batches") or 0),
         )
 
     def as_metrics(self) -> dict[str, Any]:
@@ -63,12 +65,20 @@ class Baseline:
             "pv_weight_sum": self.pv_weight_sum,
             "rows_seen": self.seen,
             "batches_seen": self.batches,
+            "baseline_batches": self.judged,
             "logloss_progressive": self.pv_loss_sum / self.pv_weight_sum if self.pv_weight_sum > 0 else None,
             "auc_progressive": self.auc,
         }
 
+    def _alpha(self, halflife: float) -> float:
+        # Warm start: a plain mean over the first batches, then an EWMA. The first FNW batches hold
+        # impressions whose clicks have not arrived yet, so an EWMA seeded with them would sit far
+        # below the arm's real level for many half-lives.
+        return max(1.0 - 0.5 ** (1.0 / halflife), 1.0 / (self.judged + 1))
+
     def updated(self, *, logloss: float, auc: float, weight: float, rows: int, halflife: float) -> Baseline:
-        a = 1.0 - 0.5 ** (1.0 / halflife)
+        """After an accepted batch: the EWMAs, the cumulative progressive sums and the counters move."""
+        a = self._alpha(halflife)
         ll = logloss if self.logloss is None else (1 - a) * self.logloss + a * logloss
         if math.isfinite(auc):
             au = auc if self.auc is None else (1 - a) * self.auc + a * auc
@@ -81,7 +91,18 @@ class Baseline:
             pv_weight_sum=self.pv_weight_sum + weight,
             seen=self.seen + rows,
             batches=self.batches + 1,
+            judged=self.judged + 1,
         )
+
+    def shifted(self, *, logloss: float, halflife: float) -> Baseline:
+        """After a batch refused for its logloss: only the reference level moves.
+
+        So a sudden bad batch is refused, while a lasting change of level is
+        refused for a few half-lives (the arm is flagged unhealthy) and then
+        learnt, instead of freezing the arm for ever.
+        """
+        a = self._alpha(halflife)
+        return dataclasses.replace(self, logloss=(1 - a) * self.logloss + a * logloss, judged=self.judged + 1)
 
 
 @dataclass(frozen=True)
@@ -127,9 +148,9 @@ def step_guarded(*, model: Any, batch: Any, baseline: Baseline, config: Training
         and n >= config.guard_min_rows
     )
     if judged and ll > config.guard_factor * baseline.logloss:
-        return refuse(
-            f"progressive logloss {ll:.4f} > {config.guard_factor:g} x baseline {baseline.logloss:.4f}", False, extra
-        )
+        reason = f"progressive logloss {ll:.4f} > {config.guard_factor:g} x baseline {baseline.logloss:.4f}"
+        moved = baseline.shifted(logloss=ll, halflife=config.baseline_halflife)
+        return StepOutcome(False, reason, False, {"n": n, **extra}, moved)
     weighted = dataclasses.replace(batch, sample_weight=w.astype(np.float32))
     try:
         out = model.partial_fit(weighted)

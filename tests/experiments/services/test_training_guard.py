@@ -64,6 +64,30 @@ def test_the_logloss_guard_only_judges_batches_once_warmed_up_and_big_enough():
     assert "> 2 x baseline 0.1000" in judged.reason
 
 
+def test_the_baseline_starts_as_a_plain_mean_so_early_easy_batches_do_not_pin_it_low():
+    b = Baseline()
+    for ll in (0.1, 0.5, 0.5, 0.5):
+        b = b.updated(logloss=ll, auc=0.7, weight=100.0, rows=100, halflife=10.0)
+
+    assert abs(b.logloss - 0.4) < 1e-12
+    assert (b.batches, b.judged, b.seen) == (4, 4, 400)
+
+
+def test_a_lasting_shift_is_refused_for_a_few_batches_then_learnt():
+    model = _arm()
+    shifted = _batch(200, labels=np.ones(200))
+    baseline = Baseline(logloss=0.2, seen=10_000, batches=30, judged=30)
+    accepted = []
+    for _ in range(30):
+        outcome = step_guarded(model=model, batch=shifted, baseline=baseline, config=CONFIG)
+        accepted.append(outcome.accepted)
+        baseline = outcome.baseline
+
+    first_accepted = accepted.index(True)
+    assert 2 <= first_accepted <= 15
+    assert accepted[:first_accepted] == [False] * first_accepted
+
+
 @pytest.mark.django_db
 def test_a_nan_batch_from_the_database_is_skipped_and_the_arm_marked_unhealthy(monkeypatch):
     world = world_make(seed=21)
@@ -122,7 +146,8 @@ def test_a_batch_with_flipped_labels_is_refused_against_the_rolling_baseline():
     assert "x baseline" in bad.metrics["reject_reason"]
     assert bad.metrics["logloss_before"] > 2.0 * good.metrics["baseline_logloss"]
     assert bytes(bad.state) == bytes(good.state)
-    assert bad.metrics["baseline_logloss"] == good.metrics["baseline_logloss"]
+    assert good.metrics["baseline_logloss"] < bad.metrics["baseline_logloss"] < bad.metrics["logloss_before"]
+    assert bad.metrics["rows_seen"] == good.metrics["rows_seen"]  # only the reference level moved
     assert bad.cursor == max(imps)
     assert Arm.objects.get(pk=world.arm.id).health == "unhealthy"
 
