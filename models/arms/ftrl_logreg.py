@@ -108,7 +108,7 @@ class FTRLLogRegArm(Arm):
         cells = item_keys[:, None] + (np.arange(du, dtype=np.int64) << 50)[None, :]
         return hashing.bucket(cells, 1 << self.params["hash_bits"], salt=105)
 
-    def _logits(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _logits(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
         x = self._dense_x(batch.user_feats, batch.item_feats, batch.position)
         sidx, sval = self._sparse(batch.user_keys, batch.item_keys, batch.user_feats, batch.item_feats)
         w_dense = self._weights(slice(0, self.n_dense))

@@ -57,3 +57,17 @@ def test_rank_returns_k_distinct_items_with_positive_propensities(kind, world):
     assert ((r.propensities > 0) & (r.propensities <= 1)).all()
     p = arm.propensity_matrix(ctx, 10)
     np.testing.assert_allclose(r.propensities, p[r.indices, np.arange(10)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["ftrl_logreg", "deep_ctr", "q_learning"])
+def test_serving_scores_match_predict_at_slot_one(kind, world):
+    # Serving scores all candidates with a separate, vectorised code path; it
+    # must agree with the training-time forward pass at the serving slot.
+    arm = trained_arm(
+        kind, world, n=2000, params={"epsilon": 0.0, "gamma": 0.0} if kind == "q_learning" else {"epsilon": 0.0}
+    )
+    items = np.arange(60)
+    r = arm.rank(world.context(8, items), 60, np.random.default_rng(0))
+    p = arm.predict(world.batch(np.full(60, 8), items, position=np.ones(60, np.int64)))
+    np.testing.assert_allclose(r.scores, p[r.indices], rtol=1e-5, atol=1e-7)
+    assert (np.diff(p[r.indices]) <= 1e-6).all()  # greedy order, up to float32 noise
