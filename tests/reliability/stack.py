@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -142,6 +143,14 @@ class Traffic:
     def clicked(self) -> list[int]:
         """Impression ids whose click was answered 201 (recorded now)."""
         return [a.impression_id for a in list(self.answers) if a.kind == "click" and a.status == 201]
+
+
+ACCESS_5XX = re.compile(r'^.*" 5\d\d \d+\s*$', re.M)
+
+
+def server_error_lines(log: str) -> list[str]:
+    """Daphne access-log lines of 5xx answers (``"POST /path" 503 115``)."""
+    return ACCESS_5XX.findall(log)
 
 
 def clicks_missing(stack: Stack, impression_ids: list[int]) -> list[int]:

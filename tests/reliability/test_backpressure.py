@@ -17,7 +17,7 @@ from experiments.serving.arms import arm_build
 from tests.reliability.stack import Traffic, login
 from tests.support import live
 
-RUN_S = 24.0
+RUN_S = 16.0
 
 
 def checkpoint_stale(stack, *, arm_id: int, age_s: float) -> None:
@@ -73,7 +73,7 @@ def test_a_stalled_trainer_never_piles_up_tasks_and_serving_goes_on(private_stac
         redis.delete("training")
 
     latencies = sorted(a.seconds for a in traffic.answers if a.kind == "recommend")
-    assert dispatches >= 40, "beat and the dispatcher ran many ticks"
+    assert dispatches >= 30, "beat and the dispatcher ran many ticks"
     assert max(depths) <= len(private_stack.arms), f"training queue depth over time: {depths[::8]}"
     assert [s for s in traffic.statuses() if s >= 500 or s == 0] == []
     assert statistics.quantiles(latencies, n=20)[-1] < 0.5, "recommendations stay fast (p95 < 0.5 s)"
