@@ -38,6 +38,12 @@ ARM_MIXES = {
 USERS = 2000
 
 
+def requests_get(url: str) -> int:
+    import requests
+
+    return requests.get(url, timeout=2).status_code
+
+
 def _client(host: str, port: int) -> http.client.HTTPConnection:
     conn = http.client.HTTPConnection(host, port, timeout=30)
     conn.connect()
@@ -130,6 +136,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32])
     parser.add_argument("--items", type=int, nargs="*", default=[1000, 10_000])
     parser.add_argument("--arms", nargs="*", default=["demo", "numpy"], choices=sorted(ARM_MIXES))
+    parser.add_argument("--apps", nargs="*", default=["django", "fast"], choices=["django", "fast"],
+                        help="django = recsite.asgi:application; fast = experiments.api.asgi:application")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -145,6 +153,15 @@ def main() -> None:
     env = {**os.environ, "DATABASE_URL": url_db, "DJANGO_SETTINGS_MODULE": "recsite.settings",
            "TF_CPP_MIN_LOG_LEVEL": "2", "LOG_LEVEL": "WARNING"}
     proc, url = live.start_daphne(env=env)
+    servers = {"django": url}
+    fast_proc = None
+    if "fast" in args.apps:
+        port = live.free_port()
+        fast_proc = live.LiveProcess("daphne-fast", [str(live.VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
+                                                     "experiments.api.asgi:application"], env)
+        servers["fast"] = f"http://127.0.0.1:{port}"
+        live.wait_until(lambda: requests_get(f"{servers['fast']}/healthz") == 200, timeout=60, what="fast daphne")
+    servers = {name: u for name, u in servers.items() if name in args.apps}
     try:
         import requests
 
@@ -161,15 +178,21 @@ def main() -> None:
             time.sleep(2.0)  # the serving cache polls every 0.25 s; let it re-featurise the catalogue
             for mix in args.arms:
                 slug = f"bench-{mix}"
-                load(url, clients=4, seconds=3, kind="recs", seed=0, experiment=slug)  # warm-up: models, TF graphs
+                for server in servers.values():  # warm-up: models loaded, TF graphs traced
+                    load(server, clients=4, seconds=3, kind="recs", seed=0, experiment=slug)
                 for clients in args.concurrency:
-                    ping = load(url, clients=clients, seconds=args.seconds / 2, kind="ping", seed=clients)
-                    recs = load(url, clients=clients, seconds=args.seconds, kind="recs", seed=clients, experiment=slug)
-                    row = {"items": n_items, "arms": mix, "clients": clients, "ping": ping, "recs": recs}
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+                    for app, server in servers.items():  # the two servers alternate within each cell
+                        ping = load(server, clients=clients, seconds=args.seconds / 2, kind="ping", seed=clients)
+                        recs = load(server, clients=clients, seconds=args.seconds, kind="recs", seed=clients,
+                                    experiment=slug)
+                        row = {"items": n_items, "arms": mix, "clients": clients, "app": app, "ping": ping,
+                               "recs": recs}
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
     finally:
         proc.stop()
+        if fast_proc is not None:
+            fast_proc.stop()
 
     mixes = "; ".join(f"`{m}` = {', '.join(k for _, k in ARM_MIXES[m])}" for m in args.arms)
     lines = [
@@ -177,22 +200,25 @@ def main() -> None:
         f"experiment per arm mix ({mixes}); k=10; {USERS:,} returning shoppers; keep-alive clients as threads on the "
         "same 2-core machine, which other engineers' test runs and benchmarks were loading too (load average at the "
         f"start: {load_before}). The trivial endpoint is `GET /api/v1/ping` on the same server, measured just "
-        "before each row; \"in-handler\" is the server's own time (`Server-Timing`: ranking + SQL).",
+        "before each row; \"in-handler\" is the server's own time (`Server-Timing`: ranking + SQL). ASGI app "
+        "`django` is `recsite.asgi:application` (every request through Django's middleware stack); `fast` is "
+        "`experiments.api.asgi:application` (the event endpoints and ping skip the middlewares; see "
+        "docs/serving.md); the two run side by side and alternate within each row group.",
         "",
-        "| active items | arms | clients | recs p50 ms | recs p99 ms | recs req/s | in-handler p50 ms | ping p50 ms "
-        "| ping p99 ms | p50 ratio | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| active items | arms | clients | ASGI app | recs p50 ms | recs p99 ms | recs req/s | in-handler p50 ms "
+        "| ping p50 ms | ping p99 ms | p50 ratio | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         p, q = r["ping"], r["recs"]
-        lines.append(f"| {r['items']:,} | {r['arms']} | {r['clients']} | {q['p50']:.1f} | {q['p99']:.1f} | "
+        lines.append(f"| {r['items']:,} | {r['arms']} | {r['clients']} | {r['app']} | {q['p50']:.1f} | {q['p99']:.1f} | "
                      f"{q['rps']:.0f} | {q['app_p50']:.1f} | {p['p50']:.1f} | {p['p99']:.1f} | "
                      f"{q['p50'] / p['p50']:.1f}× | {q['errors'] + p['errors']} |")
     lines.append("")
     for target in (r for r in rows if r["items"] == 1000 and r["clients"] == 8):
         p99, ratio = target["recs"]["p99"], target["recs"]["p50"] / target["ping"]["p50"]
         lines.append(
-            f"Targets at 8 clients, 1,000 items, `{target['arms']}` arms: p99 ≤ 30 ms → **{p99:.1f} ms "
+            f"Targets at 8 clients, 1,000 items, `{target['arms']}` arms, {target['app']} app: p99 ≤ 30 ms → **{p99:.1f} ms "
             f"({'met' if p99 <= 30 else 'MISSED'})**; p50 ≤ 3× the trivial endpoint's → **{ratio:.1f}× "
             f"({'met' if ratio <= 3 else 'MISSED'})**.  "
         )
