@@ -108,3 +108,25 @@ class StatsSnapshotAdmin(admin.ModelAdmin):
     list_display = ("experiment", "computed_at")
     list_filter = ("experiment",)
     date_hierarchy = "computed_at"
+
+
+@admin.register(m.OfflineEstimate)
+class OfflineEstimateAdmin(admin.ModelAdmin):
+    list_display = ("computed_at", "experiment", "arm_name", "kind", "model_version", "estimator", "value", "ci_low", "ci_high", "rows")
+    list_filter = ("experiment", "estimator", "kind")
+    search_fields = ("arm_name", "kind")
+    readonly_fields = [f.name for f in m.OfflineEstimate._meta.fields]
+
+
+@admin.register(m.AllocationEpoch)
+class AllocationEpochAdmin(admin.ModelAdmin):
+    list_display = ("experiment", "epoch", "started_at", "weights")
+    list_filter = ("experiment",)
+    readonly_fields = [f.name for f in m.AllocationEpoch._meta.fields]
+
+
+@admin.register(m.ArmEpochSums)
+class ArmEpochSumsAdmin(admin.ModelAdmin):
+    list_display = [f.name for f in m.ArmEpochSums._meta.fields][:8]
+    list_filter = ("arm__experiment",)
+    readonly_fields = [f.name for f in m.ArmEpochSums._meta.fields]

@@ -176,10 +176,14 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                 for key in (
                     "ctr", "ctr_ci_low", "ctr_ci_high", "lift", "lift_ci_low", "lift_ci_high", "p_value",
                     "p_value_holm", "always_valid_p", "always_valid_p_holm", "p_best", "expected_loss",
-                    "seconds_since_update", "logloss", "auc",
+                    "seconds_since_update", "logloss", "auc", "offline_ctr", "offline_ci_low", "offline_ci_high",
                 )
             },
             "model_version": {"type": ["integer", "null"]},
+            "offline_estimator": {
+                "type": ["string", "null"],
+                "description": "estimator of the newest off-policy estimate (manage.py evaluate_offline), if any",
+            },
         },
     },
     "ExperimentStats": {

@@ -26,6 +26,7 @@ from experiments.models import (
     ArmEpochSums,
     Experiment,
     ModelCheckpoint,
+    OfflineEstimate,
     StatsSnapshot,
 )
 from experiments.stats import AllocationPeriod, ClusteredRatioSummary, experiment_report
@@ -213,6 +214,28 @@ def _freshness_from_training(fresh, *, arms: list[Arm], now: datetime) -> dict[s
     return out
 
 
+def arm_offline_estimates(*, experiment: Experiment) -> dict[str, dict[str, Any]]:
+    """The newest stored off-policy estimate per arm name (``manage.py evaluate_offline``)."""
+    rows = (
+        OfflineEstimate.objects.filter(experiment=experiment)
+        .order_by("arm_name", "-computed_at", "-id")
+        .distinct("arm_name")
+    )
+    return {
+        row.arm_name: {
+            "estimator": row.estimator,
+            "value": row.value,
+            "ci_low": row.ci_low,
+            "ci_high": row.ci_high,
+            "model_version": row.model_version,
+            "rows": row.rows,
+            "effective_sample_size": row.effective_sample_size,
+            "computed_at": row.computed_at.isoformat(),
+        }
+        for row in rows
+    }
+
+
 def snapshot_latest(*, experiment: Experiment) -> StatsSnapshot | None:
     return StatsSnapshot.objects.filter(experiment=experiment).order_by("-computed_at", "-id").first()
 
@@ -329,7 +352,7 @@ RESULT_FIELDS = (
     "arm", "is_control", "status", "health", "weight", "users", "impressions", "clicks",
     "ctr", "ctr_ci_low", "ctr_ci_high", "lift", "lift_ci_low", "lift_ci_high", "p_value", "p_value_holm",
     "always_valid_p", "always_valid_p_holm", "p_best", "expected_loss", "model_version",
-    "seconds_since_update", "logloss", "auc",
+    "seconds_since_update", "logloss", "auc", "offline_estimator", "offline_ctr", "offline_ci_low", "offline_ci_high",
 )
 
 
@@ -344,6 +367,7 @@ def results_rows(payload: dict) -> list[dict]:
     for name in report["arm_order"]:
         r, meta = report["arms"][name], payload["arms"].get(name, {})
         ctr_lo, ctr_hi = _pair(r.get("ctr_ci"))
+        offline = meta.get("offline_estimate") or {}
         lift_lo, lift_hi = _pair(r.get("lift_ci"))
         rows.append(
             {
@@ -371,6 +395,10 @@ def results_rows(payload: dict) -> list[dict]:
                 "seconds_since_update": meta.get("seconds_since_update"),
                 "logloss": meta.get("logloss"),
                 "auc": meta.get("auc"),
+                "offline_estimator": offline.get("estimator"),
+                "offline_ctr": offline.get("value"),
+                "offline_ci_low": offline.get("ci_low"),
+                "offline_ci_high": offline.get("ci_high"),
             }
         )
     return rows
@@ -452,6 +480,7 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
         at=at,
     )
     freshness = arm_freshness(arms=arms, now=now)
+    offline = arm_offline_estimates(experiment=experiment)
     arm_meta = {
         arm.name: {
             "id": arm.id,
@@ -461,6 +490,7 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
             "health_reason": arm.health_reason,
             "weight": arm.weight,
             "is_winner": arm.id == experiment.winner_id,
+            "offline_estimate": offline.get(arm.name),
             **freshness.get(arm.name, {}),
         }
         for arm in arms

@@ -47,6 +47,12 @@
     return el("a", { href: url, class: "action " + action, "data-action": action }, label);
   }
 
+  // The newest off-policy estimate (manage.py evaluate_offline) next to the live CTR.
+  function offlineText(o) {
+    if (!o || !isNum(o.value)) return "—";
+    return pct(o.value) + " [" + pct(o.ci_low) + ", " + pct(o.ci_high) + "] " + o.estimator.toUpperCase() + " v" + o.model_version;
+  }
+
   function renderTable(stats) {
     const report = stats.report;
     const tbody = $("arms-table").querySelector("tbody");
@@ -62,6 +68,7 @@
         ["impressions", int(r.impressions)],
         ["clicks", int(r.clicks)],
         ["ctr", pct(r.ctr) + (r.ctr_ci ? " ± " + pct((r.ctr_ci[1] - r.ctr_ci[0]) / 2) : "")],
+        ["offline", offlineText(m.offline_estimate)],
         ["lift", r.is_control ? "—" : signed(r.lift) + (r.lift_ci ? " [" + signed(r.lift_ci[0]) + ", " + signed(r.lift_ci[1]) + "]" : "")],
         ["always_valid_p", r.is_control ? "—" : pval(r.always_valid_p) + " (" + pval(r.always_valid_p_holm) + ")"],
         ["p_best", pct(r.p_best, 1)],

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from experiments.api.openapi import openapi_document
-from experiments.models import Decision, Experiment
+from experiments.models import Decision, Experiment, OfflineEstimate
 from experiments.services import stats as stats_services
 from tests.experiments.stats_support import (
     PASSWORD,
@@ -51,6 +51,24 @@ def test_stats_needs_a_session_and_returns_per_arm_results(experiment):
     assert [a["arm"] for a in doc["arms"]] == ["control", "treat"]
     assert doc["arms"][1]["ctr"] == pytest.approx(0.45)
     assert set(doc["arms"][1]) >= {"ctr_ci_low", "lift", "always_valid_p", "p_best", "model_version", "logloss", "auc"}
+    schema_check(openapi_document(), "ExperimentStats", doc)
+
+
+def test_stats_show_the_newest_offline_estimate_beside_the_live_ctr(experiment):
+    treat = experiment.arms.get(name="treat")
+    common = {"experiment": experiment, "arm_name": "treat", "arm": treat, "kind": treat.kind, "rows": 40,
+              "effective_sample_size": 30.0}
+    OfflineEstimate.objects.create(**common, estimator="ips", value=0.30, ci_low=0.20, ci_high=0.40)
+    OfflineEstimate.objects.create(**common, estimator="dr", value=0.41, ci_low=0.35, ci_high=0.47, model_version=3)
+    stats_services.stats_tick(experiment_id=experiment.id)
+
+    doc = client_for("analyst", promoter=False).get("/api/v1/experiments/homepage/stats").json()
+    control, treat_row = doc["arms"]
+
+    assert (treat_row["offline_estimator"], treat_row["offline_ctr"]) == ("dr", 0.41)
+    assert (treat_row["offline_ci_low"], treat_row["offline_ci_high"]) == (0.35, 0.47)
+    assert treat_row["ctr"] == pytest.approx(0.45)
+    assert control["offline_ctr"] is None
     schema_check(openapi_document(), "ExperimentStats", doc)
 
 
