@@ -12,7 +12,8 @@ rate × duration.
 
 Every ``--window`` seconds it records, per window: requests, 5xx, p50/p99 latency
 (all, recommend, click), and the RSS of each process (Daphne, trainer, light
-worker, beat; Postgres and Redis summed over their processes). At the end it
+worker, beat, Redis; Postgres as the PSS summed over its processes, so shared
+buffers count once). At the end it
 checks that every click answered 201 is in Postgres, computes RSS growth after
 warm-up (``--warmup`` seconds) and writes a JSON report to ``var/``; with
 ``--write-doc`` it also rewrites the "## Soak" section of docs/benchmarks.md.
@@ -50,6 +51,17 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size: shared pages split among the processes sharing them (Postgres' shared buffers)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
         pass
     return 0
 
@@ -173,7 +185,11 @@ def main() -> int:
                         help="name:kind,... (deep_ctr works too; it loads TensorFlow in the trainer)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--write-doc", action="store_true")
+    parser.add_argument("--markdown", metavar="REPORT_JSON", help="only print the docs section of a saved report")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
 
     arms = tuple(tuple(part.split(":", 1)) for part in args.arms.split(","))
     print(f"soak: starting private Postgres + Redis, migrating, seeding {args.items} items, arms {arms}", flush=True)
@@ -206,7 +222,7 @@ def main() -> int:
                     batch = load.samples[seen:]
                     seen = len(load.samples)
                 rss = {name: rss_kb(p.pid) for name, p in procs.items()}
-                rss["postgres"] = sum(rss_kb(pid) for pid in tree_pids(postmaster_pid(stack.pg.data)))
+                rss["postgres"] = sum(pss_kb(pid) for pid in tree_pids(postmaster_pid(stack.pg.data)))
                 rss["redis"] = rss_kb(stack.redis.proc.pid)
                 latencies = [s.seconds for s in batch]
                 window = {
@@ -281,11 +297,12 @@ def markdown(report: dict) -> str:
     a = report["args"]
     names = list(report["windows"][0]["rss_mb"])
     lines = [
-        f"`bench/soak.py --duration {a['duration']:g} --rate {a['rate']:g} --write-doc`, run on "
+        f"`bench/soak.py --duration {a['duration']:g} --rate {a['rate']:g}`, run on "
         f"{time.strftime('%Y-%m-%d')} on the shared 2-core machine (load average at the end "
         f"{report['machine']['load_avg_end'][0]:.1f}, other engineers' test runs included). Private Postgres and Redis; "
         f"Daphne, trainer (`-Q training -P solo`), light worker, beat; arms `{a['arms']}`, {a['items']} items; "
-        f"each visit is a recommendation (k=10) then, with p={a['click_p']}, a click (5% repeated).",
+        f"each visit is a recommendation (k=10) then, with p={a['click_p']}, a click (5% repeated). "
+        "Memory is RSS per process (Postgres: PSS summed over its processes).",
         "",
         f"- requests: {report['requests']} ({report['achieved_rps']} req/s achieved of {a['rate']:g} planned); "
         f"statuses {report['statuses']}",
