@@ -113,20 +113,23 @@ def load(url: str, *, clients: int, seconds: float, kind: str, seed: int, experi
 NOTES = '''
 Reading the table honestly:
 
-* **The machine was saturated** (load average 6 → 15 during the run, on 2 cores): even the trivial
-  `ping` has p50 ≈ 20 ms and p99 55–130 ms at 8 clients, i.e. requests mostly wait for a CPU. A p99
-  of 30 ms at 8 clients is not reachable on this box under this load whatever the handler does; the
-  p50 ratio (same server, same minute) is the comparable figure: 2.4–2.8× at 1,000 items with the demo
-  arms, 2.8–4.1× with the NumPy arms (noise), 5–8× at 10,000 items.
+* **The machine was saturated** (load average 6–15 during the runs, on 2 cores, shared with other
+  engineers' suites and benchmarks): even the trivial `ping` on the Django app has p50 ≈ 20 ms and
+  p99 up to ~1 s at 8 clients — requests mostly wait for a CPU. The p99 ≤ 30 ms target at 8 clients is
+  **missed** by a wide margin in every configuration, and the p50 ≤ 3× ping target is **missed in this
+  run** (3.2–3.7× on the Django app at 1,000 items; an earlier run of the same script measured 2.4–2.8×
+  with the demo arms). Rows move by ±50% between repetitions; only same-row comparisons mean much.
 * **Where a request's time goes**: Django's ASGI stack runs every hook of the seven middlewares
-  through `sync_to_async` (about 13 thread hops per request), likely much of ping's ~3–4 ms (not
-  measured separately); the
-  handler adds one SQL round trip (~1.2 ms in isolation: impressions + rollup + assignment in one
-  statement, asynchronous commit) and the arm's ranking (0.3–2.5 ms per arm at 1,000 items, 4–20 ms
-  at 10,000 — see "Arms"), which is why 10,000 items costs 2–3× more.
-* **What would close the gap**: route the event endpoints through a thin ASGI path that skips the
-  session/auth/messages middlewares (they never use them), run one Daphne per core behind a balancer,
-  and let arms cache per-item work (hashes, item towers) between requests for large catalogues.
+  through `sync_to_async` (about 13 thread hops per request). The `fast` app, which skips them for
+  the event endpoints, roughly **doubles throughput** (e.g. 136 vs 55 req/s, 1,000 items, NumPy arms,
+  8 clients; 209 vs 100 at 10,000 items) and halves p50 — and makes ping itself 2–10× cheaper, which
+  is why its ratio column looks worse. The handler adds one SQL round trip (~1.2 ms in isolation:
+  impressions + rollup + assignment in one statement, asynchronous commit) and the arm's ranking
+  (0.3–2.5 ms per arm at 1,000 items, 4–20 ms at 10,000 — see "Arms").
+* **What would close the gap**: serve through `experiments.api.asgi:application` (or wire
+  `api_fast_path` into `recsite/asgi.py`), one Daphne per core behind a balancer, and arms caching
+  per-item work (hashes, item towers) between requests for large catalogues — and measure on a quiet
+  machine.
 '''
 
 
