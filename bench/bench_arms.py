@@ -258,7 +258,7 @@ def write_section(path: Path, body: str) -> None:
         text = text.rstrip("\n") + "\n\n" + body
     else:
         nxt = text.find("\n## ", start + 1)
-        text = text[:start] + body + ("" if nxt < 0 else text[nxt:])
+        text = text[:start] + body.rstrip("\n") + "\n" + ("" if nxt < 0 else text[nxt:])
     path.write_text(text if text.endswith("\n") else text + "\n")
 
 
