@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--database-url", default="postgres://127.0.0.1:5432/recsite_bench_learning")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
     parser.add_argument("--json", dest="json_path", default=None)
+    parser.add_argument("--asgi-app", default="recsite.asgi:application",
+                        help="e.g. experiments.api.asgi:application (serving's fast path for the event endpoints)")
     args = parser.parse_args()
 
     _fresh_database(args.database_url)
@@ -95,6 +97,7 @@ def main() -> None:
     django.setup()
     import numpy as np
     import redis
+    import requests
 
     from experiments.models import Arm, Experiment, ModelCheckpoint
     from experiments.selectors.training import click_serving_lags
@@ -114,8 +117,14 @@ def main() -> None:
     procs = []
     beat_dir = tempfile.mkdtemp(prefix="recsite-beat-")
     try:
-        daphne, url = live.start_daphne(env=env)
+        port = live.free_port()
+        daphne = live.LiveProcess(
+            "daphne", [str(live.VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), args.asgi_app], env
+        )
         procs.append(daphne)
+        url = f"http://127.0.0.1:{port}"
+        live.wait_until(lambda: requests.get(f"{url}/healthz", timeout=2).status_code in (200, 503), timeout=90,
+                        what="daphne")
         trainers = [
             live.start_worker(queues="training", pool="solo", env=env, name=f"bench-trainer-{i}@%h")
             for i in range(args.trainers)
@@ -189,6 +198,7 @@ def main() -> None:
     connection.close()
     elapsed = sim_report.get("elapsed_s") or args.duration
     achieved = sim_report.get("requests", 0) / elapsed
+    print(f"asgi app: {args.asgi_app}")
     print(f"arm params: {args.arm_params}; train interval {os.environ.get('RECSITE_TRAIN_INTERVAL_S', '2.0')} s")
     print(f"\nhost: python {platform.python_version()}, {os.cpu_count()} cpus; achieved {achieved:.1f} req/s "
           f"over {elapsed:.0f} s ({sim_report.get('requests')} requests, errors {sim_report.get('errors')})")
