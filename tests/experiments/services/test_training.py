@@ -226,3 +226,29 @@ def test_warmup_loads_every_trainable_arm_into_the_worker():
 
     assert sorted(warmed) == sorted(a.id for a in world.arms)
     assert {training._models[a.id][0] for a in world.arms} == {0}
+
+
+def test_a_new_version_is_announced_to_serving_after_commit(settings, django_capture_on_commit_callbacks):
+    import json
+    import time
+
+    import redis
+
+    world = world_make(seed=13)
+    traffic_log(world, requests=5, seed=1)
+    pubsub = redis.Redis.from_url(settings.REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(training.MODEL_VERSION_CHANNEL)
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            training.arm_train(arm_id=world.arm.id, config=CONFIG)
+        deadline = time.monotonic() + 10
+        seen = []
+        while time.monotonic() < deadline and {"arm_id": world.arm.id, "version": 1} not in seen:
+            message = pubsub.get_message(timeout=0.5)
+            if message is not None:
+                seen.append(json.loads(message["data"]))
+    finally:
+        pubsub.close()
+
+    assert len(callbacks) == 1
+    assert {"arm_id": world.arm.id, "version": 1} in seen
