@@ -155,7 +155,8 @@ def main() -> None:
             Arm.objects.create(experiment=experiment, name=name, kind=kind)
     env = {**os.environ, "DATABASE_URL": url_db, "DJANGO_SETTINGS_MODULE": "recsite.settings",
            "TF_CPP_MIN_LOG_LEVEL": "2", "LOG_LEVEL": "WARNING"}
-    proc, url = live.start_daphne(env=env)
+    # "django" is every request through the middleware stack; "fast" the default entry point with the fast path.
+    proc, url = live.start_daphne(env={**env, "RECSITE_API_FAST_PATH": "0"})
     servers = {"django": url}
     fast_proc = None
     if "fast" in args.apps:

@@ -14,14 +14,17 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from experiments.api.asgi import api_fast_path  # noqa: E402
 from experiments.routing import websocket_urlpatterns  # noqa: E402
 
 # Daphne serves static/ itself unless a proxy or CDN in front does (RECSITE_SERVE_STATIC=0).
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.RECSITE_SERVE_STATIC else django_asgi_app
 
-application = ProtocolTypeRouter(
+django_application = ProtocolTypeRouter(
     {
         "http": http_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+# The hot event endpoints skip Django's middleware stack (docs/serving.md); RECSITE_API_FAST_PATH=0 turns it off.
+application = api_fast_path(django_application) if settings.RECSITE_API_FAST_PATH else django_application

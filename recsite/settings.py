@@ -59,6 +59,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "recsite.middleware.CloseConnectionsUnderASGI",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -153,6 +154,7 @@ STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
 RECSITE_SERVE_STATIC = env_bool("RECSITE_SERVE_STATIC", True)
+RECSITE_API_FAST_PATH = env_bool("RECSITE_API_FAST_PATH", True)
 
 # JSON bodies above this are refused with a 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("RECSITE_MAX_BODY_BYTES", 5 * 1024 * 1024))

@@ -10,8 +10,8 @@ and hands every other request to Django untouched. What the skipped
 middlewares would have contributed to these responses is kept: the host is
 checked against ``ALLOWED_HOSTS`` and the security headers are set.
 
-Serve with ``daphne experiments.api.asgi:application`` (or wrap
-``recsite.asgi.application`` with :func:`api_fast_path` there).
+``recsite.asgi`` wraps the project with it unless ``RECSITE_API_FAST_PATH=0``;
+``experiments.api.asgi:application`` is the project wrapped regardless of that setting.
 """
 
 from __future__ import annotations
@@ -105,10 +105,10 @@ def api_fast_path(app: ASGIApp) -> ASGIApp:
     return application
 
 
-def _default_application() -> ASGIApp:
-    from recsite.asgi import application as project_application
+def __getattr__(name: str) -> ASGIApp:
+    # Lazy, so that recsite.asgi can import api_fast_path from here without a cycle.
+    if name == "application":
+        from recsite.asgi import django_application
 
-    return api_fast_path(project_application)
-
-
-application = _default_application()
+        return api_fast_path(django_application)
+    raise AttributeError(name)
