@@ -173,7 +173,8 @@ def main() -> int:
         rate = env.get("DEMO_RATE", "20")
         supervisor.start(
             "shoppers",
-            [*manage, "simulate", "--base-url", url, "--users", shoppers, "--rate", rate, "--duration", "0", "--seed", "1"],
+            [*manage, "simulate", "--base-url", url, "--users", shoppers, "--rate", rate, "--duration", "0", "--seed", "1",
+             "--items", "0"],
         )
         print(
             "\n".join(
