@@ -20,6 +20,10 @@ from experiments.models import Arm, Experiment, Item, ShopUser
 log = logging.getLogger(__name__)
 
 CATEGORIES = ["shoes", "bags", "jackets", "shirts", "dresses", "watches", "hats", "jeans", "scarves", "sneakers"]
+SINGULAR = {
+    "shoes": "shoe", "bags": "bag", "jackets": "jacket", "shirts": "shirt", "dresses": "dress",
+    "watches": "watch", "hats": "hat", "jeans": "jeans", "scarves": "scarf", "sneakers": "sneaker",
+}
 ADJECTIVES = ["Classic", "Urban", "Vintage", "Sport", "Linen", "Leather", "Canvas", "Wool", "Silk", "Denim", "Summer"]
 REGIONS = ["north", "south", "east", "west", "centre"]
 DEVICES = ["mobile", "desktop", "tablet"]
@@ -63,7 +67,7 @@ def demo_items(*, n_items: int, seed: int) -> list[dict]:
         rows.append(
             {
                 "external_id": f"sku-{i:05d}",
-                "title": f"{ADJECTIVES[i % len(ADJECTIVES)]} {category[:-1] if category.endswith('s') else category} {i}",
+                "title": f"{ADJECTIVES[i % len(ADJECTIVES)]} {SINGULAR[category]} {i}",
                 "category": category,
                 "price": float(prices[i]),
                 "features": {"vec": [round(float(v), 4) for v in latent[i]]},
