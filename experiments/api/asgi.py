@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
+from django.middleware.security import SecurityMiddleware
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
@@ -54,8 +55,15 @@ async def _read_body(receive: Callable[[], Awaitable[dict]], limit: int) -> tupl
             return b"".join(chunks), True
 
 
-def _secure(response: HttpResponse) -> HttpResponse:
+def _security() -> SecurityMiddleware:
+    # Django's own: HTTPS redirect (SECURE_SSL_REDIRECT) and HSTS on secure responses, exactly as on other paths.
+    return SecurityMiddleware(lambda request: HttpResponse())
+
+
+def _secure(response: HttpResponse, request: ASGIRequest | None = None) -> HttpResponse:
     # What SecurityMiddleware and XFrameOptionsMiddleware add to every response.
+    if request is not None:
+        response = _security().process_response(request, response)
     if getattr(settings, "SECURE_CONTENT_TYPE_NOSNIFF", True):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
     referrer = getattr(settings, "SECURE_REFERRER_POLICY", "same-origin")
@@ -98,8 +106,8 @@ def api_fast_path(app: ASGIApp) -> ASGIApp:
 
             response = error_response(400, "bad_host", "the Host header is not allowed")
         else:
-            response = await view(request)
-        await _send(_secure(response), send)
+            response = _security().process_request(request) or await view(request)
+        await _send(_secure(response, request), send)
         return None
 
     return application
