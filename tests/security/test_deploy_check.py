@@ -11,6 +11,10 @@ import secrets
 import subprocess
 import sys
 
+import pytest
+import requests
+
+from tests.support import live
 from tests.support.live import ROOT
 
 HOST = "shop.example.com"
@@ -114,4 +118,32 @@ def test_behind_tls_plain_http_redirects_and_https_answers_with_hsts_and_secure_
         "plain": [301, f"https://{HOST}/accounts/login/"],
         "tls": [200, "max-age=31536000; includeSubDomains; preload", "DENY"],
         "csrf_cookie_secure": True,
+    }
+
+
+@pytest.mark.e2e
+def test_live_daphne_redirects_plain_http_and_sends_hsts_on_every_path():
+    """On the real ASGI application, fast event path included: plain HTTP → HTTPS, HSTS on HTTPS answers."""
+    port = live.free_port()
+    env = production_env(ALLOWED_HOSTS=f"{HOST},127.0.0.1", DATABASE_URL=f"postgres://127.0.0.1:{live.free_port()}/x")
+    daphne = live.LiveProcess("daphne-prod", [str(live.VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
+                                              "recsite.asgi:application"], env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        live.wait_until(lambda: requests.get(f"{base}/api/v1/ping", headers={"Host": HOST}, timeout=2,
+                                             allow_redirects=False).status_code, timeout=60, what="daphne")
+        seen = {}
+        for path in ("/api/v1/ping", "/accounts/login/"):
+            plain = requests.get(f"{base}{path}", headers={"Host": HOST}, timeout=10, allow_redirects=False)
+            tls = requests.get(f"{base}{path}", headers={"Host": HOST, "X-Forwarded-Proto": "https"}, timeout=10,
+                               allow_redirects=False)
+            seen[path] = (plain.status_code, plain.headers.get("Location"), tls.status_code,
+                          tls.headers.get("Strict-Transport-Security"))
+    finally:
+        daphne.stop()
+
+    hsts = "max-age=31536000; includeSubDomains; preload"
+    assert seen == {
+        "/api/v1/ping": (301, f"https://{HOST}/api/v1/ping", 200, hsts),
+        "/accounts/login/": (301, f"https://{HOST}/accounts/login/", 200, hsts),
     }
