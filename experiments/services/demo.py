@@ -31,11 +31,14 @@ FEATURE_DIM = 8
 
 DEMO_EXPERIMENT = "homepage-recs"
 # The control arm first: the non-personalised baseline every learner must beat.
+# The deep arms' embedding tables are sized for the demo's few thousand ids: the default 32k rows
+# would make every checkpoint version ~4 MB and cut their training rate about 3x (docs/scaling.md).
+_DEMO_TABLES = {"user_buckets": 4096, "item_buckets": 4096}
 DEMO_ARMS = [
-    ("popularity", "popularity"),
-    ("ftrl", "ftrl_logreg"),
-    ("deep", "deep_ctr"),
-    ("bandit", "neural_bandit"),
+    ("popularity", "popularity", {}),
+    ("ftrl", "ftrl_logreg", {}),
+    ("deep", "deep_ctr", _DEMO_TABLES),
+    ("bandit", "neural_bandit", _DEMO_TABLES),
 ]
 
 
@@ -131,8 +134,10 @@ def demo_seed(
         },
     )
     arms_created = 0
-    for name, kind in DEMO_ARMS:
-        arm, created = Arm.objects.get_or_create(experiment=experiment, name=name, defaults={"kind": kind, "weight": 1.0})
+    for name, kind, params in DEMO_ARMS:
+        arm, created = Arm.objects.get_or_create(
+            experiment=experiment, name=name, defaults={"kind": kind, "params": dict(params), "weight": 1.0}
+        )
         arms_created += int(created)
         if name == DEMO_ARMS[0][0] and experiment.control_arm_id is None:
             experiment.control_arm = arm
