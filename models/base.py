@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from models import metrics, serialization
+from models import exploration, metrics, serialization
 from models.errors import BadBatchError, DivergedUpdateError, StateFormatError
 from models.params import Param
 from models.types import Batch, Context, Ranking, Users
@@ -206,3 +206,34 @@ class Arm:
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         return None
+
+
+class EpsilonGreedyRanking:
+    """Ranking by slate-level ε-greedy over one score per candidate (models.exploration).
+
+    The arm supplies ``_greedy_scores(users, item_keys, item_feats) -> [m, n]`` (a click
+    probability, or a Q value) and an ``epsilon`` param; ranking and the exact propensity
+    matrix then follow from the same scores, so they can never disagree.
+    """
+
+    params: dict[str, Any]
+
+    def _greedy_scores(self, users: Users, item_keys: np.ndarray, item_feats: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _rank_many(
+        self,
+        users: Users,
+        item_keys: np.ndarray,
+        item_feats: np.ndarray,
+        k: int,
+        rng: np.random.Generator,
+        propensities: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        scores = self._greedy_scores(users, item_keys, item_feats)
+        slates, props = exploration.epsilon_greedy(scores, k, self.params["epsilon"], rng)
+        return slates, np.take_along_axis(scores, slates, axis=1), props if propensities else None
+
+    def _propensity_matrix(self, ctx: Context, k: int) -> np.ndarray:
+        scores = self._greedy_scores(Users.of(ctx), ctx.item_keys, ctx.item_feats)[0]
+        return exploration.epsilon_greedy_matrix(scores, k, self.params["epsilon"])

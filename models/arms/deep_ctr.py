@@ -13,29 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from models import exploration
 from models.arms._tower_arm import TOWER_PARAMS, TowerArm
+from models.base import EpsilonGreedyRanking
 from models.params import Param
-from models.types import Context, Users
+from models.types import Users
 
 
-class DeepCTRArm(TowerArm):
+class DeepCTRArm(EpsilonGreedyRanking, TowerArm):
     kind = "deep_ctr"
     PARAMS = {**TOWER_PARAMS, "epsilon": Param(0.05, lo=0.0, hi=1.0, doc="ε of slate ε-greedy")}
 
-    def _rank_many(
-        self,
-        users: Users,
-        item_keys: np.ndarray,
-        item_feats: np.ndarray,
-        k: int,
-        rng: np.random.Generator,
-        propensities: bool,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        scores = self._click_prob(self._matrix(users, item_keys, item_feats))
-        slates, props = exploration.epsilon_greedy(scores, k, self.params["epsilon"], rng)
-        return slates, np.take_along_axis(scores, slates, axis=1), props if propensities else None
-
-    def _propensity_matrix(self, ctx: Context, k: int) -> np.ndarray:
-        scores = self._click_prob(self._matrix(Users.of(ctx), ctx.item_keys, ctx.item_feats))[0]
-        return exploration.epsilon_greedy_matrix(scores, k, self.params["epsilon"])
+    def _greedy_scores(self, users: Users, item_keys: np.ndarray, item_feats: np.ndarray) -> np.ndarray:
+        return self._click_prob(self._matrix(users, item_keys, item_feats))

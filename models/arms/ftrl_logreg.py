@@ -28,19 +28,19 @@ from typing import Any
 
 import numpy as np
 
-from models import exploration, hashing
-from models.base import Arm
+from models import hashing
+from models.base import Arm, EpsilonGreedyRanking
 from models.errors import DivergedUpdateError
 from models.metrics import logloss
 from models.params import Param
-from models.types import Batch, Context, Users
+from models.types import Batch, Users
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-class FTRLLogRegArm(Arm):
+class FTRLLogRegArm(EpsilonGreedyRanking, Arm):
     kind = "ftrl_logreg"
     PARAMS = {
         "alpha": Param(0.05, lo=1e-6, hi=100.0, doc="FTRL α (learning-rate scale)"),
@@ -142,22 +142,8 @@ class FTRLLogRegArm(Arm):
         return logits
 
     # ---------------------------------------------------------------- arm
-    def _rank_many(
-        self,
-        users: Users,
-        item_keys: np.ndarray,
-        item_feats: np.ndarray,
-        k: int,
-        rng: np.random.Generator,
-        propensities: bool,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        scores = _sigmoid(self._score_matrix(users, item_keys, item_feats))
-        slates, props = exploration.epsilon_greedy(scores, k, self.params["epsilon"], rng)
-        return slates, np.take_along_axis(scores, slates, axis=1), props if propensities else None
-
-    def _propensity_matrix(self, ctx: Context, k: int) -> np.ndarray:
-        scores = _sigmoid(self._score_matrix(Users.of(ctx), ctx.item_keys, ctx.item_feats))[0]
-        return exploration.epsilon_greedy_matrix(scores, k, self.params["epsilon"])
+    def _greedy_scores(self, users: Users, item_keys: np.ndarray, item_feats: np.ndarray) -> np.ndarray:
+        return _sigmoid(self._score_matrix(users, item_keys, item_feats))
 
     def _predict(self, batch: Batch) -> np.ndarray:
         return _sigmoid(self._logits(batch)[0])

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from models import exploration
 from models.arms._tower_arm import TOWER_PARAMS, TowerArm
+from models.base import EpsilonGreedyRanking
 from models.params import Param
-from models.types import Batch, Context, Users
+from models.types import Batch, Users
 
 
-class QLearningArm(TowerArm):
+class QLearningArm(EpsilonGreedyRanking, TowerArm):
     kind = "q_learning"
     value_heads = 1
     use_history = True
@@ -66,19 +66,5 @@ class QLearningArm(TowerArm):
             y[:, 1], w[:, 1] = q_next.max(axis=1), sw
         return y, w
 
-    def _rank_many(
-        self,
-        users: Users,
-        item_keys: np.ndarray,
-        item_feats: np.ndarray,
-        k: int,
-        rng: np.random.Generator,
-        propensities: bool,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        q = self._q(self._matrix(users, item_keys, item_feats))
-        slates, props = exploration.epsilon_greedy(q, k, self.params["epsilon"], rng)
-        return slates, np.take_along_axis(q, slates, axis=1), props if propensities else None
-
-    def _propensity_matrix(self, ctx: Context, k: int) -> np.ndarray:
-        q = self._q(self._matrix(Users.of(ctx), ctx.item_keys, ctx.item_feats))[0]
-        return exploration.epsilon_greedy_matrix(q, k, self.params["epsilon"])
+    def _greedy_scores(self, users: Users, item_keys: np.ndarray, item_feats: np.ndarray) -> np.ndarray:
+        return self._q(self._matrix(users, item_keys, item_feats))
