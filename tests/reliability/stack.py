@@ -58,6 +58,15 @@ def stack_make(*, arms: tuple[tuple[str, str], ...] = (("a", "popularity"), ("b"
                items: int = 40) -> Stack:
     """Starts, migrates and seeds the private stack: experiment ``faults`` with ``arms`` (name, kind), ``items`` items."""
     pg, redis = PrivatePostgres(), PrivateRedis()
+    try:
+        return _stack_start(pg, redis, arms=arms, items=items)
+    except BaseException:
+        redis.stop()  # a failed set-up must not leave servers behind
+        pg.destroy()
+        raise
+
+
+def _stack_start(pg: PrivatePostgres, redis: PrivateRedis, *, arms: tuple[tuple[str, str], ...], items: int) -> Stack:
     pg.start()
     pg.createdb(DBNAME)
     redis.start()
