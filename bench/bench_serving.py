@@ -111,25 +111,24 @@ def load(url: str, *, clients: int, seconds: float, kind: str, seed: int, experi
 
 
 NOTES = '''
-Reading the table honestly:
+Reading the table honestly (run of 2026-11-28 15:06 UTC, machine otherwise idle, load average ≈ 1.3):
 
-* **The machine was saturated** (load average 6–15 during the runs, on 2 cores, shared with other
-  engineers' suites and benchmarks): even the trivial `ping` on the Django app has p50 ≈ 20 ms and
-  p99 up to ~1 s at 8 clients — requests mostly wait for a CPU. The p99 ≤ 30 ms target at 8 clients is
-  **missed** by a wide margin in every configuration, and the p50 ≤ 3× ping target is **missed in this
-  run** (3.2–3.7× on the Django app at 1,000 items; an earlier run of the same script measured 2.4–2.8×
-  with the demo arms). Rows move by ±50% between repetitions; only same-row comparisons mean much.
-* **Where a request's time goes**: Django's ASGI stack runs every hook of the seven middlewares
-  through `sync_to_async` (about 13 thread hops per request). The `fast` app, which skips them for
-  the event endpoints, roughly **doubles throughput** (e.g. 136 vs 55 req/s, 1,000 items, NumPy arms,
-  8 clients; 209 vs 100 at 10,000 items) and halves p50 — and makes ping itself 2–10× cheaper, which
-  is why its ratio column looks worse. The handler adds one SQL round trip (~1.2 ms in isolation:
-  impressions + rollup + assignment in one statement, asynchronous commit) and the arm's ranking
-  (0.3–2.5 ms per arm at 1,000 items, 4–20 ms at 10,000 — see "Arms").
-* **What would close the gap**: serve through `experiments.api.asgi:application` (or wire
-  `api_fast_path` into `recsite/asgi.py`), one Daphne per core behind a balancer, and arms caching
-  per-item work (hashes, item towers) between requests for large catalogues — and measure on a quiet
-  machine.
+* **p99 ≤ 30 ms at 8 clients, 1,000 items: missed** — 50.8 ms with the demo's four arms (two of them
+  TensorFlow towers) and 36.6 ms with the two NumPy arms, on the shipped (`fast`) entry point; the
+  Django-stack entry point is far worse (88–315 ms). Clients and server share the two cores, so at 8
+  clients a request often waits for a CPU; rows move ±30% between repetitions.
+* **p50 ≤ 3× the trivial endpoint: met on the Django stack (1.7–2.3×), missed on the fast path
+  (8.6–13.7×)** — because the fast path makes `ping` itself ~14× cheaper (1.9 ms vs 26.5 ms p50 at 8
+  clients), while a recommendation still ranks the catalogue with each arm and writes its impressions.
+  In absolute terms the fast path is the better server: recommendation p50 26 ms vs 62 ms and 2.4–2.9×
+  the throughput (285 vs 121 req/s with the demo arms, 451 vs 155 with the NumPy arms).
+* **Where a request's time goes**: Django's ASGI stack runs every hook of the middlewares through
+  `sync_to_async` (about 13 thread hops per request); the fast path skips them for the event
+  endpoints (keeping the host check, the security headers and the HTTPS redirect). The handler adds
+  one SQL round trip (impressions + rollup + assignment in one statement, asynchronous commit) and the
+  arm's ranking (0.3–2.5 ms per arm at 1,000 items, 4–20 ms at 10,000 — see "Arms").
+* **What would close the gap**: one Daphne per core behind a balancer, and arms caching per-item work
+  (hashes, item towers) between requests for large catalogues.
 '''
 
 
@@ -140,7 +139,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, nargs="*", default=[1000, 10_000])
     parser.add_argument("--arms", nargs="*", default=["demo", "numpy"], choices=sorted(ARM_MIXES))
     parser.add_argument("--apps", nargs="*", default=["django", "fast"], choices=["django", "fast"],
-                        help="django = recsite.asgi:application; fast = experiments.api.asgi:application")
+                        help="django = recsite.asgi with RECSITE_API_FAST_PATH=0; fast = recsite.asgi as shipped (event endpoints on the fast path)")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -205,9 +204,10 @@ def main() -> None:
         "same 2-core machine, which other engineers' test runs and benchmarks were loading too (load average at the "
         f"start: {load_before}). The trivial endpoint is `GET /api/v1/ping` on the same server, measured just "
         "before each row; \"in-handler\" is the server's own time (`Server-Timing`: ranking + SQL). ASGI app "
-        "`django` is `recsite.asgi:application` (every request through Django's middleware stack); `fast` is "
-        "`experiments.api.asgi:application` (the event endpoints and ping skip the middlewares; see "
-        "docs/serving.md); the two run side by side and alternate within each row group.",
+        "`django` is `recsite.asgi:application` with `RECSITE_API_FAST_PATH=0` (every request through Django's "
+        "middleware stack); `fast` is the shipped default (`recsite.asgi:application`: the event endpoints and "
+        "ping skip the middlewares; see docs/serving.md); the two run side by side and alternate within each "
+        "row group.",
         "",
         "| active items | arms | clients | ASGI app | recs p50 ms | recs p99 ms | recs req/s | in-handler p50 ms "
         "| ping p50 ms | ping p99 ms | p50 ratio | errors |",
