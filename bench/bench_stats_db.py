@@ -5,7 +5,7 @@ represents ~10M impressions: 500,000 users on 10 arms over 3 allocation periods
 (some users in two periods), bulk-generated with ``INSERT … SELECT generate_series``.
 Then times, medians over ``--reps`` runs after a warm-up:
 
-* the grouped rollup query (``selectors.stats.arm_epoch_sums``),
+* the grouped rollup query (``selectors.rollups.arm_epoch_sums``),
 * the newcomers-per-period query used by SRM (``arm_first_epoch_users``),
 * the whole tick payload (both queries + freshness + ``experiment_report``),
 * the whole tick (payload + snapshot write + publish after commit),
@@ -165,8 +165,9 @@ def main() -> int:
     from django.utils import timezone
 
     from experiments.models import Arm, Experiment
-    from experiments.selectors import stats as stats_selectors
-    from experiments.services import stats as stats_services
+    from experiments.selectors import results as result_selectors
+    from experiments.selectors import rollups as rollup_selectors
+    from experiments.services import stats_tick as tick_services
 
     experiment = Experiment.objects.create(
         slug="bench-10x10m", name="10 arms × 10M", salt="bench", status="running", started_at=timezone.now()
@@ -187,7 +188,7 @@ def main() -> int:
 
     started = time.perf_counter()
     with transaction.atomic():
-        data["backfill_rows"] = stats_services.rollup_fold(arm_ids=arm_ids)
+        data["backfill_rows"] = tick_services.rollup_fold(arm_ids=arm_ids)
     data["backfill_s"] = time.perf_counter() - started
     print(f"one-off backfill fold of {data['backfill_rows']:,} rows: {data['backfill_s']:.1f} s", flush=True)
     # What autovacuum does after the backfill rewrote every row (VACUUM cannot run in a transaction).
@@ -216,11 +217,11 @@ def main() -> int:
 
     def fold_only():
         with transaction.atomic():
-            stats_services.rollup_fold(arm_ids=arm_ids)
+            tick_services.rollup_fold(arm_ids=arm_ids)
 
     results: dict[str, list[float]] = {}
-    tick_run = tick_after_traffic(lambda: stats_services.stats_tick(experiment_id=experiment.id), args.changed)
-    tick_stress = tick_after_traffic(lambda: stats_services.stats_tick(experiment_id=experiment.id), 5 * args.changed)
+    tick_run = tick_after_traffic(lambda: tick_services.stats_tick(experiment_id=experiment.id), args.changed)
+    tick_stress = tick_after_traffic(lambda: tick_services.stats_tick(experiment_id=experiment.id), 5 * args.changed)
     fold_run = tick_after_traffic(fold_only, args.changed)
     tick_run()
     results[f"whole tick after {args.changed:,} changed rollup rows (fold + report + snapshot + publish)"] = [
@@ -229,15 +230,15 @@ def main() -> int:
     results[f"fold of {args.changed:,} changed rows alone"] = [fold_run() for _ in range(args.reps)]
     results[f"stress: whole tick after {5 * args.changed:,} changed rows"] = [tick_stress() for _ in range(args.reps)]
     results["tick payload read (running sums + report)"] = timed(
-        lambda: stats_selectors.experiment_stats_payload(experiment=experiment, previous=None), args.reps
+        lambda: result_selectors.experiment_stats_payload(experiment=experiment, previous=None), args.reps
     )
     results["contrast: grouped scan of the whole rollup (six sums)"] = timed(
-        lambda: stats_selectors.arm_epoch_sums_scan(arm_ids=arm_ids), args.reps
+        lambda: rollup_selectors.arm_epoch_sums_scan(arm_ids=arm_ids), args.reps
     )
     results["contrast: newcomers per period by scanning the rollup"] = timed(
-        lambda: stats_selectors.arm_first_epoch_users_scan(arm_ids=arm_ids), args.raw_reps
+        lambda: rollup_selectors.arm_first_epoch_users_scan(arm_ids=arm_ids), args.raw_reps
     )
-    assert stats_selectors.arm_epoch_sums(arm_ids=arm_ids) == stats_selectors.arm_epoch_sums_scan(arm_ids=arm_ids)
+    assert rollup_selectors.arm_epoch_sums(arm_ids=arm_ids) == rollup_selectors.arm_epoch_sums_scan(arm_ids=arm_ids)
     raw = None
     if args.raw_impressions:
         started = time.perf_counter()

@@ -50,7 +50,7 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
     import dataclasses
 
     from experiments.models import ModelCheckpoint
-    from experiments.services import training, training_data
+    from experiments.services import checkpoints, training, training_data
     from experiments.services.training_config import TrainingConfig
     from experiments.services.training_data import Horizon
     from experiments.services.training_feedback import fnw_weights
@@ -88,7 +88,7 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
     raw_s = time.perf_counter() - t0
     examples = sum(len(b) for b in batches)
     state_bytes = len(model.to_bytes())
-    stored_bytes = len(training.state_compact(model.to_bytes()))
+    stored_bytes = len(checkpoints.state_compact(model.to_bytes()))
 
     # End to end through the service, one checkpoint version per mini-batch.
     config = TrainingConfig(batch_rows=batch_rows, budget_s=3600.0)

@@ -3,7 +3,7 @@
 Only ``experiments.realtime`` sends to these groups; this consumer relays what it gets.
 On connect it sends the full dashboard state (latest stats + chart history), then
 every event; a client that folds the events into the snapshot holds what a fresh
-snapshot would give (``selectors.stats.dashboard_state_apply``).
+snapshot would give (``selectors.dashboard.dashboard_state_apply``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from experiments import realtime
 from experiments.models import Experiment
-from experiments.selectors import stats as stats_selectors
+from experiments.selectors import dashboard as dashboard_selectors
 
 
 @database_sync_to_async
@@ -21,7 +21,7 @@ def _snapshot(slug: str) -> dict | None:
     experiment = Experiment.objects.filter(slug=slug).first()
     if experiment is None:
         return None
-    return stats_selectors.dashboard_state(experiment=experiment)
+    return dashboard_selectors.dashboard_state(experiment=experiment)
 
 
 class ExperimentConsumer(AsyncJsonWebsocketConsumer):

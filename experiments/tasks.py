@@ -21,11 +21,11 @@ def stats_tick(experiment_id: int | None = None) -> dict:
 
     ``expires`` drops ticks that waited too long in the queue: the next one is fresher.
     """
-    from experiments.services import stats as stats_services
+    from experiments.services import stats_tick as tick
 
     if experiment_id is not None:
-        return {"seq": stats_services.stats_tick(experiment_id=experiment_id)["stats"]["seq"]}
-    return stats_services.stats_tick_running()
+        return {"seq": tick.stats_tick(experiment_id=experiment_id)["stats"]["seq"]}
+    return tick.stats_tick_running()
 
 
 @shared_task(
@@ -43,25 +43,32 @@ def train_arm(arm_id: int) -> dict:
     after a crash trains only on what no committed version has seen.
     """
     from experiments.services import training
+    from experiments.services.training_dispatch import training_pending_clear
 
-    training.training_pending_clear(arm_id=arm_id)
+    training_pending_clear(arm_id=arm_id)
     return training.arm_train(arm_id=arm_id).as_dict()
 
 
 @shared_task(name="recsite.training.dispatch", queue="default", ignore_result=True, expires=10)
-def training_dispatch() -> list[int]:
-    """Beat, every RECSITE_TRAIN_INTERVAL_S: one queued ``train_arm`` per active arm (light; queue ``default``)."""
-    from experiments.services import training
+def training_dispatch(queue: str | None = None) -> list[int]:
+    """Beat, every RECSITE_TRAIN_INTERVAL_S: one queued ``train_arm`` per active arm (light; queue ``default``).
 
-    return training.training_dispatch()
+    The service plans (which arms, on which queue); this task only enqueues the plan. Returns the arm ids queued.
+    """
+    from experiments.services.training_dispatch import training_dispatch_plan
+
+    plan = training_dispatch_plan(queue=queue)
+    for arm_id, name in plan:
+        train_arm.apply_async(args=[arm_id], queue=name)
+    return [arm_id for arm_id, _ in plan]
 
 
 @shared_task(name="recsite.training.retention", queue="default", ignore_result=True, expires=60)
 def checkpoint_retention() -> int:
     """Beat, every minute: keep the last N checkpoint versions of each arm and every Kth."""
-    from experiments.services import training
+    from experiments.services.checkpoints import checkpoint_retention_apply
 
-    return training.checkpoint_retention_apply()
+    return checkpoint_retention_apply()
 
 
 @worker_ready.connect

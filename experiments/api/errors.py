@@ -6,24 +6,13 @@ from typing import Any
 
 from django.http import JsonResponse
 
-
-class ApiError(Exception):
-    """Raised anywhere below a view; the view wrapper turns it into the error response."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.extra = extra
+from experiments.errors import ApplicationError
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None, **extra: Any) -> JsonResponse:
-    body: dict[str, Any] = {"error": {"code": code, "message": message, "field": field}}
-    body.update(extra)
-    return JsonResponse(body, status=status)
+    return application_error_response(ApplicationError(code, message, status=status, field=field, **extra))
 
 
-def api_error_response(exc: ApiError) -> JsonResponse:
-    return error_response(exc.status, exc.code, exc.message, exc.field, **exc.extra)
+def application_error_response(exc: ApplicationError) -> JsonResponse:
+    """The JSON answer to a refused request: every interface that speaks JSON maps errors here."""
+    return JsonResponse(exc.as_dict(), status=exc.status)

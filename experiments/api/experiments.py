@@ -1,6 +1,6 @@
 """Experiment endpoints of the API: live results, and promotion (session + CSRF, promote_arm only).
 
-Thin: results come from ``selectors.stats``, the promotion from ``services.decisions``
+Thin: results come from ``selectors.results``, the promotion from ``services.decisions``
 (which checks the permission itself). Errors use the API's one error shape.
 """
 
@@ -16,9 +16,10 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from experiments.api import validation as v
-from experiments.api.errors import ApiError, api_error_response, error_response
+from experiments.api.errors import application_error_response, error_response
+from experiments.errors import ApplicationError
 from experiments.models import Arm, Experiment
-from experiments.selectors import stats as stats_selectors
+from experiments.selectors import results as result_selectors
 from experiments.services import decisions as decision_services
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,8 @@ def session_view(*, method: str) -> Callable:
                 return error_response(403, "csrf_failed", "missing or wrong CSRF token (send X-CSRFToken)")
             try:
                 return handler(request, *args, **kwargs)
-            except ApiError as exc:
-                return api_error_response(exc)
-            except decision_services.DecisionError as exc:
-                return error_response(exc.status, exc.code, exc.message, exc.field)
+            except ApplicationError as exc:
+                return application_error_response(exc)
 
         # The CSRF check above runs inside the view so that its failure is JSON.
         return csrf_exempt(view)
@@ -61,30 +60,30 @@ def session_view(*, method: str) -> Callable:
 def _experiment(slug: str) -> Experiment:
     experiment = Experiment.objects.filter(slug=slug).first()
     if experiment is None:
-        raise ApiError(404, "experiment_not_found", f"no experiment {slug!r}")
+        raise ApplicationError("experiment_not_found", f"no experiment {slug!r}", status=404)
     return experiment
 
 
 @session_view(method="GET")
 def experiment_stats(request: HttpRequest, slug: str) -> HttpResponse:
     experiment = _experiment(slug)
-    payload = stats_selectors.experiment_payload_current(experiment=experiment)
-    return JsonResponse(stats_selectors.results(payload))
+    payload = result_selectors.experiment_payload_current(experiment=experiment)
+    return JsonResponse(result_selectors.results(payload))
 
 
 @session_view(method="POST")
 def experiment_promote(request: HttpRequest, slug: str) -> HttpResponse:
     if len(request.body) > MAX_BODY_BYTES:
-        raise ApiError(413, "body_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes")
+        raise ApplicationError("body_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes", status=413)
     body = v.parse_json(request.body or b"null")
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_type", "the body must be a JSON object")
+        raise ApplicationError("invalid_type", "the body must be a JSON object")
     experiment = _experiment(slug)
     arm_name = v.identifier(body.get("arm"), "arm")
     reason = v.text(body.get("reason"), "reason", max_length=decision_services.MAX_REASON)
     arm = Arm.objects.filter(experiment=experiment, name=arm_name).first()
     if arm is None:
-        raise ApiError(404, "arm_not_found", f"experiment {slug!r} has no arm {arm_name!r}", "arm")
+        raise ApplicationError("arm_not_found", f"experiment {slug!r} has no arm {arm_name!r}", status=404, field="arm")
     decision = decision_services.arm_promote(experiment=experiment, arm=arm, user=request.user, reason=reason)
     experiment.refresh_from_db()
     return JsonResponse(

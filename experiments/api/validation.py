@@ -1,4 +1,4 @@
-"""Field validators for JSON bodies. Each raises :class:`ApiError` (400) naming the field.
+"""Field validators for JSON bodies. Each raises :class:`~experiments.errors.ApplicationError` (400) naming the field.
 
 Beyond types and ranges they refuse what Postgres would refuse later (a NUL
 character, a lone UTF-16 surrogate, NaN): that is what keeps bad input a 400
@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from experiments.api.errors import ApiError
+from experiments.errors import ApplicationError
 
 MAX_ID_LENGTH = 255
 MAX_JSON_DEPTH = 8
@@ -26,7 +26,7 @@ def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise ApplicationError("invalid_json", f"the body is not valid JSON: {exc}") from None
 
 
 def _text_problem(value: str) -> str | None:
@@ -42,16 +42,16 @@ def _text_problem(value: str) -> str | None:
 def identifier(value: Any, field: str) -> str:
     """A non-empty external id of at most 255 characters (any Unicode)."""
     if value is None:
-        raise ApiError(400, "required", f"{field} is required", field)
+        raise ApplicationError("required", f"{field} is required", field=field)
     if not isinstance(value, str):
-        raise ApiError(400, "invalid_type", f"{field} must be a string", field)
+        raise ApplicationError("invalid_type", f"{field} must be a string", field=field)
     if not value.strip():
-        raise ApiError(400, "blank", f"{field} must not be blank", field)
+        raise ApplicationError("blank", f"{field} must not be blank", field=field)
     if len(value) > MAX_ID_LENGTH:
-        raise ApiError(400, "too_long", f"{field} must be at most {MAX_ID_LENGTH} characters", field)
+        raise ApplicationError("too_long", f"{field} must be at most {MAX_ID_LENGTH} characters", field=field)
     problem = _text_problem(value)
     if problem:
-        raise ApiError(400, "invalid", f"{field} {problem}", field)
+        raise ApplicationError("invalid", f"{field} {problem}", field=field)
     return value
 
 
@@ -59,20 +59,20 @@ def text(value: Any, field: str, *, max_length: int, default: str = "") -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise ApiError(400, "invalid_type", f"{field} must be a string", field)
+        raise ApplicationError("invalid_type", f"{field} must be a string", field=field)
     if len(value) > max_length:
-        raise ApiError(400, "too_long", f"{field} must be at most {max_length} characters", field)
+        raise ApplicationError("too_long", f"{field} must be at most {max_length} characters", field=field)
     problem = _text_problem(value)
     if problem:
-        raise ApiError(400, "invalid", f"{field} {problem}", field)
+        raise ApplicationError("invalid", f"{field} {problem}", field=field)
     return value
 
 
 def integer(value: Any, field: str, *, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, "invalid_type", f"{field} must be an integer", field)
+        raise ApplicationError("invalid_type", f"{field} must be an integer", field=field)
     if value < lo or value > hi:
-        raise ApiError(400, "out_of_range", f"{field} must be between {lo} and {hi}", field)
+        raise ApplicationError("out_of_range", f"{field} must be between {lo} and {hi}", field=field)
     return value
 
 
@@ -80,7 +80,7 @@ def boolean(value: Any, field: str, *, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ApiError(400, "invalid_type", f"{field} must be true or false", field)
+        raise ApplicationError("invalid_type", f"{field} must be true or false", field=field)
     return value
 
 
@@ -88,9 +88,9 @@ def number(value: Any, field: str, *, lo: float, hi: float) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiError(400, "invalid_type", f"{field} must be a number", field)
+        raise ApplicationError("invalid_type", f"{field} must be a number", field=field)
     if not math.isfinite(float(value)) or value < lo or value > hi:
-        raise ApiError(400, "out_of_range", f"{field} must be between {lo} and {hi}", field)
+        raise ApplicationError("out_of_range", f"{field} must be between {lo} and {hi}", field=field)
     return float(value)
 
 
@@ -99,20 +99,20 @@ def json_object(value: Any, field: str, *, max_bytes: int = 16_384) -> dict[str,
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ApiError(400, "invalid_type", f"{field} must be a JSON object", field)
+        raise ApplicationError("invalid_type", f"{field} must be a JSON object", field=field)
     _check_tree(value, field, 0)
     if len(json.dumps(value, ensure_ascii=False)) > max_bytes:
-        raise ApiError(400, "too_large", f"{field} must serialise to at most {max_bytes} characters", field)
+        raise ApplicationError("too_large", f"{field} must serialise to at most {max_bytes} characters", field=field)
     return value
 
 
 def _check_tree(value: Any, field: str, depth: int) -> None:
     if depth > MAX_JSON_DEPTH:
-        raise ApiError(400, "too_deep", f"{field} is nested more than {MAX_JSON_DEPTH} levels", field)
+        raise ApplicationError("too_deep", f"{field} is nested more than {MAX_JSON_DEPTH} levels", field=field)
     if isinstance(value, str):
         problem = _text_problem(value)
         if problem:
-            raise ApiError(400, "invalid", f"{field}: strings {problem}", field)
+            raise ApplicationError("invalid", f"{field}: strings {problem}", field=field)
     elif isinstance(value, dict):
         for key, sub in value.items():
             _check_tree(key, field, depth + 1)
@@ -121,5 +121,5 @@ def _check_tree(value: Any, field: str, depth: int) -> None:
         for sub in value:
             _check_tree(sub, field, depth + 1)
     elif isinstance(value, float) and not math.isfinite(value):
-        raise ApiError(400, "invalid", f"{field} contains a non-finite number", field)
+        raise ApplicationError("invalid", f"{field} contains a non-finite number", field=field)
 

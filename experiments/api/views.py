@@ -29,9 +29,10 @@ from django.views.decorators.csrf import csrf_exempt
 
 from experiments.api import validation as v
 from experiments.api.dbpool import run_db
-from experiments.api.errors import ApiError, api_error_response, error_response
+from experiments.api.errors import application_error_response, error_response
+from experiments.errors import ApplicationError
 from experiments.services.catalogue import ItemRow, UserRow, item_bulk_upsert, user_bulk_upsert
-from experiments.services.events import ServingError, UnknownImpression, click_record, recommendation_serve
+from experiments.services.events import UnknownImpression, click_record, recommendation_serve
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,11 @@ def _bulk_body_bytes() -> int:
 
 
 def _read_json(request: HttpRequest, max_bytes: int) -> Any:
-    too_big = ApiError(413, "body_too_large", f"the body must be at most {max_bytes} bytes")
+    too_big = ApplicationError("body_too_large", f"the body must be at most {max_bytes} bytes", status=413)
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        raise ApiError(400, "invalid_content_length", "Content-Length is not a number") from None
+        raise ApplicationError("invalid_content_length", "Content-Length is not a number") from None
     if declared > max_bytes:
         raise too_big
     try:
@@ -58,7 +59,7 @@ def _read_json(request: HttpRequest, max_bytes: int) -> Any:
     if len(raw) > max_bytes:
         raise too_big
     if not raw.strip():
-        raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
+        raise ApplicationError("invalid_json", "the body is empty; send a JSON object")
     return v.parse_json(raw)
 
 
@@ -71,9 +72,9 @@ def _check_api_key(request: HttpRequest) -> None:
     if not given and auth[:7].lower() == "bearer ":
         given = auth[7:].strip()
     if not given:
-        raise ApiError(401, "unauthenticated", "this endpoint needs the API key (X-API-Key or Authorization: Bearer)")
+        raise ApplicationError("unauthenticated", "this endpoint needs the API key (X-API-Key or Authorization: Bearer)", status=401)
     if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
-        raise ApiError(403, "forbidden", "the API key is not valid")
+        raise ApplicationError("forbidden", "the API key is not valid", status=403)
 
 
 def _events_need_key() -> bool:
@@ -111,10 +112,8 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
                 # Time spent in the handler (ranking + SQL), for clients and benchmarks to separate it from transport.
                 response["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
                 return response
-            except ApiError as exc:
-                return api_error_response(exc)
-            except ServingError as exc:
-                return error_response(exc.status, exc.code, exc.message, exc.field)
+            except ApplicationError as exc:
+                return application_error_response(exc)
             except (OperationalError, InterfaceError) as exc:
                 log.warning("api_database_unavailable path=%s error=%s", request.path, str(exc).strip()[:200])
                 return error_response(503, "database_unavailable", "the database is unavailable; retry shortly")
@@ -135,7 +134,7 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
 
 def _object_body(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_type", "the body must be a JSON object")
+        raise ApplicationError("invalid_type", "the body must be a JSON object")
     return body
 
 
@@ -163,7 +162,7 @@ def _impression_id(value: Any) -> int:
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         value = int(value)
     if value is None:
-        raise ApiError(400, "required", "impression_id is required", "impression_id")
+        raise ApplicationError("required", "impression_id is required", field="impression_id")
     return v.integer(value, "impression_id", lo=1, hi=2**63 - 1)
 
 
@@ -174,7 +173,7 @@ def clicks(request: HttpRequest, body: Any) -> HttpResponse:
     try:
         result = click_record(impression_id=impression_id)
     except UnknownImpression:
-        raise ApiError(404, "impression_not_found", f"no impression {impression_id}", "impression_id") from None
+        raise ApplicationError("impression_not_found", f"no impression {impression_id}", status=404, field="impression_id") from None
     return JsonResponse(result.as_dict(), status=201 if result.created else 200)
 
 
@@ -184,12 +183,12 @@ def clicks(request: HttpRequest, body: Any) -> HttpResponse:
 def _bulk_rows(body: Any, key: str) -> list[Any]:
     rows = body.get(key) if isinstance(body, dict) else body
     if isinstance(body, dict) and rows is None:
-        raise ApiError(400, "required", f"{key} is required: a list of rows", key)
+        raise ApplicationError("required", f"{key} is required: a list of rows", field=key)
     if not isinstance(rows, list):
-        raise ApiError(400, "invalid_type", f"{key} must be a list of objects", key)
+        raise ApplicationError("invalid_type", f"{key} must be a list of objects", field=key)
     limit = int(settings.RECSITE["MAX_BULK_ROWS"])
     if len(rows) > limit:
-        raise ApiError(400, "too_many_rows", f"at most {limit} rows per call, got {len(rows)}", key)
+        raise ApplicationError("too_many_rows", f"at most {limit} rows per call, got {len(rows)}", field=key)
     return rows
 
 
@@ -202,19 +201,17 @@ def _clean_rows(rows: list[Any], key: str, id_field: str, clean: Callable[[dict,
         prefix = f"{key}[{index}]"
         try:
             if not isinstance(row, dict):
-                raise ApiError(400, "invalid_type", f"{prefix} must be an object", prefix)
+                raise ApplicationError("invalid_type", f"{prefix} must be an object", field=prefix)
             value = clean(row, prefix)
             if value.external_id in seen:
-                raise ApiError(400, "duplicate", f"{prefix}.{id_field} repeats row {seen[value.external_id]}",
-                               f"{prefix}.{id_field}")
+                raise ApplicationError("duplicate", f"{prefix}.{id_field} repeats row {seen[value.external_id]}", field=f"{prefix}.{id_field}")
             seen[value.external_id] = index
             cleaned.append(value)
-        except ApiError as exc:
+        except ApplicationError as exc:
             errors.append({"index": index, "code": exc.code, "message": exc.message, "field": exc.field})
     if errors:
         first = errors[0]
-        raise ApiError(400, first["code"], f"{len(errors)} invalid row(s), nothing written; first: {first['message']}",
-                       first["field"], errors=errors[:MAX_ROW_ERRORS], invalid_rows=len(errors))
+        raise ApplicationError(first["code"], f"{len(errors)} invalid row(s), nothing written; first: {first['message']}", field=first["field"], errors=errors[:MAX_ROW_ERRORS], invalid_rows=len(errors))
     return cleaned
 
 

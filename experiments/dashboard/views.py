@@ -1,6 +1,6 @@
 """Dashboard pages: live experiment view, confirmation pages for traffic decisions, audit log, exports.
 
-Thin: reads come from ``selectors.stats``, writes go through ``services.decisions``
+Thin: reads come from ``selectors.results`` and ``selectors.dashboard``, writes go through ``services.decisions``
 (which checks the promote_arm permission again, so no page can skip it).
 """
 
@@ -18,8 +18,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from experiments.dashboard.forms import DecisionForm, ReweightForm
+from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment
-from experiments.selectors import stats as stats_selectors
+from experiments.selectors import dashboard as dashboard_selectors
+from experiments.selectors import results as result_selectors
 from experiments.services import decisions as decision_services
 
 ARM_ACTIONS = {
@@ -41,7 +43,7 @@ def _require_decider(request: HttpRequest) -> None:
 
 @login_required
 def experiment_list(request: HttpRequest) -> HttpResponse:
-    experiments = stats_selectors.experiments_for_dashboard()
+    experiments = dashboard_selectors.experiments_for_dashboard()
     if len(experiments) == 1:
         return redirect("dashboard:detail", slug=experiments[0].slug)
     return render(request, "dashboard/list.html", {"experiments": experiments})
@@ -50,7 +52,7 @@ def experiment_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def experiment_detail(request: HttpRequest, slug: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, slug=slug)
-    arms = stats_selectors.experiment_arms(experiment=experiment)
+    arms = result_selectors.experiment_arms(experiment=experiment)
     allowed = can_decide(request.user)
     config = {
         "slug": experiment.slug,
@@ -85,7 +87,7 @@ def audit(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 def export_json(request: HttpRequest, slug: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, slug=slug)
-    doc = stats_selectors.results(stats_selectors.experiment_payload_current(experiment=experiment))
+    doc = result_selectors.results(result_selectors.experiment_payload_current(experiment=experiment))
     response = JsonResponse(doc, json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="{slug}-results.json"'
     return response
@@ -94,12 +96,12 @@ def export_json(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 def export_csv(request: HttpRequest, slug: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, slug=slug)
-    payload = stats_selectors.experiment_payload_current(experiment=experiment)
+    payload = result_selectors.experiment_payload_current(experiment=experiment)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{slug}-results.csv"'
-    writer = csv.DictWriter(response, fieldnames=["computed_at", *stats_selectors.RESULT_FIELDS])
+    writer = csv.DictWriter(response, fieldnames=["computed_at", *result_selectors.RESULT_FIELDS])
     writer.writeheader()
-    for row in stats_selectors.results_rows(payload):
+    for row in result_selectors.results_rows(payload):
         writer.writerow({"computed_at": payload["computed_at"], **{k: "" if v is None else v for k, v in row.items()}})
     return response
 
@@ -125,7 +127,7 @@ def arm_decide(request: HttpRequest, slug: str, arm_id: int, action: str) -> Htt
                 if action == "promote"
                 else service(arm=arm, user=request.user, reason=form.cleaned_data["reason"], **kwargs)
             )
-        except decision_services.DecisionError as exc:
+        except ApplicationError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
             status = exc.status
         else:
@@ -133,8 +135,8 @@ def arm_decide(request: HttpRequest, slug: str, arm_id: int, action: str) -> Htt
             return redirect("dashboard:detail", slug=experiment.slug)
     elif request.method == "POST":
         status = 400
-    payload = stats_selectors.experiment_payload_current(experiment=experiment)
-    evidence = stats_selectors.arm_evidence(payload, arm.name)
+    payload = result_selectors.experiment_payload_current(experiment=experiment)
+    evidence = result_selectors.arm_evidence(payload, arm.name)
     context = {
         "experiment": experiment,
         "arm": arm,
@@ -157,7 +159,7 @@ def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> Http
     if request.method == "POST" and form.is_valid():
         try:
             new = decision_services.decision_rollback(decision=decision, user=request.user, reason=form.cleaned_data["reason"])
-        except decision_services.DecisionError as exc:
+        except ApplicationError as exc:
             form.add_error(None, exc.message)
             status = exc.status
         else:

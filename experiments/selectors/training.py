@@ -1,4 +1,4 @@
-"""Reads about training: per-arm freshness for the stats JSON, and click → serving lags for benchmarks.
+"""Reads about training: which arms train, per-arm freshness for the stats JSON, and click → serving lags for benchmarks.
 
 **Event → serving lag** of a click: from ``clicked_at`` to the ``served_at`` of
 the first impression of its arm served with a model version ≥ the first
@@ -16,12 +16,25 @@ from typing import Any
 
 import numpy as np
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
-from experiments.models import Arm, Click, ModelCheckpoint
+from experiments.models import Arm, Click, Experiment, ModelCheckpoint
 
 # Versions, and the clicks they trained on, considered for the live lag figures.
 LAG_WINDOW_S = 120.0
+
+
+
+def training_arm_ids() -> list[int]:
+    """Arms that may get traffic: active arms of running or concluded experiments."""
+    return list(
+        Arm.objects.filter(status=Arm.Status.ACTIVE)
+        .filter(Q(experiment__status=Experiment.Status.RUNNING) | Q(experiment__status=Experiment.Status.CONCLUDED))
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
 
 _FIRST_SERVED_SQL = """
 SELECT c.version, c.metrics, EXTRACT(EPOCH FROM (

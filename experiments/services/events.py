@@ -20,21 +20,11 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from experiments import features
+from experiments.errors import ApplicationError
 from experiments.services.assignment import arm_for_bucket, bucket_of
 from experiments.serving.cache import ServedExperiment, ServingState, serving_cache
 
 log = logging.getLogger(__name__)
-
-
-class ServingError(Exception):
-    """A request the current configuration cannot serve; carries an HTTP status and error code."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -152,13 +142,13 @@ def experiment_resolve(*, state: ServingState, slug: str | None) -> ServedExperi
     if slug is not None:
         experiment = state.experiments.get(slug)
         if experiment is None:
-            raise ServingError(404, "experiment_not_found", f"no running or concluded experiment {slug!r}", "experiment")
+            raise ApplicationError("experiment_not_found", f"no running or concluded experiment {slug!r}", status=404, field="experiment")
         return experiment
     experiment = state.default_experiment()
     if experiment is None and state.running_count() > 1:
-        raise ServingError(400, "experiment_required", "several experiments are running; name one", "experiment")
+        raise ApplicationError("experiment_required", "several experiments are running; name one", field="experiment")
     if experiment is None:
-        raise ServingError(409, "no_running_experiment", "no experiment is running")
+        raise ApplicationError("no_running_experiment", "no experiment is running", status=409)
     return experiment
 
 
@@ -179,17 +169,17 @@ def recommendation_serve(
     elif experiment.arm_ids:
         arm_id = arm_for_bucket(bucket=bucket, arm_ids=experiment.arm_ids, bounds=experiment.bounds)
     else:
-        raise ServingError(409, "no_active_arm", f"experiment {experiment.slug!r} has no active arm")
+        raise ApplicationError("no_active_arm", f"experiment {experiment.slug!r} has no active arm", status=409)
     loaded = state.models.get(arm_id)
     if loaded is None and arm_id in state.pending:
         # This process is still building the arm (first request after start-up, a new arm).
         state = serving_cache.model_wait(arm_id)
         loaded = state.models.get(arm_id)
     if loaded is None:
-        raise ServingError(503, "arm_unavailable", f"arm {experiment.arms[arm_id].name!r} could not be loaded")
+        raise ApplicationError("arm_unavailable", f"arm {experiment.arms[arm_id].name!r} could not be loaded", status=503)
     catalogue = state.catalogue
     if catalogue.n == 0:
-        raise ServingError(400, "empty_catalogue", "the catalogue has no active items; POST /api/v1/items first")
+        raise ApplicationError("empty_catalogue", "the catalogue has no active items; POST /api/v1/items first")
 
     row = _user_lookup(user_id)
     stored_attributes = row[1] if row is not None else {}

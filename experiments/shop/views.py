@@ -15,10 +15,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from experiments.api.dbpool import run_db
-from experiments.api.errors import ApiError
 from experiments.api.validation import identifier
+from experiments.errors import ApplicationError
 from experiments.models import Item
-from experiments.services.events import ServingError, recommendation_serve
+from experiments.services.events import recommendation_serve
 
 COOKIE = "recsite_shopper"
 GRID_SIZE = 12
@@ -48,11 +48,13 @@ async def shop_home(request: HttpRequest) -> HttpResponse:
     status = 200
     try:
         identifier(user_id, "user")
-        context.update(await run_db(request, _grid, user_id))
-    except ApiError as exc:
+    except ApplicationError as exc:
         context["problem"], status, set_cookie = exc.message, 400, False
-    except ServingError as exc:
-        context["problem"], status = exc.message, (503 if exc.status >= 500 else 409)
+    else:
+        try:
+            context.update(await run_db(request, _grid, user_id))
+        except ApplicationError as exc:
+            context["problem"], status = exc.message, (503 if exc.status >= 500 else 409)
     response = render(request, "shop/home.html", context, status=status)
     if set_cookie:
         response.set_cookie(COOKIE, user_id, max_age=30 * 24 * 3600, samesite="Lax", httponly=True)

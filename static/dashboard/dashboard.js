@@ -1,6 +1,6 @@
 /* Live experiment dashboard: a snapshot on connect, then stats events; reconnects with backoff.
  *
- * The fold of events into the snapshot mirrors experiments.selectors.stats.dashboard_state_apply,
+ * The fold of events into the snapshot mirrors experiments.selectors.dashboard.dashboard_state_apply,
  * which the server tests prove equal to a fresh snapshot.
  */
 (function () {

@@ -10,8 +10,8 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from experiments.routing import websocket_urlpatterns
-from experiments.selectors import stats as stats_selectors
-from experiments.services import stats as stats_services
+from experiments.selectors import dashboard as dashboard_selectors
+from experiments.services import stats_tick as tick_services
 from tests.experiments.stats_support import (
     add_rollup,
     fast_passwords,  # noqa: F401  (autouse)
@@ -39,14 +39,14 @@ def close_consumer_connections():
 def setup_experiment():
     experiment, arms = make_experiment(slug="live-socket", arms=("control", "treat", "third"))
     add_rollup(arm=arms[0], impressions=[10, 12, 9], clicks=[1, 2, 0])
-    stats_services.stats_tick(experiment_id=experiment.id)
+    tick_services.stats_tick(experiment_id=experiment.id)
     return experiment, arms, make_login(username="watcher", promoter=False)
 
 
 @sync_to_async
 def traffic_and_tick(experiment, arm, i: int) -> dict:
     add_rollup(arm=arm, impressions=[5 + i, 3], clicks=[i, 1], prefix=f"t{i}")
-    return stats_services.stats_tick(experiment_id=experiment.id)
+    return tick_services.stats_tick(experiment_id=experiment.id)
 
 
 async def connect(user, slug: str) -> WebsocketCommunicator:
@@ -59,7 +59,7 @@ async def connect(user, slug: str) -> WebsocketCommunicator:
 
 async def test_a_client_gets_the_full_snapshot_on_connect():
     experiment, arms, user = await setup_experiment()
-    expected = await sync_to_async(stats_selectors.dashboard_state)(experiment=experiment)
+    expected = await sync_to_async(dashboard_selectors.dashboard_state)(experiment=experiment)
 
     communicator = await connect(user, "live-socket")
     first = await communicator.receive_json_from(timeout=10)
@@ -79,7 +79,7 @@ async def test_snapshot_plus_events_equals_a_fresh_snapshot():
     published = [await traffic_and_tick(experiment, arms[1 + i % 2], i) for i in range(5)]
     received = [await communicator.receive_json_from(timeout=10) for _ in published]
     for event in received:
-        state = stats_selectors.dashboard_state_apply(state, event)
+        state = dashboard_selectors.dashboard_state_apply(state, event)
     fresh_client = await connect(user, "live-socket")
     fresh = await fresh_client.receive_json_from(timeout=10)
     await communicator.disconnect()

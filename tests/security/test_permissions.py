@@ -7,6 +7,7 @@ the services check it again, so no interface can skip it.
 
 import pytest
 
+from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment
 from experiments.services import decisions
 from tests.security.conftest import ROLES, client_for, user_make
@@ -91,7 +92,7 @@ def test_services_refuse_without_the_permission_whatever_the_interface(arena, ro
 
     statuses = []
     for call in calls:
-        with pytest.raises(decisions.DecisionError) as refused:
+        with pytest.raises(ApplicationError) as refused:
             call()
         statuses.append(refused.value.status)
 
@@ -100,12 +101,10 @@ def test_services_refuse_without_the_permission_whatever_the_interface(arena, ro
 
 
 def test_checkpoint_rollback_needs_the_permission(arena):
-    from experiments.services.training import arm_rollback_to_checkpoint
-
     control = arena[1]
 
-    with pytest.raises(decisions.DecisionError) as refused:
-        arm_rollback_to_checkpoint(arm_id=control.id, version=0, user=user_make("analyst"), reason="r")
+    with pytest.raises(ApplicationError) as refused:
+        decisions.arm_rollback_to_checkpoint(arm_id=control.id, version=0, user=user_make("analyst"), reason="r")
 
     assert refused.value.status == 403
 

@@ -7,7 +7,7 @@ from django.test import Client
 
 from experiments.api.openapi import openapi_document
 from experiments.models import Decision, Experiment, OfflineEstimate
-from experiments.services import stats as stats_services
+from experiments.services import stats_tick as tick_services
 from tests.experiments.stats_support import (
     PASSWORD,
     add_rollup,
@@ -25,7 +25,7 @@ def experiment():
     experiment, (control, treat) = make_experiment(slug="homepage")
     add_rollup(arm=control, impressions=[10, 20], clicks=[1, 2])
     add_rollup(arm=treat, impressions=[10, 10], clicks=[5, 4])
-    stats_services.stats_tick(experiment_id=experiment.id)
+    tick_services.stats_tick(experiment_id=experiment.id)
     return experiment
 
 
@@ -60,7 +60,7 @@ def test_stats_show_the_newest_offline_estimate_beside_the_live_ctr(experiment):
               "effective_sample_size": 30.0}
     OfflineEstimate.objects.create(**common, estimator="ips", value=0.30, ci_low=0.20, ci_high=0.40)
     OfflineEstimate.objects.create(**common, estimator="dr", value=0.41, ci_low=0.35, ci_high=0.47, model_version=3)
-    stats_services.stats_tick(experiment_id=experiment.id)
+    tick_services.stats_tick(experiment_id=experiment.id)
 
     doc = client_for("analyst", promoter=False).get("/api/v1/experiments/homepage/stats").json()
     control, treat_row = doc["arms"]

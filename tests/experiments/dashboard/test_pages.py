@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from experiments.models import Decision, Experiment
-from experiments.services import stats as stats_services
+from experiments.services import stats_tick as tick_services
 from tests.experiments.stats_support import (
     PASSWORD,
     add_rollup,
@@ -24,7 +24,7 @@ def experiment():
     experiment, (control, treat) = make_experiment(slug="homepage")
     add_rollup(arm=control, impressions=[10, 20, 30], clicks=[1, 2, 3])
     add_rollup(arm=treat, impressions=[10, 10], clicks=[5, 4])
-    stats_services.stats_tick(experiment_id=experiment.id)
+    tick_services.stats_tick(experiment_id=experiment.id)
     return experiment
 
 

@@ -5,8 +5,10 @@ import pytest
 from django.db import models
 
 from experiments.models import Arm
-from experiments.selectors import stats as stats_selectors
-from experiments.services.stats import rollup_fold
+from experiments.selectors import dashboard as dashboard_selectors
+from experiments.selectors import results as result_selectors
+from experiments.selectors import rollups as rollup_selectors
+from experiments.services.stats_tick import rollup_fold
 from experiments.stats import ClusteredRatioSummary
 from tests.experiments.stats_support import add_rollup, make_experiment, random_counts
 
@@ -22,7 +24,7 @@ def test_arm_epoch_sums_match_numpy_per_arm_and_epoch():
     add_rollup(arm=treat, impressions=n1, clicks=c1, epoch=0)
     add_rollup(arm=treat, impressions=n2, clicks=c2, epoch=1)
 
-    sums = stats_selectors.arm_epoch_sums_scan(arm_ids=[control.id, treat.id])
+    sums = rollup_selectors.arm_epoch_sums_scan(arm_ids=[control.id, treat.id])
 
     assert sums == {
         (control.id, 0): ClusteredRatioSummary.from_users(n0, c0),
@@ -35,7 +37,7 @@ def test_squares_do_not_overflow_int4():
     experiment, (control, _) = make_experiment()
     add_rollup(arm=control, impressions=[100_000, 3], clicks=[60_000, 1])
 
-    summary = stats_selectors.arm_epoch_sums_scan(arm_ids=[control.id])[(control.id, 0)]
+    summary = rollup_selectors.arm_epoch_sums_scan(arm_ids=[control.id])[(control.id, 0)]
 
     assert summary.sum_nn == 100_000**2 + 9
     assert summary.sum_nc == 100_000 * 60_000 + 3
@@ -49,7 +51,7 @@ def test_first_epoch_users_count_newcomers_only():
     ArmUserStat.objects.bulk_create([ArmUserStat(arm=control, user=u, epoch=1, impressions=2, clicks=0) for u in returning])
     add_rollup(arm=control, impressions=[1, 1, 1], clicks=[0, 0, 0], epoch=1, prefix="new")
 
-    firsts = stats_selectors.arm_first_epoch_users_scan(arm_ids=[control.id, treat.id])
+    firsts = rollup_selectors.arm_first_epoch_users_scan(arm_ids=[control.id, treat.id])
 
     assert firsts == {(control.id, 0): 2, (control.id, 1): 3}
 
@@ -73,8 +75,8 @@ def test_folding_only_changed_rows_keeps_the_running_sums_equal_to_a_full_scan()
     third = rollup_fold(arm_ids=ids)
 
     assert (first, second, third) == (62, 17, 0)
-    assert stats_selectors.arm_epoch_sums(arm_ids=ids) == stats_selectors.arm_epoch_sums_scan(arm_ids=ids)
-    assert stats_selectors.arm_epoch_newcomers(arm_ids=ids) == stats_selectors.arm_first_epoch_users_scan(arm_ids=ids)
+    assert rollup_selectors.arm_epoch_sums(arm_ids=ids) == rollup_selectors.arm_epoch_sums_scan(arm_ids=ids)
+    assert rollup_selectors.arm_epoch_newcomers(arm_ids=ids) == rollup_selectors.arm_first_epoch_users_scan(arm_ids=ids)
 
 
 def test_stats_inputs_total_is_sum_of_periods_and_weights_follow_status():
@@ -83,10 +85,10 @@ def test_stats_inputs_total_is_sum_of_periods_and_weights_follow_status():
     add_rollup(arm=treat, impressions=[2], clicks=[2], epoch=0)
     add_rollup(arm=treat, impressions=[7], clicks=[0], epoch=1)
     Arm.objects.filter(pk=treat.pk).update(status=Arm.Status.PAUSED)
-    arms = stats_selectors.experiment_arms(experiment=experiment)
+    arms = result_selectors.experiment_arms(experiment=experiment)
     rollup_fold(arm_ids=[control.id, treat.id])
 
-    inputs = stats_selectors.experiment_stats_inputs(experiment=experiment, arms=arms)
+    inputs = rollup_selectors.experiment_stats_inputs(experiment=experiment, arms=arms)
 
     assert inputs.control == "control"
     assert inputs.weights == {"control": 1.0, "treat": 0.0}
@@ -96,20 +98,20 @@ def test_stats_inputs_total_is_sum_of_periods_and_weights_follow_status():
 
 
 def test_snapshot_plus_events_equals_a_fresh_snapshot_across_thinning():
-    from experiments.services import stats as stats_services
+    from experiments.services import stats_tick as tick_services
 
     experiment, (control, treat) = make_experiment()
     add_rollup(arm=control, impressions=[5, 6, 7], clicks=[1, 0, 2])
-    stats_services.stats_tick(experiment_id=experiment.id)
-    state = stats_selectors.dashboard_state(experiment=experiment)
+    tick_services.stats_tick(experiment_id=experiment.id)
+    state = dashboard_selectors.dashboard_state(experiment=experiment)
     events = []
     for i in range(4):
         add_rollup(arm=treat, impressions=[3 + i], clicks=[1], prefix=f"tick{i}")
-        events.append(stats_services.stats_tick(experiment_id=experiment.id))
+        events.append(tick_services.stats_tick(experiment_id=experiment.id))
     for event in events:
-        state = stats_selectors.dashboard_state_apply(state, event)
+        state = dashboard_selectors.dashboard_state_apply(state, event)
 
-    fresh = stats_selectors.dashboard_state(experiment=experiment)
+    fresh = dashboard_selectors.dashboard_state(experiment=experiment)
 
     assert [e["replaces_last"] for e in events] == [False, True, True, True]
     assert state == fresh
@@ -118,27 +120,27 @@ def test_snapshot_plus_events_equals_a_fresh_snapshot_across_thinning():
 
 
 def test_an_event_already_in_the_snapshot_is_skipped():
-    from experiments.services import stats as stats_services
+    from experiments.services import stats_tick as tick_services
 
     experiment, (control, _) = make_experiment()
     add_rollup(arm=control, impressions=[5], clicks=[1])
-    event = stats_services.stats_tick(experiment_id=experiment.id)
-    state = stats_selectors.dashboard_state(experiment=experiment)
+    event = tick_services.stats_tick(experiment_id=experiment.id)
+    state = dashboard_selectors.dashboard_state(experiment=experiment)
 
-    assert stats_selectors.dashboard_state_apply(state, event) == state
+    assert dashboard_selectors.dashboard_state_apply(state, event) == state
 
 
 def test_promotion_evidence_is_weak_when_srm_is_flagged_or_always_valid_p_is_high():
-    from experiments.services import stats as stats_services
+    from experiments.services import stats_tick as tick_services
 
     experiment, (control, treat) = make_experiment()
     n0, c0 = random_counts(seed=8, users=900, ctr=0.10)
     n1, c1 = random_counts(seed=9, users=300, ctr=0.30)
     add_rollup(arm=control, impressions=n0, clicks=c0)
     add_rollup(arm=treat, impressions=n1, clicks=c1)
-    payload = stats_services.stats_tick(experiment_id=experiment.id)["stats"]
+    payload = tick_services.stats_tick(experiment_id=experiment.id)["stats"]
 
-    evidence = stats_selectors.arm_evidence(payload, "treat")
+    evidence = result_selectors.arm_evidence(payload, "treat")
 
     assert payload["report"]["srm"]["alert"] is True  # 900 vs 300 users under equal weights
     assert evidence["row"]["always_valid_p"] < 0.05

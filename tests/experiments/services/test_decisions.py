@@ -1,17 +1,22 @@
-"""Traffic decisions: permission, audit record with evidence and previous state, epoch bump, rollback."""
+"""Decisions: permission, audit record with evidence and previous state, epoch bump, rollback, model rollback."""
 
 import pytest
 
-from experiments.models import AllocationEpoch, Arm, Decision, Experiment
-from experiments.services import decisions
+from experiments.errors import ApplicationError
+from experiments.models import AllocationEpoch, Arm, Decision, Experiment, ModelCheckpoint
+from experiments.services import decisions, training
+from experiments.services.training_config import TrainingConfig
 from tests.experiments.stats_support import (
     add_rollup,
     fast_passwords,  # noqa: F401  (autouse)
     make_experiment,
     make_login,
 )
+from tests.support.training_world import traffic_log, world_make
 
 pytestmark = pytest.mark.django_db
+
+TRAIN = TrainingConfig(batch_rows=10_000, budget_s=60.0)
 
 
 @pytest.fixture
@@ -80,7 +85,7 @@ def test_an_analyst_and_a_non_staff_permission_holder_are_refused(setup):
     not_staff.refresh_from_db()
 
     for user in (analyst, not_staff):
-        with pytest.raises(decisions.DecisionError) as exc:
+        with pytest.raises(ApplicationError) as exc:
             decisions.arm_promote(experiment=experiment, arm=treat, user=user, reason="sneaky")
         assert exc.value.status == 403
 
@@ -100,7 +105,7 @@ def test_an_analyst_and_a_non_staff_permission_holder_are_refused(setup):
 def test_invalid_decisions_are_refused_without_writing(setup, call, code):
     experiment, arms, admin = setup
 
-    with pytest.raises(decisions.DecisionError) as exc:
+    with pytest.raises(ApplicationError) as exc:
         call(experiment, arms, admin)
 
     assert exc.value.code == code
@@ -112,9 +117,49 @@ def test_pausing_every_arm_is_refused_atomically(setup):
     decisions.arm_pause(arm=third, user=admin, reason="a")
     decisions.arm_pause(arm=treat, user=admin, reason="b")
 
-    with pytest.raises(decisions.DecisionError) as exc:
+    with pytest.raises(ApplicationError) as exc:
         decisions.arm_pause(arm=control, user=admin, reason="c")
 
     assert exc.value.code == "no_traffic"
     assert Arm.objects.get(pk=control.pk).status == "active"
     assert Experiment.objects.get(pk=experiment.pk).allocation_epoch == 2
+
+
+def test_an_admin_rolls_an_arm_back_to_a_kept_checkpoint(django_user_model):
+    from django.contrib.auth.models import Permission
+
+    world = world_make(seed=8)
+    traffic_log(world, requests=10, seed=9)
+    training.arm_train(arm_id=world.arm.id, config=TRAIN)
+    traffic_log(world, requests=10, seed=10)
+    training.arm_train(arm_id=world.arm.id, config=TRAIN)
+    Arm.objects.filter(pk=world.arm.id).update(health="unhealthy", health_reason="bad batch")
+    admin = django_user_model.objects.create_user("boss", password="x", is_staff=True)
+    admin.user_permissions.add(Permission.objects.get(codename="promote_arm"))
+    admin = django_user_model.objects.get(pk=admin.pk)
+
+    new = decisions.arm_rollback_to_checkpoint(arm_id=world.arm.id, version=1, user=admin, reason="v2 looks off")
+
+    v1, v2, v3 = ModelCheckpoint.objects.filter(arm=world.arm).order_by("version")
+    assert new.version == 3
+    assert bytes(v3.state) == bytes(v1.state)
+    assert (v3.cursor, v3.click_cursor) == (v2.cursor, v2.click_cursor)
+    assert v3.metrics["rollback_to"] == 1
+    arm = Arm.objects.get(pk=world.arm.id)
+    assert (arm.health, arm.health_reason) == ("healthy", "")
+    decision = Decision.objects.get(arm=arm)
+    assert decision.action == "checkpoint_rollback"
+    assert decision.previous_state["version"] == 2
+
+
+def test_rollback_is_refused_without_the_permission(django_user_model):
+    world = world_make(seed=9)
+    traffic_log(world, requests=5, seed=9)
+    training.arm_train(arm_id=world.arm.id, config=TRAIN)
+    analyst = django_user_model.objects.create_user("analyst", password="x", is_staff=True)
+
+    with pytest.raises(ApplicationError) as err:
+        decisions.arm_rollback_to_checkpoint(arm_id=world.arm.id, version=1, user=analyst, reason="r")
+
+    assert err.value.status == 403
+    assert ModelCheckpoint.objects.filter(arm=world.arm).count() == 1

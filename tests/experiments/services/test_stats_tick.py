@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from experiments.models import AllocationEpoch, StatsSnapshot
-from experiments.services import stats as stats_services
+from experiments.services import stats_tick as tick_services
 from tests.experiments.stats_support import add_rollup, make_experiment, random_counts
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +21,7 @@ def experiment():
 
 def test_tick_stores_a_report_with_every_dashboard_number(experiment, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        event = stats_services.stats_tick(experiment_id=experiment.id)
+        event = tick_services.stats_tick(experiment_id=experiment.id)
 
     stats = event["stats"]
     treat = stats["report"]["arms"]["treat"]
@@ -40,9 +40,9 @@ def test_tick_stores_a_report_with_every_dashboard_number(experiment, django_cap
 
 
 def test_history_is_thinned_to_one_row_per_spacing_and_the_head_holds_the_latest(experiment):
-    first = stats_services.stats_tick(experiment_id=experiment.id)
-    second = stats_services.stats_tick(experiment_id=experiment.id)
-    third = stats_services.stats_tick(experiment_id=experiment.id)
+    first = tick_services.stats_tick(experiment_id=experiment.id)
+    second = tick_services.stats_tick(experiment_id=experiment.id)
+    third = tick_services.stats_tick(experiment_id=experiment.id)
     rows = list(StatsSnapshot.objects.filter(experiment=experiment).order_by("computed_at"))
 
     assert [first["replaces_last"], second["replaces_last"], third["replaces_last"]] == [False, False, True]
@@ -54,14 +54,14 @@ def test_history_is_thinned_to_one_row_per_spacing_and_the_head_holds_the_latest
 
 
 def test_a_new_row_starts_once_the_head_is_older_than_the_spacing(experiment):
-    stats_services.stats_tick(experiment_id=experiment.id)
-    stats_services.stats_tick(experiment_id=experiment.id)
+    tick_services.stats_tick(experiment_id=experiment.id)
+    tick_services.stats_tick(experiment_id=experiment.id)
     head = StatsSnapshot.objects.filter(experiment=experiment).order_by("computed_at").last()
     StatsSnapshot.objects.filter(pk=head.pk).update(
-        computed_at=head.computed_at + timedelta(seconds=stats_services.SNAPSHOT_SPACING_S)
+        computed_at=head.computed_at + timedelta(seconds=tick_services.SNAPSHOT_SPACING_S)
     )
 
-    event = stats_services.stats_tick(experiment_id=experiment.id)
+    event = tick_services.stats_tick(experiment_id=experiment.id)
 
     assert event["replaces_last"] is False
     assert StatsSnapshot.objects.filter(experiment=experiment).count() == 3
@@ -69,7 +69,7 @@ def test_a_new_row_starts_once_the_head_is_older_than_the_spacing(experiment):
 
 def test_always_valid_p_never_increases_between_ticks(experiment):
     p = [
-        stats_services.stats_tick(experiment_id=experiment.id)["stats"]["report"]["arms"]["treat"]["always_valid_p"]
+        tick_services.stats_tick(experiment_id=experiment.id)["stats"]["report"]["arms"]["treat"]["always_valid_p"]
         for _ in range(3)
     ]
     looks = StatsSnapshot.objects.filter(experiment=experiment).latest("computed_at").payload["report"][
@@ -82,7 +82,7 @@ def test_always_valid_p_never_increases_between_ticks(experiment):
 
 def test_tick_carries_model_freshness_and_progressive_metrics_into_table_and_learning_chart(experiment):
     from experiments.models import Arm, ModelCheckpoint
-    from experiments.selectors import stats as stats_selectors
+    from experiments.selectors import dashboard as dashboard_selectors
 
     treat = Arm.objects.get(experiment=experiment, name="treat")
     ModelCheckpoint.objects.create(
@@ -90,8 +90,8 @@ def test_tick_carries_model_freshness_and_progressive_metrics_into_table_and_lea
         metrics={"accepted": True, "logloss_progressive": 0.41, "auc_progressive": 0.67},
     )
 
-    stats = stats_services.stats_tick(experiment_id=experiment.id)["stats"]
-    learning = stats_selectors.dashboard_state(experiment=experiment)["figures"]["learning"]
+    stats = tick_services.stats_tick(experiment_id=experiment.id)["stats"]
+    learning = dashboard_selectors.dashboard_state(experiment=experiment)["figures"]["learning"]
 
     assert stats["arms"]["treat"]["model_version"] == 3
     assert stats["arms"]["treat"]["logloss"] == 0.41 and stats["arms"]["treat"]["auc"] == 0.67
@@ -104,7 +104,7 @@ def test_tick_carries_model_freshness_and_progressive_metrics_into_table_and_lea
 def test_a_tick_before_any_traffic_gives_an_empty_but_complete_report():
     experiment, _ = make_experiment(slug="fresh", arms=("a", "b", "c", "d"))
 
-    stats = stats_services.stats_tick(experiment_id=experiment.id)["stats"]
+    stats = tick_services.stats_tick(experiment_id=experiment.id)["stats"]
 
     assert stats["report"]["arm_order"] == ["a", "b", "c", "d"]
     assert [stats["report"]["arms"][n]["impressions"] for n in "abcd"] == [0, 0, 0, 0]

@@ -11,7 +11,9 @@ from django.utils import timezone
 
 from experiments import realtime
 from experiments.models import AllocationEpoch, Experiment, StatsSnapshot
-from experiments.selectors import stats as stats_selectors
+from experiments.selectors import dashboard as dashboard_selectors
+from experiments.selectors import results as result_selectors
+from experiments.selectors import rollups as rollup_selectors
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,8 @@ SNAPSHOT_SPACING_S = 5.0
 def allocation_epoch_record(*, experiment: Experiment, weights: dict[str, float] | None = None) -> AllocationEpoch:
     """Records the weights of the experiment's current allocation epoch if nobody has yet (idempotent)."""
     if weights is None:
-        arms = stats_selectors.experiment_arms(experiment=experiment)
-        weights = stats_selectors.arm_effective_weights(experiment=experiment, arms=arms)
+        arms = result_selectors.experiment_arms(experiment=experiment)
+        weights = rollup_selectors.arm_effective_weights(experiment=experiment, arms=arms)
     row, _ = AllocationEpoch.objects.get_or_create(
         experiment=experiment,
         epoch=experiment.allocation_epoch,
@@ -124,7 +126,7 @@ def snapshot_compact(payload: dict) -> dict:
     return {key: payload[key] for key in ("point", "seq", "computed_at", "experiment") if key in payload}
 
 
-def stats_tick(*, experiment_id: int) -> dict:
+def stats_tick(*, experiment_id: int) -> realtime.StatsEvent:
     """Computes, stores (thinned) and, after commit, publishes one tick; returns the published event.
 
     Ticks of one experiment are serialised by a row lock, so the always-valid
@@ -136,10 +138,10 @@ def stats_tick(*, experiment_id: int) -> dict:
         experiment = Experiment.objects.select_for_update(no_key=True).get(pk=experiment_id)
         allocation_epoch_record(experiment=experiment)
         folded = rollup_fold(arm_ids=list(experiment.arms.values_list("id", flat=True)))
-        last_two = stats_selectors.snapshot_last_two(experiment=experiment)
+        last_two = result_selectors.snapshot_last_two(experiment=experiment)
         previous = last_two[0].payload if last_two else None
         now = timezone.now()
-        payload = stats_selectors.experiment_stats_payload(experiment=experiment, previous=previous, now=now)
+        payload = result_selectors.experiment_stats_payload(experiment=experiment, previous=previous, now=now)
         replaces_last = len(last_two) == 2 and (
             last_two[0].computed_at - last_two[1].computed_at < timedelta(seconds=SNAPSHOT_SPACING_S)
         )
@@ -154,13 +156,12 @@ def stats_tick(*, experiment_id: int) -> dict:
                 # exports); older rows keep what the charts plot, ~1 KB instead of ~15 KB.
                 StatsSnapshot.objects.filter(pk=last_two[0].pk).update(payload=snapshot_compact(last_two[0].payload))
             StatsSnapshot.objects.create(experiment=experiment, computed_at=now, payload=payload)
-        event = {
-            "type": "stats",
-            "experiment": experiment.slug,
-            "replaces_last": replaces_last,
-            "stats": payload,
-            "figure_updates": stats_selectors.figure_updates(payload["point"], payload["report"]["arm_order"]),
-        }
+        event = realtime.stats_event(
+            experiment=experiment.slug,
+            stats=payload,
+            figure_updates=dashboard_selectors.figure_updates(payload["point"], payload["report"]["arm_order"]),
+            replaces_last=replaces_last,
+        )
         slug = experiment.slug
         transaction.on_commit(lambda: realtime.publish(slug, event))
     log.info(
