@@ -161,7 +161,7 @@ def main() -> None:
     if "fast" in args.apps:
         port = live.free_port()
         fast_proc = live.LiveProcess("daphne-fast", [str(live.VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                                                     "experiments.api.asgi:application"], env)
+                                                     "recsite.asgi:fast_application"], env)
         servers["fast"] = f"http://127.0.0.1:{port}"
         live.wait_until(lambda: requests_get(f"{servers['fast']}/healthz") == 200, timeout=60, what="fast daphne")
     servers = {name: u for name, u in servers.items() if name in args.apps}

@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
     parser.add_argument("--json", dest="json_path", default=None)
     parser.add_argument("--asgi-app", default="recsite.asgi:application",
-                        help="e.g. experiments.api.asgi:application (serving's fast path for the event endpoints)")
+                        help="e.g. recsite.asgi:fast_application (serving's fast path for the event endpoints)")
     args = parser.parse_args()
 
     _fresh_database(args.database_url)

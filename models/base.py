@@ -135,14 +135,21 @@ class Arm:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Arm:
-        """Rebuild an arm of the kind stored in ``data``."""
-        from models.registry import arm_class
+        """Rebuild an arm of this kind from :meth:`to_bytes` output.
 
+        Any kind, read from the bytes: :func:`models.registry.arm_from_bytes`.
+        """
         meta, arrays = serialization.unpack(data)
-        klass = arm_class(meta["kind"]) if cls is Arm else cls
-        if klass.kind != meta["kind"]:
-            raise StateFormatError(f"checkpoint is {meta['kind']!r}, not {klass.kind!r}")
-        arm = klass(meta["params"], meta["seed"])
+        return cls.from_state(meta, arrays)
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Arm:
+        """Rebuild an arm of this kind from unpacked checkpoint parts."""
+        if not cls.kind:
+            raise TypeError("Arm is abstract: restore through models.registry.arm_from_bytes")
+        if cls.kind != meta.get("kind"):
+            raise StateFormatError(f"checkpoint is {meta.get('kind')!r}, not {cls.kind!r}")
+        arm = cls(meta["params"], meta["seed"])
         arm.n_updates = int(meta["n_updates"])
         arm.n_seen = float(meta["n_seen"])
         arm._load_extra_state(meta["extra"])

@@ -1,5 +1,7 @@
-"""Kind string → arm class, with validated params.
+"""Kind string → arm class, with validated params; restoring any kind from its bytes.
 
+The registry knows the arm classes; the arms know nothing of the registry (the
+checkpoint names its kind, and :func:`arm_from_bytes` dispatches on it).
 Importing this module does not import TensorFlow: arm modules import it lazily.
 """
 
@@ -7,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from models import serialization
 from models.base import Arm
+from models.errors import StateFormatError
 from models.params import defaults, validate
 
 
@@ -53,5 +57,10 @@ def make_arm(kind: str, params: dict[str, Any] | None = None, seed: int = 0) -> 
 
 
 def arm_from_bytes(data: bytes) -> Arm:
-    """Restore any arm from :meth:`Arm.to_bytes` output."""
-    return Arm.from_bytes(data)
+    """Restore any arm from :meth:`Arm.to_bytes` output (StateFormatError if it is not one)."""
+    meta, arrays = serialization.unpack(data)
+    kind = meta.get("kind")
+    classes = _classes()
+    if kind not in classes:
+        raise StateFormatError(f"checkpoint holds an unknown arm kind {kind!r}")
+    return classes[kind].from_state(meta, arrays)

@@ -1,4 +1,8 @@
-"""ASGI entry point: HTTP goes to Django, WebSockets to the Channels router."""
+"""ASGI entry points: HTTP goes to Django, WebSockets to the Channels router.
+
+``application`` is what servers run; ``fast_application`` always has the fast event path
+(``experiments.api.asgi``) in front and ``django_application`` never, for side-by-side benchmarks.
+"""
 
 import os
 
@@ -27,4 +31,5 @@ django_application = ProtocolTypeRouter(
     }
 )
 # The hot event endpoints skip Django's middleware stack (docs/serving.md); RECSITE_API_FAST_PATH=0 turns it off.
-application = api_fast_path(django_application) if settings.RECSITE_API_FAST_PATH else django_application
+fast_application = api_fast_path(django_application)
+application = fast_application if settings.RECSITE_API_FAST_PATH else django_application

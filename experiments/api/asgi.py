@@ -10,8 +10,9 @@ and hands every other request to Django untouched. What the skipped
 middlewares would have contributed to these responses is kept: the host is
 checked against ``ALLOWED_HOSTS`` and the security headers are set.
 
-``recsite.asgi`` wraps the project with it unless ``RECSITE_API_FAST_PATH=0``;
-``experiments.api.asgi:application`` is the project wrapped regardless of that setting.
+``recsite.asgi`` builds the wrapped application and hands the Django one in: ``application``
+is wrapped unless ``RECSITE_API_FAST_PATH=0``, ``fast_application`` regardless of that setting.
+This module never imports the project's entry point.
 """
 
 from __future__ import annotations
@@ -111,12 +112,3 @@ def api_fast_path(app: ASGIApp) -> ASGIApp:
         return None
 
     return application
-
-
-def __getattr__(name: str) -> ASGIApp:
-    # Lazy, so that recsite.asgi can import api_fast_path from here without a cycle.
-    if name == "application":
-        from recsite.asgi import django_application
-
-        return api_fast_path(django_application)
-    raise AttributeError(name)

@@ -30,8 +30,7 @@ from experiments.offline.estimators import (
 )
 from experiments.offline.obd import OBDLog
 from experiments.offline.reward_model import cross_fit_item_slot_ctr
-
-Z95 = 1.959963984540054
+from experiments.stats import wilson_interval
 
 
 def action_frequency_policy(log: OBDLog, *, n_items: int, n_slots: int) -> np.ndarray:
@@ -113,13 +112,11 @@ class Truth:
 def on_policy_truth(log: OBDLog) -> Truth:
     n, clicks = log.n, int(log.click.sum())
     p = clicks / n
-    z2 = Z95**2
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z95 * np.sqrt(p * (1 - p) / n + z2 / (4 * n**2)) / (1 + z2 / n)
+    ci_low, ci_high = wilson_interval(p, n)
     return Truth(
         ctr=p,
-        ci_low=float(centre - half),
-        ci_high=float(centre + half),
+        ci_low=ci_low,
+        ci_high=ci_high,
         std_error=float(np.sqrt(p * (1 - p) / n)),
         clicks=clicks,
         n=n,

@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from experiments.offline.obd import OBDItems, OBDLog
-from experiments.offline.obd_validation import Z95
+from experiments.stats import wilson_interval
 from models.types import Batch, Context, Users
 
 
@@ -141,21 +141,11 @@ class WeightedCTR:
             return cls(0.0, 0.0, (0.0, 1.0))
         ctr = float(weight @ reward) / total
         ess = total**2 / total_sq
-        return cls(ctr, ess, wilson_rate(ctr, ess))
-
-
-def wilson_rate(p: float, n: float) -> tuple[float, float]:
-    """Wilson 95 % interval of a proportion p observed over n (possibly fractional, effective) trials."""
-    if n <= 0:
-        return (0.0, 1.0)
-    z2 = Z95**2
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z95 * np.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n**2)) / (1 + z2 / n)
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+        return cls(ctr, ess, wilson_interval(ctr, ess))
 
 
 def wilson(clicks: int, n: int) -> tuple[float, float]:
-    return wilson_rate(clicks / n if n else 0.0, n)
+    return wilson_interval(clicks / n if n else 0.0, n)
 
 
 def _slot_probabilities(arm: ReplayableArm, data: ReplayData, rows: np.ndarray) -> np.ndarray:

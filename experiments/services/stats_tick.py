@@ -65,6 +65,7 @@ SELECT v.arm_id, v.epoch, count(*)
  GROUP BY v.arm_id, v.epoch
 """
 
+# The six-sum algebra in SQL; ``stats.ClusteredRatioSummary.__add__`` states it in Python. Keep them in step.
 _FOLD_ADD_SQL = """
 INSERT INTO experiments_armepochsums (arm_id, epoch, n_users, sum_n, sum_c, sum_nn, sum_cc, sum_nc, newcomers)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -106,6 +107,7 @@ def rollup_fold(*, arm_ids: list[int]) -> int:
         if new.any():
             cur.execute(_FOLD_NEWCOMERS_SQL, [arms[new].tolist(), users[new].tolist(), epochs[new].tolist()])
             newcomers = {(a, e): k for a, e, k in cur.fetchall()}
+        # Per user (n, c) -> (n', c'), as ``stats.user_update_delta``, summed per (arm, period).
         deltas = []
         for arm_id, epoch in sorted(set(zip(arms.tolist(), epochs.tolist(), strict=True))):
             m = (arms == arm_id) & (epochs == epoch)

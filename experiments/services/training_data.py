@@ -22,6 +22,7 @@ from django.db import connection
 
 from experiments import features
 from experiments.models import Click, Impression
+from models.types import Batch
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +131,11 @@ def step_rows_read(*, arm_id: int, cursor: int, click_cursor: int, horizon: Hori
     return StepRows(imps, clicks, new_cursor, new_click_cursor)
 
 
-def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Any:
+def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Batch:
     """The FNW mini-batch: every new impression as a negative, every new click as a positive.
 
     Features go through :mod:`experiments.features`, the same code serving ranks with.
     """
-    from models.types import Batch
-
     all_rows = rows.impressions + rows.clicks
     user_dim = int(params.get("user_dim", 8))
     item_dim = int(params.get("item_dim", 16))

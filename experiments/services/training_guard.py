@@ -25,6 +25,8 @@ import numpy as np
 
 from experiments.services.training_config import TrainingConfig
 from experiments.services.training_feedback import fnw_weights
+from models.base import Arm
+from models.types import Batch
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class StepOutcome:
     baseline: Baseline
 
 
-def step_guarded(*, model: Any, batch: Any, baseline: Baseline, config: TrainingConfig) -> StepOutcome:
+def step_guarded(*, model: Arm, batch: Batch, baseline: Baseline, config: TrainingConfig) -> StepOutcome:
     """Progressive validation, guardrails, then the update (see module doc)."""
     from models import metrics as arm_metrics
     from models.errors import ArmError

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from django.conf import settings
@@ -30,6 +30,7 @@ from django.db import connection
 from experiments import features
 from experiments.services.assignment import ArmSlot, NoEligibleArm, bucket_boundaries
 from experiments.serving.arms import arm_build, arm_restore
+from models.base import Arm
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class LoadedModel:
     arm_id: int
     signature: str
     version: int
-    model: Any
+    model: Arm
     rng: np.random.Generator
     loaded_at: float = field(default_factory=time.time)
 
@@ -111,6 +112,25 @@ class ServingState:
 
     def running_count(self) -> int:
         return sum(1 for e in self.experiments.values() if e.status == "running")
+
+
+class ConfigRow(NamedTuple):
+    """One row of :data:`_CONFIG_SQL`: an arm of a running or concluded experiment."""
+
+    experiment_id: int
+    slug: str
+    salt: str
+    status: str
+    winner_id: int | None
+    allocation_epoch: int
+    started_at: float | None
+    arm_id: int
+    arm_name: str
+    kind: str
+    params_text: str | None
+    weight: float
+    arm_status: str
+    newest_version: int | None
 
 
 _CONFIG_SQL = """
@@ -211,23 +231,23 @@ class ServingCache:
             previous = self._state
             with connection.cursor() as cursor:
                 cursor.execute(_CONFIG_SQL)
-                config_rows = cursor.fetchall()
+                config_rows = [ConfigRow(*row) for row in cursor.fetchall()]
                 cursor.execute(_CATALOGUE_STAMP_SQL)
                 stamp = tuple(cursor.fetchone())
             experiments = _experiments_from_rows(config_rows)
             catalogue = previous.catalogue if previous is not None and previous.catalogue.stamp == stamp else None
             if catalogue is None:
                 catalogue = _catalogue_load(stamp)
-            wanted = [row for row in config_rows if row[12] != "retired" or row[7] == row[4]]
+            wanted = [row for row in config_rows if row.arm_status != "retired" or row.arm_id == row.winner_id]
             old_models = previous.models if previous else {}
-            models = {row[7]: old_models[row[7]] for row in wanted if row[7] in old_models}
-            pending = {row[7] for row in wanted if row[7] not in models}
+            models = {row.arm_id: old_models[row.arm_id] for row in wanted if row.arm_id in old_models}
+            pending = {row.arm_id for row in wanted if row.arm_id not in models}
             state = self._publish(experiments, models, catalogue, pending)
             for row in wanted:
-                loaded = self._model_refresh(row, models.get(row[7]))
-                pending.discard(row[7])
-                if loaded is not None and loaded is not models.get(row[7]):
-                    models[row[7]] = loaded
+                loaded = self._model_refresh(row, models.get(row.arm_id))
+                pending.discard(row.arm_id)
+                if loaded is not None and loaded is not models.get(row.arm_id):
+                    models[row.arm_id] = loaded
                     state = self._publish(experiments, models, state.catalogue, pending)
             return self._publish(experiments, models, state.catalogue, pending)
 
@@ -255,8 +275,8 @@ class ServingCache:
                 return state
             time.sleep(0.05)
 
-    def _model_refresh(self, row: tuple, old: LoadedModel | None) -> LoadedModel | None:
-        arm_id, kind, params_text, newest = row[7], row[9], row[10], row[13]
+    def _model_refresh(self, row: ConfigRow, old: LoadedModel | None) -> LoadedModel | None:
+        arm_id, kind, params_text, newest = row.arm_id, row.kind, row.params_text, row.newest_version
         params = json.loads(params_text) if params_text else {}
         signature = _signature(kind, params)
         if old is not None and old.signature != signature:
@@ -303,24 +323,26 @@ class ServingCache:
         return LoadedModel(arm_id, signature, 0, model, np.random.default_rng())
 
 
-def _experiments_from_rows(rows: list[tuple]) -> dict[str, ServedExperiment]:
-    grouped: dict[int, list[tuple]] = {}
+def _experiments_from_rows(rows: list[ConfigRow]) -> dict[str, ServedExperiment]:
+    grouped: dict[int, list[ConfigRow]] = {}
     for row in rows:
-        grouped.setdefault(row[0], []).append(row)
+        grouped.setdefault(row.experiment_id, []).append(row)
     out: dict[str, ServedExperiment] = {}
     for exp_rows in grouped.values():
         first = exp_rows[0]
         arms = {
-            r[7]: ServedArm(r[7], r[8], r[9], json.loads(r[10]) if r[10] else {}, float(r[11]), r[12])
+            r.arm_id: ServedArm(r.arm_id, r.arm_name, r.kind, json.loads(r.params_text) if r.params_text else {},
+                                float(r.weight), r.arm_status)
             for r in exp_rows
         }
         try:
             arm_ids, bounds = bucket_boundaries(arms=[ArmSlot(a.id, a.weight, a.status) for a in arms.values()])
         except NoEligibleArm:
             arm_ids, bounds = (), ()
-        out[first[1]] = ServedExperiment(
-            id=first[0], slug=first[1], salt=first[2], status=first[3], winner_id=first[4],
-            allocation_epoch=first[5], started_at=float(first[6] or 0.0), arms=arms, arm_ids=arm_ids, bounds=bounds,
+        out[first.slug] = ServedExperiment(
+            id=first.experiment_id, slug=first.slug, salt=first.salt, status=first.status, winner_id=first.winner_id,
+            allocation_epoch=first.allocation_epoch, started_at=float(first.started_at or 0.0), arms=arms,
+            arm_ids=arm_ids, bounds=bounds,
         )
     return out
 

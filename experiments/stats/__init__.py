@@ -18,6 +18,7 @@ from experiments.stats.frequentist import (
     sample_size_per_arm,
     stratified_ctr,
     two_sided_p,
+    wilson_interval,
 )
 from experiments.stats.multiple import holm_adjust
 from experiments.stats.report import experiment_report
@@ -67,5 +68,6 @@ __all__ = [
     "srm_test",
     "stratified_ctr",
     "two_sided_p",
+    "wilson_interval",
     "user_update_delta",
 ]

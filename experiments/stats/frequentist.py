@@ -90,6 +90,21 @@ def z_quantile(confidence: float) -> float:
     return float(sps.norm.ppf(0.5 + confidence / 2.0))
 
 
+def wilson_interval(p: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``p`` observed over ``n`` trials.
+
+    ``n`` may be fractional (an effective sample size of importance weights).
+    With no trials the interval is the whole of [0, 1].
+    """
+    if n <= 0:
+        return (0.0, 1.0)
+    z = z_quantile(confidence)
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """An asymptotically normal point estimate with its variance."""

@@ -120,7 +120,13 @@ class ClusteredRatioSummary:
         }
 
     def __add__(self, other: ClusteredRatioSummary) -> ClusteredRatioSummary:
-        """Union of two *disjoint* sets of users (sums are additive)."""
+        """Union of two *disjoint* sets of users (sums are additive).
+
+        The database states the same algebra in SQL: ``_FOLD_ADD_SQL`` in
+        ``experiments.services.stats_tick`` adds per-period deltas into the running sums
+        (and ``rollup_fold`` computes those deltas as :func:`user_update_delta` does).
+        A change here must be made there too.
+        """
         if not isinstance(other, ClusteredRatioSummary):
             return NotImplemented
         return ClusteredRatioSummary(
@@ -146,6 +152,7 @@ def user_update_delta(*, n_before: int, c_before: int, n_after: int, c_after: in
 
     Lets the database keep the six sums as live counters: when a user goes from
     (n, c) to (n', c'), each sum moves by the difference of that user's terms.
+    ``experiments.services.stats_tick.rollup_fold`` applies the same deltas, vectorised.
     ``n_before == 0`` means the user is new to the arm (``n_users`` += 1).
     """
     if min(n_before, c_before, n_after, c_after) < 0 or c_before > n_before or c_after > n_after:

@@ -3,7 +3,7 @@
 Hashed user embedding + hashed item embedding + user and item content features
 → Dense(256, relu) → sigmoid, cross-entropy, Adam (lazy Adam on embedding rows),
 plus a first-order "wide" part and a per-slot logit offset (position bias at
-train time; serving scores slot 1). See :mod:`models.arms._tower`.
+train time; serving scores slot 1). See :mod:`models.layers.tower`.
 
 Exploration: slate ε-greedy on the predicted CTR,
 ``P(i at j) = (1-ε)·1[greedy_j = i] + ε/n`` exactly.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.arms._tower_arm import TOWER_PARAMS, TowerArm
+from models.arms.tower_arm import TOWER_PARAMS, TowerArm
 from models.base import EpsilonGreedyRanking
 from models.params import Param
 from models.types import Users

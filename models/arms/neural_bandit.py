@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from models import exploration, hashing
-from models.arms._tower_arm import TOWER_PARAMS, TowerArm
+from models.arms.tower_arm import TOWER_PARAMS, TowerArm
+from models.layers.tower import RowInputs
 from models.params import Param
 from models.types import Batch, Context, Users
 
@@ -36,7 +37,7 @@ class NeuralBanditArm(TowerArm):
     def _n_logit_heads(self) -> int:
         return self.params["heads"]
 
-    def _targets(self, batch: Batch, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _targets(self, batch: Batch, rows: RowInputs) -> tuple[np.ndarray, np.ndarray]:
         y, w = super()._targets(batch, rows)
         omega = hashing.double_or_nothing(batch.user_keys, batch.item_keys, self.params["heads"], self.n_updates + 17)
         return y, w * omega

@@ -2,7 +2,7 @@
 
 State s = (user, the user's recent clicked items, recent impressed items in the
 session); action a = the item shown; reward r = click. The network (see
-:mod:`models.arms._tower`, with history embeddings on) has two heads:
+:mod:`models.layers.tower`, with history embeddings on) has two heads:
 
 * ``r̂(s, a)`` — click logit, trained by cross-entropy (this is ``predict``);
 * ``C(s, a)`` — continuation value, trained by squared TD error towards
@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.arms._tower_arm import TOWER_PARAMS, TowerArm
+from models.arms.tower_arm import TOWER_PARAMS, TowerArm
 from models.base import EpsilonGreedyRanking
+from models.layers.tower import RowInputs
 from models.params import Param
 from models.types import Batch, Users
 
@@ -44,7 +45,7 @@ class QLearningArm(EpsilonGreedyRanking, TowerArm):
         r = 1.0 / (1.0 + np.exp(-out[..., 0].astype(np.float64)))
         return r + self.params["gamma"] * out[..., 1]
 
-    def _targets(self, batch: Batch, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _targets(self, batch: Batch, rows: RowInputs) -> tuple[np.ndarray, np.ndarray]:
         assert batch.labels is not None
         m = len(batch)
         sw = batch.weights()

@@ -133,8 +133,7 @@ def test_arms_learn_end_to_end_from_simulated_shoppers(daphne_server, worker_fac
     from django.db.models import Max, Min
 
     from experiments.models import Arm, Experiment
-    from experiments.services.training import training_dispatch
-    from experiments.services.training_config import TrainingConfig
+    from experiments.tasks import training_dispatch
 
     experiment = Experiment.objects.create(slug="learn-e2e", salt="learn", status="running")
     small = {"user_buckets": 2048, "item_buckets": 2048}
@@ -149,10 +148,9 @@ def test_arms_learn_end_to_end_from_simulated_shoppers(daphne_server, worker_fac
          "--items", "100", "--rate", "30", "--duration", "60", "--seed", "3", "--no-progress"],
         env=live.live_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    config = TrainingConfig(queue=queue)
     deadline = time.monotonic() + 150
     while sim.poll() is None and time.monotonic() < deadline:  # the test plays beat: one dispatch per second
-        training_dispatch(config=config)
+        training_dispatch(queue=queue)
         time.sleep(1.0)
     out, _ = sim.communicate(timeout=30)
     assert sim.returncode == 0, out[-3000:]

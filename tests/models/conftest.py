@@ -8,11 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.registry import make_arm
+from models.arms.tower_arm import TowerArm
+from models.registry import arm_class, kinds, make_arm
 from models.synthetic import SyntheticWorld
 
-KINDS = ["popularity", "ftrl_logreg", "deep_ctr", "neural_bandit", "q_learning"]
-TF_KINDS = ["deep_ctr", "neural_bandit", "q_learning"]
+KINDS = sorted(kinds())
+TF_KINDS = [kind for kind in KINDS if issubclass(arm_class(kind), TowerArm)]
 # Small networks keep the non-learning tests fast; learning tests use defaults.
 SMALL = {"emb_dim": 4, "hidden": 16, "user_buckets": 256, "item_buckets": 256, "warmup_examples": 0}
 

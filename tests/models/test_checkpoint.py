@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.base import Arm
 from models.errors import StateFormatError
-from models.registry import arm_from_bytes
+from models.registry import arm_from_bytes, make_arm
 from tests.models.conftest import KINDS, trained_arm
 
 
@@ -29,4 +28,11 @@ def test_restored_arm_matches_after_the_same_next_update(kind, world):
 
 def test_bytes_that_are_not_a_checkpoint_are_refused():
     with pytest.raises(StateFormatError):
-        Arm.from_bytes(b"not an npz")
+        arm_from_bytes(b"not an npz")
+
+
+def test_a_checkpoint_of_another_kind_is_refused_by_a_kind():
+    from models.arms.ftrl_logreg import FTRLLogRegArm
+
+    with pytest.raises(StateFormatError):
+        FTRLLogRegArm.from_bytes(make_arm("popularity", {}, 1).to_bytes())

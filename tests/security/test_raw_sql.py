@@ -23,9 +23,9 @@ SQL_CALLABLES = {"RawSQL"}
 
 # (file, function) -> why the interpolated parts are not input.
 REVIEWED: dict[tuple[str, str], str] = {
-    ("experiments/services/training.py", "_insert_copy_of"):
+    ("experiments/services/checkpoints.py", "checkpoint_copy_insert"):
         "interpolates ModelCheckpoint._meta.db_table only; values are parameters",
-    ("experiments/services/training.py", "checkpoint_retention_apply"):
+    ("experiments/services/checkpoints.py", "checkpoint_retention_apply"):
         "interpolates the model's table name and a fixed optional 'WHERE arm_id = %s' clause; values are parameters",
     ("experiments/services/training_data.py", "safe_horizon"):
         "interpolates sequence names returned by pg_get_serial_sequence() for our own tables",

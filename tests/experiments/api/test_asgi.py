@@ -17,7 +17,7 @@ def fast_server(transactional_db):
     experiment_make()
     port = live.free_port()
     proc = live.LiveProcess("daphne-fast", [str(live.VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                                            "experiments.api.asgi:application"], live.live_env())
+                                            "recsite.asgi:fast_application"], live.live_env())
     url = f"http://127.0.0.1:{port}"
     live.wait_until(lambda: requests.get(f"{url}/healthz", timeout=2).status_code == 200, timeout=60,
                     what="daphne on the fast path")

@@ -7,32 +7,13 @@ import pytest
 from django.test import Client
 
 from experiments.models import Decision, Experiment
-from experiments.services import stats_tick as tick_services
 from tests.experiments.stats_support import (
     PASSWORD,
-    add_rollup,
     fast_passwords,  # noqa: F401  (autouse)
-    make_experiment,
     make_login,
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def experiment():
-    experiment, (control, treat) = make_experiment(slug="homepage")
-    add_rollup(arm=control, impressions=[10, 20, 30], clicks=[1, 2, 3])
-    add_rollup(arm=treat, impressions=[10, 10], clicks=[5, 4])
-    tick_services.stats_tick(experiment_id=experiment.id)
-    return experiment
-
-
-def login(username: str, promoter: bool, csrf: bool = False) -> Client:
-    make_login(username=username, promoter=promoter)
-    client = Client(enforce_csrf_checks=csrf)
-    assert client.login(username=username, password=PASSWORD)
-    return client
 
 
 def csrf_post(client: Client, url: str, data: dict):
@@ -59,7 +40,7 @@ def test_login_page_renders_and_logs_in():
     assert response.status_code == 302 and response["Location"] == "/dashboard/"
 
 
-def test_analyst_sees_the_dashboard_with_local_plotly_and_no_decision_rights(experiment):
+def test_analyst_sees_the_dashboard_with_local_plotly_and_no_decision_rights(experiment, login):
     client = login("analyst", promoter=False)
 
     page = client.get("/dashboard/homepage/")
@@ -71,7 +52,7 @@ def test_analyst_sees_the_dashboard_with_local_plotly_and_no_decision_rights(exp
     assert b"<th>actions</th>" not in page.content
 
 
-def test_analyst_cannot_open_or_post_any_decision(experiment):
+def test_analyst_cannot_open_or_post_any_decision(experiment, login):
     client = login("analyst", promoter=False)
     treat = experiment.arms.get(name="treat")
 
@@ -84,7 +65,7 @@ def test_analyst_cannot_open_or_post_any_decision(experiment):
     assert Experiment.objects.get(pk=experiment.pk).status == "running"
 
 
-def test_admin_confirmation_shows_numbers_and_weak_evidence_then_promotes(experiment):
+def test_admin_confirmation_shows_numbers_and_weak_evidence_then_promotes(experiment, login):
     client = login("boss", promoter=True, csrf=True)
     treat = experiment.arms.get(name="treat")
     url = f"/dashboard/homepage/arms/{treat.id}/promote/"
@@ -103,7 +84,7 @@ def test_admin_confirmation_shows_numbers_and_weak_evidence_then_promotes(experi
     assert Experiment.objects.get(pk=experiment.pk).winner_id == treat.id
 
 
-def test_audit_lists_decisions_and_rollback_restores(experiment):
+def test_audit_lists_decisions_and_rollback_restores(experiment, login):
     client = login("boss", promoter=True)
     treat = experiment.arms.get(name="treat")
     client.post(f"/dashboard/homepage/arms/{treat.id}/pause/", {"reason": "looks broken"})
@@ -118,7 +99,7 @@ def test_audit_lists_decisions_and_rollback_restores(experiment):
     assert list(Decision.objects.order_by("id").values_list("action", flat=True)) == ["pause", "rollback"]
 
 
-def test_invalid_reweight_is_a_400_with_the_form_and_no_decision(experiment):
+def test_invalid_reweight_is_a_400_with_the_form_and_no_decision(experiment, login):
     client = login("boss", promoter=True)
     treat = experiment.arms.get(name="treat")
 
@@ -128,7 +109,7 @@ def test_invalid_reweight_is_a_400_with_the_form_and_no_decision(experiment):
     assert Decision.objects.count() == 0
 
 
-def test_exports_have_one_row_per_arm_with_the_dashboard_numbers(experiment):
+def test_exports_have_one_row_per_arm_with_the_dashboard_numbers(experiment, login):
     client = login("analyst", promoter=False)
 
     rows = list(csv.DictReader(io.StringIO(client.get("/dashboard/homepage/export.csv").content.decode())))

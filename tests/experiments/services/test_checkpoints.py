@@ -30,8 +30,7 @@ def test_retention_keeps_the_last_n_and_every_kth_version():
 
 
 def test_a_compacted_checkpoint_restores_to_the_same_arm():
-    from models.base import Arm as ModelArm
-    from models.registry import make_arm
+    from models.registry import arm_from_bytes, make_arm
 
     model = make_arm("popularity", {}, 3)
     raw = model.to_bytes()
@@ -39,7 +38,7 @@ def test_a_compacted_checkpoint_restores_to_the_same_arm():
     packed = checkpoints.state_compact(raw)
 
     assert len(packed) < len(raw) / 10
-    assert ModelArm.from_bytes(packed).to_bytes() == raw
+    assert arm_from_bytes(packed).to_bytes() == raw
 
 
 def test_a_new_version_is_announced_to_serving_after_commit(settings, django_capture_on_commit_callbacks):

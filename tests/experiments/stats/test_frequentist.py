@@ -13,6 +13,7 @@ from experiments.stats import (
     relative_lift,
     sample_size_per_arm,
     stratified_ctr,
+    wilson_interval,
 )
 
 TINY = ClusteredRatioSummary.from_users([1, 2, 3, 4], [0, 1, 1, 2])
@@ -103,3 +104,23 @@ def test_sample_size_reference():
 def test_sample_size_rejects_zero_lift():
     with pytest.raises(ValueError):
         sample_size_per_arm(baseline_ctr=0.1, relative_lift=0.0)
+
+
+@pytest.mark.parametrize(
+    "p, n, expected",
+    [
+        # Hand-computed: centre (p + z²/2n)/(1 + z²/n), half-width z·sqrt(p(1-p)/n + z²/4n²)/(1 + z²/n).
+        (0.5, 100, (0.403832, 0.596168)),
+        (0.0, 10, (0.0, 0.277533)),
+        (0.2, 12.5, (0.064160, 0.476884)),  # a fractional (effective) sample size
+    ],
+)
+def test_wilson_interval_matches_hand_computed_values(p, n, expected):
+    lo, hi = wilson_interval(p, n)
+
+    assert lo == pytest.approx(expected[0], abs=1e-6)
+    assert hi == pytest.approx(expected[1], abs=1e-6)
+
+
+def test_wilson_interval_without_trials_is_the_unit_interval():
+    assert wilson_interval(0.3, 0) == (0.0, 1.0)

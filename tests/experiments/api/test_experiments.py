@@ -9,32 +9,21 @@ from experiments.api.openapi import openapi_document
 from experiments.models import Decision, Experiment, OfflineEstimate
 from experiments.services import stats_tick as tick_services
 from tests.experiments.stats_support import (
-    PASSWORD,
-    add_rollup,
     fast_passwords,  # noqa: F401  (autouse)
-    make_experiment,
-    make_login,
-)
+    )
 from tests.support.serving import schema_check
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def experiment():
-    experiment, (control, treat) = make_experiment(slug="homepage")
-    add_rollup(arm=control, impressions=[10, 20], clicks=[1, 2])
-    add_rollup(arm=treat, impressions=[10, 10], clicks=[5, 4])
-    tick_services.stats_tick(experiment_id=experiment.id)
-    return experiment
+def client_for(login):
+    def make(username: str, promoter: bool) -> Client:
+        client = login(username, promoter, csrf=True)
+        client.get("/accounts/login/")  # sets the csrftoken cookie
+        return client
 
-
-def client_for(username: str, promoter: bool) -> Client:
-    make_login(username=username, promoter=promoter)
-    client = Client(enforce_csrf_checks=True)
-    assert client.login(username=username, password=PASSWORD)
-    client.get("/accounts/login/")  # sets the csrftoken cookie
-    return client
+    return make
 
 
 def promote(client: Client, body: dict, csrf: bool = True):
@@ -42,7 +31,7 @@ def promote(client: Client, body: dict, csrf: bool = True):
     return client.post("/api/v1/experiments/homepage/promote", json.dumps(body), content_type="application/json", **headers)
 
 
-def test_stats_needs_a_session_and_returns_per_arm_results(experiment):
+def test_stats_needs_a_session_and_returns_per_arm_results(experiment, client_for):
     anonymous = Client().get("/api/v1/experiments/homepage/stats")
     doc = client_for("analyst", promoter=False).get("/api/v1/experiments/homepage/stats").json()
 
@@ -54,7 +43,7 @@ def test_stats_needs_a_session_and_returns_per_arm_results(experiment):
     schema_check(openapi_document(), "ExperimentStats", doc)
 
 
-def test_stats_show_the_newest_offline_estimate_beside_the_live_ctr(experiment):
+def test_stats_show_the_newest_offline_estimate_beside_the_live_ctr(experiment, client_for):
     treat = experiment.arms.get(name="treat")
     common = {"experiment": experiment, "arm_name": "treat", "arm": treat, "kind": treat.kind, "rows": 40,
               "effective_sample_size": 30.0}
@@ -72,14 +61,14 @@ def test_stats_show_the_newest_offline_estimate_beside_the_live_ctr(experiment):
     schema_check(openapi_document(), "ExperimentStats", doc)
 
 
-def test_stats_of_an_unknown_experiment_is_a_json_404(experiment):
+def test_stats_of_an_unknown_experiment_is_a_json_404(experiment, client_for):
     response = client_for("analyst", promoter=False).get("/api/v1/experiments/nope/stats")
 
     assert response.status_code == 404
     assert response.json() == {"error": {"code": "experiment_not_found", "message": "no experiment 'nope'", "field": None}}
 
 
-def test_analyst_promote_is_refused_by_the_server(experiment):
+def test_analyst_promote_is_refused_by_the_server(experiment, client_for):
     response = promote(client_for("analyst", promoter=False), {"arm": "treat", "reason": "I want it"})
 
     assert response.status_code == 403
@@ -87,7 +76,7 @@ def test_analyst_promote_is_refused_by_the_server(experiment):
     assert Decision.objects.count() == 0
 
 
-def test_promote_without_the_csrf_token_is_refused(experiment):
+def test_promote_without_the_csrf_token_is_refused(experiment, client_for):
     response = promote(client_for("boss", promoter=True), {"arm": "treat", "reason": "ship"}, csrf=False)
 
     assert response.status_code == 403
@@ -95,7 +84,7 @@ def test_promote_without_the_csrf_token_is_refused(experiment):
     assert Decision.objects.count() == 0
 
 
-def test_admin_promotes_with_a_reason(experiment):
+def test_admin_promotes_with_a_reason(experiment, client_for):
     response = promote(client_for("boss", promoter=True), {"arm": "treat", "reason": "clear winner"})
 
     body = response.json()
@@ -116,7 +105,7 @@ def test_admin_promotes_with_a_reason(experiment):
         ([1, 2], 400, "invalid_type", None),
     ],
 )
-def test_bad_promote_bodies_are_4xx_with_the_error_shape(experiment, body, status, code, field):
+def test_bad_promote_bodies_are_4xx_with_the_error_shape(experiment, body, status, code, field, client_for):
     response = promote(client_for("boss", promoter=True), body)
 
     assert response.status_code == status
@@ -126,7 +115,7 @@ def test_bad_promote_bodies_are_4xx_with_the_error_shape(experiment, body, statu
     assert Decision.objects.count() == 0
 
 
-def test_promoting_a_concluded_experiment_again_is_a_409(experiment):
+def test_promoting_a_concluded_experiment_again_is_a_409(experiment, client_for):
     client = client_for("boss", promoter=True)
     promote(client, {"arm": "treat", "reason": "first"})
 

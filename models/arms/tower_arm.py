@@ -8,6 +8,7 @@ import numpy as np
 
 from models.base import Arm
 from models.errors import DivergedUpdateError
+from models.layers.tower import RowInputs, Tower, UserInputs
 from models.params import Param
 from models.types import Batch, Users
 
@@ -33,8 +34,6 @@ class TowerArm(Arm):
 
     def __init__(self, params: dict[str, Any], seed: int) -> None:
         super().__init__(params, seed)
-        from models.arms._tower import Tower
-
         p = self.params
         self.tower = Tower(
             user_dim=p["user_dim"],
@@ -56,22 +55,22 @@ class TowerArm(Arm):
         return self.logit_heads
 
     # ----------------------------------------------------------- encoding
-    def _user_rows(self, users: Users) -> list[np.ndarray]:
+    def _user_rows(self, users: Users) -> UserInputs:
         return self.tower.encode_users(users.keys, users.feats, users.clicked, users.impressed)
 
-    def _rows(self, batch: Batch) -> list[np.ndarray]:
+    def _rows(self, batch: Batch) -> RowInputs:
         t = self.tower
-        return [
-            *t.encode_users(batch.user_keys, batch.user_feats, batch.clicked, batch.impressed),
-            *t.encode_items(batch.item_keys, batch.item_feats),
+        return RowInputs(
+            t.encode_users(batch.user_keys, batch.user_feats, batch.clicked, batch.impressed),
+            t.encode_items(batch.item_keys, batch.item_feats),
             t.slots(batch.position),
-        ]
+        )
 
     def _matrix(self, users: Users, item_keys: np.ndarray, item_feats: np.ndarray) -> np.ndarray:
         return self.tower.matrix(self._user_rows(users), self.tower.encode_items(item_keys, item_feats))
 
     # -------------------------------------------------------------- hooks
-    def _targets(self, batch: Batch, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _targets(self, batch: Batch, rows: RowInputs) -> tuple[np.ndarray, np.ndarray]:
         """Per-head targets and weights ``[m, heads]``."""
         assert batch.labels is not None
         y = np.repeat(batch.labels[:, None], self._n_logit_heads(), axis=1)
@@ -98,7 +97,7 @@ class TowerArm(Arm):
             total, wsum = 0.0, 0.0
             for s in range(0, m, mb):
                 sl = slice(s, s + mb)
-                _, loss, ok = self.tower.train([r[sl] for r in rows], y[sl], w[sl])
+                _, loss, ok = self.tower.train(rows.take(sl), y[sl], w[sl])
                 if not ok:
                     self.tower.restore(snapshot)
                     raise DivergedUpdateError(f"{self.kind}: non-finite update (state restored)")

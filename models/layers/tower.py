@@ -1,4 +1,4 @@
-"""The shared TensorFlow network of ``deep_ctr``, ``neural_bandit`` and ``q_learning``.
+"""The shared TensorFlow network of ``deep_ctr``, ``neural_bandit`` and ``q_learning`` (a building block, TFRS-style).
 
 user tower  [user emb | user feats | mean clicked-item emb | mean impressed emb] @ W1u
 item tower  [item emb | item feats] @ W1i
@@ -28,7 +28,7 @@ seconds of tracing again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,6 +36,35 @@ from models import hashing
 from models._tf import tf_module
 
 _B1, _B2, _EPS = 0.9, 0.999, 1e-7
+
+
+class UserInputs(NamedTuple):
+    """The encoded user side of m rows (:meth:`Tower.encode_users`)."""
+
+    bucket: np.ndarray  # int64 [m] row of the user table
+    feats: np.ndarray  # float32 [m, user_dim]
+    clicked: np.ndarray  # int64 [m, h] item-table rows of the clicked history (h = 0 without history)
+    clicked_mask: np.ndarray  # float32 [m, h] 1 where the history slot holds an item
+    impressed: np.ndarray  # int64 [m, h]
+    impressed_mask: np.ndarray  # float32 [m, h]
+
+
+class ItemInputs(NamedTuple):
+    """The encoded item side of m rows (or of n candidates)."""
+
+    bucket: np.ndarray  # int64 [m] row of the item table
+    feats: np.ndarray  # float32 [m, item_dim]
+
+
+class RowInputs(NamedTuple):
+    """m (user, item, slot) rows: what training and row scoring feed the network."""
+
+    user: UserInputs
+    item: ItemInputs
+    slot: np.ndarray  # int64 [m], 0-based
+
+    def take(self, idx: slice | np.ndarray) -> RowInputs:
+        return RowInputs(UserInputs(*(a[idx] for a in self.user)), ItemInputs(*(a[idx] for a in self.item)), self.slot[idx])
 
 
 class _Graphs:
@@ -58,24 +87,11 @@ class _Graphs:
         self.logit_heads, self.value_heads = logit_heads, heads - logit_heads
         self.use_history, self.lr = use_history, lr
         self.heads_mask = np.array([1.0] * logit_heads + [0.0] * (heads - logit_heads), np.float32)
-        f32, i64 = tf.float32, tf.int64
-        row_sig = [
-            tf.TensorSpec([None], i64),  # user bucket
-            tf.TensorSpec([None, user_dim], f32),
-            tf.TensorSpec([None, None], i64),  # clicked item buckets
-            tf.TensorSpec([None, None], f32),  # clicked mask
-            tf.TensorSpec([None, None], i64),  # impressed item buckets
-            tf.TensorSpec([None, None], f32),  # impressed mask
-            tf.TensorSpec([None], i64),  # item bucket
-            tf.TensorSpec([None, item_dim], f32),
-            tf.TensorSpec([None], i64),  # slot index (0-based)
-        ]
         # autograph off: the code is plain TF ops with an explicit tf.cond, and
         # skipping the conversion makes the one-off trace cheaper.
         self.train = tf.function(self._train_step, reduce_retracing=True, autograph=False)
         self.rows = tf.function(self._forward_rows, reduce_retracing=True, autograph=False)
         self.matrix = tf.function(self._forward_matrix, reduce_retracing=True, autograph=False)
-        self.row_sig = row_sig
 
     # ----------------------------------------------------------- forward
     def _dense(self, v):  # type: ignore[no-untyped-def]
@@ -87,41 +103,46 @@ class _Graphs:
             out[name] = self.tf.reshape(flat[off : off + size], shape)
         return out
 
-    def _user_part(self, v, ur, uf, ci, cm, ii, im):  # type: ignore[no-untyped-def]
+    def _user_part(self, v, ur, u: UserInputs):  # type: ignore[no-untyped-def]
         tf, e = self.tf, self.emb_dim
-        parts = [ur[:, :e], uf]
+        parts = [ur[:, :e], u.feats]
         if self.use_history:
-            for idx, mask in ((ci, cm), (ii, im)):
+            for idx, mask in ((u.clicked, u.clicked_mask), (u.impressed, u.impressed_mask)):
                 emb = tf.gather(v["item"], idx)[:, :, :e] * mask[:, :, None]
                 parts.append(tf.reduce_sum(emb, 1) / tf.maximum(tf.reduce_sum(mask, 1, keepdims=True), 1.0))
         return tf.matmul(tf.concat(parts, 1), v["w1u"])
 
-    def _item_part(self, v, ir, itf):  # type: ignore[no-untyped-def]
-        return self.tf.matmul(self.tf.concat([ir[:, : self.emb_dim], itf], 1), v["w1i"])
+    def _item_part(self, v, ir, i: ItemInputs):  # type: ignore[no-untyped-def]
+        return self.tf.matmul(self.tf.concat([ir[:, : self.emb_dim], i.feats], 1), v["w1i"])
 
-    def _forward_rows(self, v, u, uf, ci, cm, ii, im, i, itf, slot):  # type: ignore[no-untyped-def]
+    # The two forward passes state the wide part twice (per row, and as a user × item matrix);
+    # tests/models/test_tower.py pins them together.
+    def _forward_rows(self, v, rows: RowInputs):  # type: ignore[no-untyped-def]
         tf, e = self.tf, self.emb_dim
         v = self._dense(v)
-        ur, ir = tf.gather(v["user"], u), tf.gather(v["item"], i)
-        h = tf.nn.relu(self._user_part(v, ur, uf, ci, cm, ii, im) + self._item_part(v, ir, itf) + v["b1"])
+        u, i = rows.user, rows.item
+        uf, itf = u.feats, i.feats
+        ur, ir = tf.gather(v["user"], u.bucket), tf.gather(v["item"], i.bucket)
+        h = tf.nn.relu(self._user_part(v, ur, u) + self._item_part(v, ir, i) + v["b1"])
         out = tf.matmul(h, v["w2"]) + v["b2"]
         wide = (
             tf.reduce_sum(tf.matmul(uf, v["wc"]) * itf, 1)
             + tf.linalg.matvec(uf, v["wu"])
             + tf.linalg.matvec(itf, v["wi"])
-            + tf.gather(v["pos"], slot)
+            + tf.gather(v["pos"], rows.slot)
             + tf.reduce_sum(ur[:, e:] * itf, 1)
             + tf.reduce_sum(ir[:, e:] * uf, 1)
         )
         return out + wide[:, None] * self.heads_mask
 
-    def _forward_matrix(self, v, u, uf, ci, cm, ii, im, i, itf):  # type: ignore[no-untyped-def]
+    def _forward_matrix(self, v, u: UserInputs, i: ItemInputs):  # type: ignore[no-untyped-def]
         """Serving outputs ``[m, n, heads]`` at slot 1 for m users × n items."""
         tf, e = self.tf, self.emb_dim
         v = self._dense(v)
-        ur, ir = tf.gather(v["user"], u), tf.gather(v["item"], i)
-        up = self._user_part(v, ur, uf, ci, cm, ii, im) + v["b1"]
-        ip = self._item_part(v, ir, itf)
+        uf, itf = u.feats, i.feats
+        ur, ir = tf.gather(v["user"], u.bucket), tf.gather(v["item"], i.bucket)
+        up = self._user_part(v, ur, u) + v["b1"]
+        ip = self._item_part(v, ir, i)
         h = tf.nn.relu(up[:, None, :] + ip[None, :, :])
         m, n = tf.shape(h)[0], tf.shape(h)[1]
         out = tf.reshape(tf.matmul(tf.reshape(h, [m * n, -1]), v["w2"]), [m, n, -1]) + v["b2"]
@@ -135,13 +156,13 @@ class _Graphs:
         return out + wide[:, :, None] * self.heads_mask
 
     # ------------------------------------------------------------- train
-    def _train_step(self, st, u, uf, ci, cm, ii, im, i, itf, slot, y, w):  # type: ignore[no-untyped-def]
+    def _train_step(self, st, rows: RowInputs, y, w):  # type: ignore[no-untyped-def]
         tf = self.tf
         lh = self.logit_heads
         wv = st["w"]
         names = sorted(wv)
         with tf.GradientTape() as tape:
-            out = self._forward_rows(wv, u, uf, ci, cm, ii, im, i, itf, slot)
+            out = self._forward_rows(wv, rows)
             ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y[:, :lh], logits=out[:, :lh])
             losses = [tf.reduce_sum(ce * w[:, :lh]) / tf.maximum(tf.reduce_sum(w[:, :lh]), 1e-12)]
             if self.value_heads:
@@ -283,42 +304,42 @@ class Tower:
     # ------------------------------------------------------------ inputs
     def encode_users(
         self, keys: np.ndarray, feats: np.ndarray, clicked: np.ndarray, impressed: np.ndarray
-    ) -> list[np.ndarray]:
+    ) -> UserInputs:
         ib = self.item_buckets
         if not self.use_history:
             # Width-0 history: nothing to hash or feed for arms that ignore it.
             clicked = impressed = np.zeros((keys.shape[0], 0), np.int64)
-        return [
+        return UserInputs(
             hashing.bucket(keys, self.user_buckets, salt=201),
             feats,
             hashing.bucket(clicked, ib, salt=202),
             (clicked >= 0).astype(np.float32),
             hashing.bucket(impressed, ib, salt=202),
             (impressed >= 0).astype(np.float32),
-        ]
+        )
 
-    def encode_items(self, keys: np.ndarray, feats: np.ndarray) -> list[np.ndarray]:
-        return [hashing.bucket(keys, self.item_buckets, salt=202), feats]
+    def encode_items(self, keys: np.ndarray, feats: np.ndarray) -> ItemInputs:
+        return ItemInputs(hashing.bucket(keys, self.item_buckets, salt=202), feats)
 
     def slots(self, position: np.ndarray) -> np.ndarray:
         return (np.minimum(position, self.max_position) - 1).astype(np.int64)
 
     # -------------------------------------------------------------- api
-    def train(self, rows: list[np.ndarray], y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, bool]:
-        out, loss, ok = self.graphs.train(self.state, *rows, y.astype(np.float32), w.astype(np.float32))
+    def train(self, rows: RowInputs, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        out, loss, ok = self.graphs.train(self.state, rows, y.astype(np.float32), w.astype(np.float32))
         return out.numpy(), float(loss.numpy()), bool(ok.numpy())
 
-    def forward(self, rows: list[np.ndarray]) -> np.ndarray:
-        return self.graphs.rows(self.state["w"], *rows).numpy()
+    def forward(self, rows: RowInputs) -> np.ndarray:
+        return self.graphs.rows(self.state["w"], rows).numpy()
 
-    def matrix(self, users: list[np.ndarray], items: list[np.ndarray]) -> np.ndarray:
-        return self.graphs.matrix(self.state["w"], *users, *items).numpy()
+    def matrix(self, users: UserInputs, items: ItemInputs) -> np.ndarray:
+        return self.graphs.matrix(self.state["w"], users, items).numpy()
 
-    def snapshot(self, rows: list[np.ndarray]) -> dict[str, Any]:
+    def snapshot(self, rows: RowInputs) -> dict[str, Any]:
         """Copy of everything a step on ``rows`` can change: the dense weights
         and the embedding rows those inputs touch (O(batch), not O(table))."""
-        user_rows = np.unique(rows[0])
-        item_rows = np.unique(np.concatenate([rows[6], rows[2].ravel(), rows[4].ravel()]))
+        user_rows = np.unique(rows.user.bucket)
+        item_rows = np.unique(np.concatenate([rows.item.bucket, rows.user.clicked.ravel(), rows.user.impressed.ravel()]))
         snap: dict[str, Any] = {"step": float(self.state["step"].numpy())}
         for part in ("w", "m", "v"):
             for name, var in self.state[part].items():

@@ -1,0 +1,1 @@
+"""Building blocks of the arms (TensorFlow imported lazily by the code that builds them)."""
