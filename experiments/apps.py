@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class ExperimentsConfig(AppConfig):
     name = "experiments"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        import recsite.checks  # noqa: F401  (registers the deployment checks)

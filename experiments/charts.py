@@ -46,6 +46,13 @@ Snapshot = Mapping[str, Any]
 FIGURE_KINDS = ("ctr", "traffic", "p_best")
 
 
+def plotly_text(text: str) -> str:
+    """``text`` as Plotly shows it, literally: Plotly renders a subset of HTML (``<a href>``, ``<b>``, ``<br>``,
+    styles) in legends, hover labels and annotations, and decodes entities after reading the tags. Every name or
+    other user-chosen string drawn on a figure goes through this."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def arm_color(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
@@ -124,15 +131,15 @@ def _trace(kind: str, role: str, arm: str, index: int) -> dict[str, Any]:
         # The 95% band: an invisible upper line, then a lower line filled up to it.
         return {
             **base,
-            "name": f"{arm} 95% CI",
+            "name": f"{plotly_text(arm)} 95% CI",
             "line": {"width": 0, "color": color},
             "showlegend": False,
             "hoverinfo": "skip",
             **({"fill": "tonexty", "fillcolor": _band_fill(color)} if role == "lower" else {}),
         }
     if role == "impressions":
-        return {**base, "name": arm, "stackgroup": "traffic", "line": {"color": color}}
-    return {**base, "name": arm, "line": {"color": color, "width": 2}}
+        return {**base, "name": plotly_text(arm), "stackgroup": "traffic", "line": {"color": color}}
+    return {**base, "name": plotly_text(arm), "line": {"color": color, "width": 2}}
 
 
 def build_figure(kind: str, snapshots: Sequence[Snapshot], arms: Sequence[str] | None = None) -> Figure:
@@ -220,7 +227,7 @@ def learning_curve_figure(
             {
                 "type": "scatter",
                 "mode": "lines+markers",
-                "name": arm,
+                "name": plotly_text(arm),
                 "legendgroup": arm,
                 "line": {"color": arm_color(i)},
                 "x": [p[x] for p in mine],

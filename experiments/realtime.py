@@ -15,7 +15,9 @@ Events, all with ``type``:
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from typing import Any, Literal, TypedDict
 
 from asgiref.sync import async_to_sync
@@ -107,8 +109,19 @@ def model_version_event(*, arm_id: int, arm: str, version: int, metrics: dict[st
     }
 
 
+_GROUP_NAME = re.compile(r"^[a-zA-Z\d\-_.]+$")
+_GROUP_NAME_MAX = 99  # Channels refuses names of 100 characters or more (and anything but ASCII [-_.a-zA-Z0-9])
+
+
 def group_name(slug: str) -> str:
-    return f"experiment.{slug}"
+    """The Channels group of an experiment's dashboards: readable when the slug fits, else a digest of it.
+
+    A slug cannot contain ".", so ``experiment.h.<digest>`` never collides with a readable name.
+    """
+    name = f"experiment.{slug}"
+    if len(name) <= _GROUP_NAME_MAX and _GROUP_NAME.match(name):
+        return name
+    return "experiment.h." + hashlib.sha256(slug.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 def publish(slug: str, event: Event) -> bool:

@@ -132,6 +132,8 @@ def main() -> int:
     port = int(os.environ.get("DEMO_PORT", "8000"))
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")
+    # The demo is a development install: the built-in key, open ingestion, plain HTTP, known logins.
+    env.setdefault("RECSITE_DEV", "1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
     database_url = env.setdefault("DATABASE_URL", "postgres://127.0.0.1:5432/recsite")

@@ -5,6 +5,7 @@ operator turns; everything else has a sane default for the demo and the tests.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -40,10 +41,19 @@ def env_float(name: str, default: float) -> float:
 
 
 DEBUG = env_bool("DEBUG", False)
-_DEV_KEY = "dev-only-insecure-key-set-SECRET_KEY-in-production"
-SECRET_KEY = os.environ.get("SECRET_KEY") or (_DEV_KEY if DEBUG or env_bool("RECSITE_DEV", True) else "")
+# Production unless told otherwise: `make demo`, the test settings and CI set RECSITE_DEV=1 themselves.
+RECSITE_DEV = env_bool("RECSITE_DEV", False)
+# Deliberately short of Django's 50 characters, so that `check --deploy` flags it (security.W009) if it ever leaks
+# into a deployment; recsite.checks flags it by name as well.
+DEV_SECRET_KEY = "django-insecure-recsite-dev-key"
+SECRET_KEY = os.environ.get("SECRET_KEY") or (DEV_SECRET_KEY if DEBUG or RECSITE_DEV else "")
 if not SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY must be set when RECSITE_DEV=0")
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. In production (DEBUG=0, RECSITE_DEV=0, the defaults) set SECRET_KEY to at least "
+        "50 random characters, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'; "
+        "for a development machine set RECSITE_DEV=1 instead."
+    )
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", "")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 
 INSTALLED_APPS = [
@@ -54,6 +64,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "channels",
     "experiments",
 ]
@@ -67,6 +78,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "recsite.urls"
@@ -141,6 +154,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (django-axes, failures stored in Postgres, so it holds across processes and Redis outages):
+# after RECSITE_LOGIN_FAILURE_LIMIT wrong passwords for one username (from anywhere) or from one client address
+# (for any username), logins from there answer 429 until RECSITE_LOGIN_LOCKOUT_MINUTES pass without a new failure.
+# A success resets the counters. Behind a proxy, run Daphne with --proxy-headers so the address is the client's.
+AUTHENTICATION_BACKENDS = ["recsite.auth.LoginThrottleBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("RECSITE_LOGIN_FAILURE_LIMIT", 10))
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("RECSITE_LOGIN_LOCKOUT_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "recsite.auth.lockout_response"
+AXES_VERBOSE = False  # our own log line (recsite.auth) instead of axes' per-attempt chatter
+
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -159,8 +184,9 @@ RECSITE_API_FAST_PATH = env_bool("RECSITE_API_FAST_PATH", True)
 # JSON bodies above this are refused with a 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("RECSITE_MAX_BODY_BYTES", 5 * 1024 * 1024))
 
-# Production hardening, switched on by DEBUG=0 with TLS in front (RECSITE_TLS=1).
-RECSITE_TLS = env_bool("RECSITE_TLS", False)
+# Production hardening: on by default outside development (TLS terminated by the proxy in front, which sets
+# X-Forwarded-Proto); RECSITE_TLS=0 is the one way to turn it off in production.
+RECSITE_TLS = env_bool("RECSITE_TLS", not (RECSITE_DEV or DEBUG))
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = RECSITE_TLS
 SESSION_COOKIE_SECURE = RECSITE_TLS
@@ -188,8 +214,12 @@ RECSITE = {
     "ATTRIBUTION_WINDOW_S": env_float("RECSITE_ATTRIBUTION_WINDOW_S", 30 * 60),
     "MAX_K": int(os.environ.get("RECSITE_MAX_K", 100)),
     "MAX_BULK_ROWS": int(os.environ.get("RECSITE_MAX_BULK_ROWS", 10_000)),
-    # Optional API key for ingestion (items, users); empty means those endpoints are open.
+    # API key for ingestion (items, users). Without one, ingestion is closed (403) unless PUBLIC_INGEST.
     "API_KEY": os.environ.get("RECSITE_API_KEY", ""),
+    # The explicit way to open ingestion without a key; on by default only in development.
+    "PUBLIC_INGEST": env_bool("RECSITE_PUBLIC_INGEST", RECSITE_DEV),
     # With an API key set, also require it on recommendations and clicks (a shop that calls us from its servers).
     "API_KEY_EVENTS": env_bool("RECSITE_API_KEY_EVENTS", False),
+    # An open dashboard WebSocket re-checks its login this often (capped at 60 s) and closes with 4401 after logout.
+    "WS_SESSION_RECHECK_S": env_float("RECSITE_WS_SESSION_RECHECK_S", 30.0),
 }

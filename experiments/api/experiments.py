@@ -16,7 +16,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from experiments.api import validation as v
-from experiments.api.errors import application_error_response, error_response
+from experiments.api.errors import error_response, exception_response
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Experiment
 from experiments.selectors import results as result_selectors
@@ -32,8 +32,19 @@ def _csrf_rejected(request: HttpRequest) -> bool:
     return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {}) is not None
 
 
+def _body_read(request: HttpRequest) -> None:
+    """Reads (and caches) the body before anything parses it as a form: CSRF's check reads ``request.POST``,
+    after which ``request.body`` of a multipart request would raise. Bounded by MAX_BODY_BYTES (413)."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ApplicationError("invalid_content_length", "Content-Length is not a number") from None
+    if declared > MAX_BODY_BYTES or len(request.body) > MAX_BODY_BYTES:
+        raise ApplicationError("body_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes", status=413)
+
+
 def session_view(*, method: str) -> Callable:
-    """Logged-in session required (401); unsafe methods need the CSRF token (403); errors as JSON."""
+    """Logged-in session required (401); unsafe methods need the CSRF token (403); every answer is JSON."""
 
     def decorate(handler: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @functools.wraps(handler)
@@ -42,14 +53,16 @@ def session_view(*, method: str) -> Callable:
                 response = error_response(405, "method_not_allowed", f"{request.method} is not allowed here; use {method}")
                 response["Allow"] = method
                 return response
-            if not request.user.is_authenticated:
-                return error_response(401, "unauthenticated", "log in at /accounts/login/ first")
-            if method not in ("GET", "HEAD") and _csrf_rejected(request):
-                return error_response(403, "csrf_failed", "missing or wrong CSRF token (send X-CSRFToken)")
             try:
+                if not request.user.is_authenticated:
+                    return error_response(401, "unauthenticated", "log in at /accounts/login/ first")
+                if method not in ("GET", "HEAD"):
+                    _body_read(request)
+                    if _csrf_rejected(request):
+                        return error_response(403, "csrf_failed", "missing or wrong CSRF token (send X-CSRFToken)")
                 return handler(request, *args, **kwargs)
-            except ApplicationError as exc:
-                return application_error_response(exc)
+            except Exception as exc:  # JSON, never Django's HTML 500 (experiments.api.errors logs the detail)
+                return exception_response(exc, path=request.path)
 
         # The CSRF check above runs inside the view so that its failure is JSON.
         return csrf_exempt(view)
@@ -73,8 +86,6 @@ def experiment_stats(request: HttpRequest, slug: str) -> HttpResponse:
 
 @session_view(method="POST")
 def experiment_promote(request: HttpRequest, slug: str) -> HttpResponse:
-    if len(request.body) > MAX_BODY_BYTES:
-        raise ApplicationError("body_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes", status=413)
     body = v.parse_json(request.body or b"null")
     if not isinstance(body, dict):
         raise ApplicationError("invalid_type", "the body must be a JSON object")

@@ -74,7 +74,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "experiment": {"type": ["string", "null"],
                            "description": "slug; defaults to the one running experiment (required when several run)"},
             "user": {"type": ["object", "null"],
-                     "description": "the user's attributes: stored on first sight, replaced when they change"},
+                     "description": "attributes for this request only; never stored (store them with POST /api/v1/users)"},
         },
     },
     "RecommendedItem": {
@@ -86,7 +86,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "score": {"type": "number"},
             "propensity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
                            "description": "probability that the arm shows this item in this position"},
-            "impression_id": {"type": "integer", "minimum": 1},
+            "impression_id": {"type": "string", "minLength": 1, "maxLength": 64,
+                              "description": "opaque and unguessable: send it back to /api/v1/clicks unchanged"},
         },
     },
     "Recommendation": {
@@ -104,13 +105,14 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "ClickRequest": {
         "type": "object",
         "required": ["impression_id"],
-        "properties": {"impression_id": {"type": ["integer", "string"], "description": "integer (or its digits)"}},
+        "properties": {"impression_id": {"type": "string", "minLength": 1, "maxLength": 64,
+                                         "description": "exactly as the recommendation returned it"}},
     },
     "Click": {
         "type": "object",
         "required": ["impression_id", "created", "counted", "late", "clicked_at"],
         "properties": {
-            "impression_id": {"type": "integer"},
+            "impression_id": {"type": "string", "description": "the opaque id that was sent"},
             "created": {"type": "boolean", "description": "false when the click was already recorded"},
             "counted": {"type": "boolean", "description": "inside the attribution window"},
             "late": {"type": "boolean", "description": "after the attribution window: stored, not counted"},
@@ -270,6 +272,13 @@ KEY_ERRORS = {
     "403": {**ERROR, "description": "wrong API key"},
 }
 
+# Ingestion (items, users): keyed when RECSITE_API_KEY is set, closed without one unless RECSITE_PUBLIC_INGEST=1.
+INGEST_ERRORS = {
+    "401": {**ERROR, "description": "API key configured and missing"},
+    "403": {**ERROR, "description": "wrong API key (forbidden), or ingestion closed: no key configured and "
+                                    "RECSITE_PUBLIC_INGEST off (ingestion_closed)"},
+}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/recommendations": {
         "post": {
@@ -296,7 +305,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "201": json_body(ref("Click"), "recorded now; counted unless late"),
                 "200": json_body(ref("Click"), "already recorded: the stored click"),
-                "404": {**ERROR, "description": "unknown impression"},
+                "404": {**ERROR, "description": "unknown impression: one answer for unknown, altered and forged ids"},
                 **KEY_ERRORS,
                 **COMMON_ERRORS,
             },
@@ -310,8 +319,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "requestBody": {"required": True, **json_body(ref("ItemsRequest"))},
             "responses": {
                 "200": json_body(ref("UpsertResult"), "written"),
-                "401": {**ERROR, "description": "API key configured and missing"},
-                "403": {**ERROR, "description": "wrong API key"},
+                **INGEST_ERRORS,
                 **COMMON_ERRORS,
                 "400": {**ERROR, "description": "invalid rows, listed in `errors`; nothing written"},
             },
@@ -325,8 +333,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "requestBody": {"required": True, **json_body(ref("UsersRequest"))},
             "responses": {
                 "200": json_body(ref("UpsertResult"), "written"),
-                "401": {**ERROR, "description": "API key configured and missing"},
-                "403": {**ERROR, "description": "wrong API key"},
+                **INGEST_ERRORS,
                 **COMMON_ERRORS,
                 "400": {**ERROR, "description": "invalid rows, listed in `errors`; nothing written"},
             },
@@ -359,6 +366,8 @@ PATHS: dict[str, dict[str, Any]] = {
                 "401": {**ERROR, "description": "not logged in"},
                 "404": {**ERROR, "description": "unknown experiment"},
                 "405": {**ERROR, "description": "method not allowed"},
+                "409": {**ERROR, "description": "the experiment has no arms yet"},
+                "503": {**ERROR, "description": "database unavailable"},
             },
         }
     },
@@ -379,6 +388,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "405": {**ERROR, "description": "method not allowed"},
                 "409": {**ERROR, "description": "experiment not running, or the arm is not active"},
                 "413": {**ERROR, "description": "body too large"},
+                "503": {**ERROR, "description": "database unavailable"},
             },
         }
     },
@@ -395,8 +405,9 @@ def openapi_document() -> dict[str, Any]:
                 "Live A/B arena for online-learning recommenders. Every error is "
                 "`{\"error\": {\"code\", \"message\", \"field\"}}`. Recommendations and clicks are open "
                 "(they are called by shoppers' browsers) unless the deployment also requires the key for them "
-                "(RECSITE_API_KEY_EVENTS=1); items and users need the API key when one is "
-                "configured. Staff actions use the login session with its CSRF token."
+                "(RECSITE_API_KEY_EVENTS=1); items and users (ingestion) need the API key, and are closed when "
+                "none is configured unless the operator opens them (RECSITE_PUBLIC_INGEST=1). `impression_id` is "
+                "an opaque string: echo it back unchanged. Staff actions use the login session with its CSRF token."
             ),
         },
         "servers": [{"url": "/"}],

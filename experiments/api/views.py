@@ -2,19 +2,19 @@
 
 Views only validate and translate; the work is in ``experiments.services``.
 Every response, including failures, is JSON; see :func:`api_view` for how
-errors map to statuses. Authentication (documented in the OpenAPI schema):
-recommendations and clicks are open, because the shop's JavaScript and any
-shopper-facing client call them; items and users need the API key when
-``RECSITE["API_KEY"]`` is set. A deployment whose shop calls us from its own
-servers can require the key on recommendations and clicks too
-(``RECSITE["API_KEY_EVENTS"]``, env ``RECSITE_API_KEY_EVENTS=1``). None of these endpoints use the session, so
+errors map to statuses. Authentication (documented in the OpenAPI schema,
+checks in :mod:`experiments.api.access`): recommendations and clicks are open,
+because the shop's JavaScript and any shopper-facing client call them; items and
+users are ingestion: they need ``RECSITE_API_KEY`` when one is set and are closed
+without one, unless ``RECSITE_PUBLIC_INGEST=1``. A deployment whose shop calls us
+from its own servers can require the key on recommendations and clicks too
+(``RECSITE_API_KEY_EVENTS=1``). None of these endpoints use the session, so
 they are exempt from CSRF.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -23,16 +23,17 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from experiments.api import validation as v
+from experiments.api.access import AccessCheck, event_access, ingestion_access
 from experiments.api.dbpool import run_db
-from experiments.api.errors import application_error_response, error_response
+from experiments.api.errors import error_response, exception_response
 from experiments.errors import ApplicationError
 from experiments.services.catalogue import ItemRow, UserRow, item_bulk_upsert, user_bulk_upsert
 from experiments.services.events import UnknownImpression, click_record, recommendation_serve
+from experiments.services.impression_ids import MAX_LENGTH as IMPRESSION_ID_MAX_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -63,26 +64,8 @@ def _read_json(request: HttpRequest, max_bytes: int) -> Any:
     return v.parse_json(raw)
 
 
-def _check_api_key(request: HttpRequest) -> None:
-    expected = settings.RECSITE.get("API_KEY") or ""
-    if not expected:
-        return
-    given = request.headers.get("X-API-Key") or ""
-    auth = request.headers.get("Authorization") or ""
-    if not given and auth[:7].lower() == "bearer ":
-        given = auth[7:].strip()
-    if not given:
-        raise ApplicationError("unauthenticated", "this endpoint needs the API key (X-API-Key or Authorization: Bearer)", status=401)
-    if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
-        raise ApplicationError("forbidden", "the API key is not valid", status=403)
-
-
-def _events_need_key() -> bool:
-    return bool(settings.RECSITE.get("API_KEY_EVENTS"))
-
-
 def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMALL_BODY_BYTES,
-             api_key: bool | Callable[[], bool] = False, database: bool = True):
+             access: AccessCheck | None = None, database: bool = True):
     """JSON in, JSON out, never an HTML error page and never a bare 500 from bad input.
 
     405 for other methods, 413 for oversized bodies, 400 for invalid JSON or fields,
@@ -100,8 +83,8 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
                                               f"{request.method} is not allowed here; use {', '.join(allowed)}")
                     response["Allow"] = ", ".join(allowed)
                     return response
-                if api_key is True or (callable(api_key) and api_key()):
-                    _check_api_key(request)
+                if access is not None:
+                    access(request)
                 body = None
                 if request.method == "POST":
                     body = _read_json(request, max_body() if callable(max_body) else max_body)
@@ -112,20 +95,8 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
                 # Time spent in the handler (ranking + SQL), for clients and benchmarks to separate it from transport.
                 response["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
                 return response
-            except ApplicationError as exc:
-                return application_error_response(exc)
-            except (OperationalError, InterfaceError) as exc:
-                log.warning("api_database_unavailable path=%s error=%s", request.path, str(exc).strip()[:200])
-                return error_response(503, "database_unavailable", "the database is unavailable; retry shortly")
-            except TimeoutError as exc:
-                return error_response(503, "unavailable", f"serving is not ready: {exc}")
-            except DataError as exc:
-                return error_response(400, "invalid", f"a value was refused by the database: {str(exc).strip()[:200]}")
-            except IntegrityError as exc:
-                return error_response(409, "conflict", f"the write conflicts with existing data: {str(exc).strip()[:200]}")
-            except Exception:
-                log.exception("api_unhandled_error path=%s", request.path)
-                return error_response(500, "internal_error", "unexpected server error (logged)")
+            except Exception as exc:  # every failure is JSON: experiments.api.errors maps it, logs the detail
+                return exception_response(exc, path=request.path)
 
         return csrf_exempt(view)
 
@@ -141,7 +112,7 @@ def _object_body(body: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- events
 
 
-@api_view(methods=["POST"], api_key=_events_need_key)
+@api_view(methods=["POST"], access=event_access)
 def recommendations(request: HttpRequest, body: Any) -> HttpResponse:
     body = _object_body(body)
     user_id = v.identifier(body.get("user_id"), "user_id")
@@ -158,22 +129,29 @@ def recommendations(request: HttpRequest, body: Any) -> HttpResponse:
     return JsonResponse(result.as_dict(), status=200)
 
 
-def _impression_id(value: Any) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-        value = int(value)
+def _impression_id(value: Any) -> str:
+    """The opaque id as a recommendation returned it; whether it is genuine is the service's to say (404)."""
     if value is None:
         raise ApplicationError("required", "impression_id is required", field="impression_id")
-    return v.integer(value, "impression_id", lo=1, hi=2**63 - 1)
+    if not isinstance(value, str):
+        raise ApplicationError("invalid_type", "impression_id must be the string a recommendation returned, unchanged",
+                               field="impression_id")
+    if len(value) > IMPRESSION_ID_MAX_LENGTH:
+        raise ApplicationError("too_long", f"impression_id must be at most {IMPRESSION_ID_MAX_LENGTH} characters",
+                               field="impression_id")
+    return value
 
 
-@api_view(methods=["POST"], api_key=_events_need_key)
+@api_view(methods=["POST"], access=event_access)
 def clicks(request: HttpRequest, body: Any) -> HttpResponse:
     body = _object_body(body)
     impression_id = _impression_id(body.get("impression_id"))
     try:
         result = click_record(impression_id=impression_id)
     except UnknownImpression:
-        raise ApplicationError("impression_not_found", f"no impression {impression_id}", status=404, field="impression_id") from None
+        # One answer for unknown, malformed, altered and forged ids alike: nothing to learn by probing.
+        raise ApplicationError("impression_not_found", "no such impression (send impression_id exactly as served)",
+                               status=404, field="impression_id") from None
     return JsonResponse(result.as_dict(), status=201 if result.created else 200)
 
 
@@ -239,14 +217,14 @@ def _user_row(row: dict, prefix: str) -> UserRow:
     )
 
 
-@api_view(methods=["POST"], max_body=_bulk_body_bytes, api_key=True)
+@api_view(methods=["POST"], max_body=_bulk_body_bytes, access=ingestion_access)
 def items(request: HttpRequest, body: Any) -> HttpResponse:
     rows = _clean_rows(_bulk_rows(body, "items"), "items", "item_id", _item_row)
     result = item_bulk_upsert(rows=rows)
     return JsonResponse({**result.as_dict(), "errors": []}, status=200)
 
 
-@api_view(methods=["POST"], max_body=_bulk_body_bytes, api_key=True)
+@api_view(methods=["POST"], max_body=_bulk_body_bytes, access=ingestion_access)
 def users(request: HttpRequest, body: Any) -> HttpResponse:
     rows = _clean_rows(_bulk_rows(body, "users"), "users", "user_id", _user_row)
     result = user_bulk_upsert(rows=rows)

@@ -17,6 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from experiments.api.errors import application_error_response
 from experiments.dashboard.forms import DecisionForm, ReweightForm
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment
@@ -84,25 +85,50 @@ def audit(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+def _export_payload(experiment: Experiment) -> dict | HttpResponse:
+    try:
+        return result_selectors.experiment_payload_current(experiment=experiment)
+    except ApplicationError as exc:  # e.g. an experiment with no arms yet: a 409 that says so, not a 500
+        return application_error_response(exc)
+
+
 @login_required
 def export_json(request: HttpRequest, slug: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, slug=slug)
-    doc = result_selectors.results(result_selectors.experiment_payload_current(experiment=experiment))
-    response = JsonResponse(doc, json_dumps_params={"indent": 2})
+    payload = _export_payload(experiment)
+    if isinstance(payload, HttpResponse):
+        return payload
+    response = JsonResponse(result_selectors.results(payload), json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="{slug}-results.json"'
     return response
+
+
+# A text cell a spreadsheet would read as a formula (OWASP's list; tab and CR too).
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """The value as a CSV cell that no spreadsheet runs: text starting like a formula gets a leading
+    apostrophe (numbers stay numbers, so a negative lift is still -0.02)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 @login_required
 def export_csv(request: HttpRequest, slug: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, slug=slug)
-    payload = result_selectors.experiment_payload_current(experiment=experiment)
+    payload = _export_payload(experiment)
+    if isinstance(payload, HttpResponse):
+        return payload
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{slug}-results.csv"'
     writer = csv.DictWriter(response, fieldnames=["computed_at", *result_selectors.RESULT_FIELDS])
     writer.writeheader()
     for row in result_selectors.results_rows(payload):
-        writer.writerow({"computed_at": payload["computed_at"], **{k: "" if v is None else v for k, v in row.items()}})
+        writer.writerow({"computed_at": payload["computed_at"], **{k: csv_cell(v) for k, v in row.items()}})
     return response
 
 

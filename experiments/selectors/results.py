@@ -13,6 +13,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from experiments.errors import ApplicationError
 from experiments.models import Arm, Experiment, OfflineEstimate, StatsSnapshot
 from experiments.selectors import training as training_selectors
 from experiments.selectors.rollups import experiment_stats_inputs
@@ -192,7 +193,8 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
     now = now or timezone.now()
     arms = experiment_arms(experiment=experiment)
     if not arms:
-        raise ValueError(f"experiment {experiment.slug} has no arms")
+        raise ApplicationError("experiment_has_no_arms", f"experiment {experiment.slug!r} has no arms yet: add one first",
+                               status=409)
     inputs = experiment_stats_inputs(experiment=experiment, arms=arms)
     at = now.isoformat()
     report = experiment_report(

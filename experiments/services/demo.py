@@ -45,7 +45,7 @@ DEMO_ARMS = [
 @dataclass(frozen=True)
 class DemoLogin:
     username: str
-    password: str
+    password: str | None  # None: the account existed and kept its password
     role: str
 
 
@@ -95,9 +95,13 @@ def demo_users(*, n_users: int, seed: int) -> list[dict]:
     ]
 
 
-def _ensure_login(*, username: str, password: str | None, role: str) -> DemoLogin:
+def _ensure_login(*, username: str, password: str | None, role: str, reset_password: bool) -> DemoLogin:
+    """Creates the login when missing. An existing account is left exactly as it is unless ``reset_password``
+    (development only): seeding must never become a way to take over a production account."""
     User = get_user_model()
     user, created = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
+    if not created and not reset_password:
+        return DemoLogin(username=username, password=None, role=role)
     password = password or secrets.token_urlsafe(9)
     user.set_password(password)
     if role == "admin":
@@ -114,7 +118,8 @@ def _ensure_login(*, username: str, password: str | None, role: str) -> DemoLogi
 
 @transaction.atomic
 def demo_seed(
-    *, n_items: int = 600, n_users: int = 300, seed: int = 7, admin_password: str, analyst_password: str
+    *, n_items: int = 600, n_users: int = 300, seed: int = 7, admin_password: str | None, analyst_password: str | None,
+    reset_passwords: bool = False,
 ) -> DemoSummary:
     existing_items = set(Item.objects.values_list("external_id", flat=True))
     new_items = [Item(**row) for row in demo_items(n_items=n_items, seed=seed) if row["external_id"] not in existing_items]
@@ -144,8 +149,8 @@ def demo_seed(
             experiment.save(update_fields=["control_arm"])
 
     logins = [
-        _ensure_login(username="admin", password=admin_password, role="admin"),
-        _ensure_login(username="analyst", password=analyst_password, role="analyst"),
+        _ensure_login(username="admin", password=admin_password, role="admin", reset_password=reset_passwords),
+        _ensure_login(username="analyst", password=analyst_password, role="analyst", reset_password=reset_passwords),
     ]
     log.info(
         "demo_seeded items_created=%d users_created=%d experiment_created=%s arms_created=%d",

@@ -22,6 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from experiments import features
 from experiments.errors import ApplicationError
 from experiments.services.assignment import arm_for_bucket, bucket_of
+from experiments.services.impression_ids import impression_id_decode, impression_ids_encode
 from experiments.serving.cache import ServedExperiment, ServingState, serving_cache
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class ServedItem:
     position: int
     score: float
     propensity: float
-    impression_id: int
+    impression_id: str  # opaque (services.impression_ids); the row id stays inside the database
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,13 @@ class Recommendation:
 
 _USER_SQL = "SELECT id, attributes::text FROM experiments_shopuser WHERE external_id = %s"
 
+# A user first seen here is created without attributes: attributes are stored only through the keyed
+# POST /api/v1/users; inline ones count for their request alone. The no-op update returns the row on a race.
 _USER_CREATE_SQL = """
-INSERT INTO experiments_shopuser (external_id, attributes, created_at) VALUES (%s, %s::jsonb, now())
-ON CONFLICT (external_id) DO UPDATE SET attributes = CASE WHEN %s THEN EXCLUDED.attributes
-                                                       ELSE experiments_shopuser.attributes END
+INSERT INTO experiments_shopuser (external_id, attributes, created_at) VALUES (%s, '{}'::jsonb, now())
+ON CONFLICT (external_id) DO UPDATE SET attributes = experiments_shopuser.attributes
 RETURNING id, (xmax = 0)
 """
-
-_USER_ATTRIBUTES_SQL = "UPDATE experiments_shopuser SET attributes = %s::jsonb WHERE id = %s"
 
 # The commit's WAL flush (~5 ms on this disk) dominated a request. An asynchronous commit is still
 # atomic and crash-consistent; only a crash of *Postgres itself* may drop the last ~0.6 s of
@@ -182,8 +182,9 @@ def recommendation_serve(
         raise ApplicationError("empty_catalogue", "the catalogue has no active items; POST /api/v1/items first")
 
     row = _user_lookup(user_id)
-    stored_attributes = row[1] if row is not None else {}
-    attributes = user_attributes if user_attributes is not None else stored_attributes
+    # Inline attributes (``"user": {...}``) describe this request only; they are never written (finding: anyone
+    # could rewrite any shopper's stored attributes through this open endpoint).
+    attributes = user_attributes if user_attributes is not None else (row[1] if row is not None else {})
 
     from models.types import Context
 
@@ -218,7 +219,7 @@ def recommendation_serve(
     }
     impressions_sql = (_ASYNC_COMMIT if settings.RECSITE.get("IMPRESSIONS_ASYNC_COMMIT", True) else "") + _IMPRESSIONS_SQL
     user_created = False
-    if row is not None and (user_attributes is None or user_attributes == stored_attributes):
+    if row is not None:
         # The common case: one statement, one round trip, atomic on its own.
         try:
             with connection.cursor() as cursor:
@@ -229,18 +230,15 @@ def recommendation_serve(
             raise
     else:
         with transaction.atomic(), connection.cursor() as cursor:
-            if row is None:
-                cursor.execute(_USER_CREATE_SQL, [user_id, json.dumps(attributes), user_attributes is not None])
-                params["user_id"], user_created = cursor.fetchone()
-            else:
-                cursor.execute(_USER_ATTRIBUTES_SQL, [json.dumps(user_attributes), row[0]])
+            cursor.execute(_USER_CREATE_SQL, [user_id])
+            params["user_id"], user_created = cursor.fetchone()
             cursor.execute(impressions_sql, params)
             impression_ids = [r[0] for r in cursor.fetchall()]
         _user_forget(user_id)
     items = [
         ServedItem(catalogue.external_ids[i], pos, float(s), float(p), imp)
         for i, pos, s, p, imp in zip(indices.tolist(), positions, scores.tolist(), propensities.tolist(),
-                                     impression_ids, strict=True)
+                                     impression_ids_encode(impression_ids), strict=True)
     ]
     return Recommendation(request_id, experiment.slug, experiment.arms[arm_id].name, loaded.version, items,
                           bool(user_created))
@@ -269,7 +267,7 @@ FROM (SELECT 1) AS one LEFT JOIN ins ON true
 
 @dataclass(frozen=True)
 class ClickResult:
-    impression_id: int
+    impression_id: str
     created: bool
     late: bool
     clicked_at: Any
@@ -292,17 +290,24 @@ class UnknownImpression(Exception):
     pass
 
 
-def click_record(*, impression_id: int) -> ClickResult:
-    """Store the click of an impression once; a click past the attribution window is kept as late, not counted."""
+def click_record(*, impression_id: str) -> ClickResult:
+    """Store the click of an impression once; a click past the attribution window is kept as late, not counted.
+
+    ``impression_id`` is the opaque id a recommendation returned; a malformed, forged or unknown one raises
+    :class:`UnknownImpression`, all alike.
+    """
+    pk = impression_id_decode(impression_id)
+    if pk is None:
+        raise UnknownImpression(impression_id)
     window = float(settings.RECSITE["ATTRIBUTION_WINDOW_S"])
     # One statement: atomic on its own (autocommit), with a synchronous commit.
     with connection.cursor() as cursor:
-        cursor.execute(_CLICK_SQL, {"impression_id": impression_id, "window": window})
+        cursor.execute(_CLICK_SQL, {"impression_id": pk, "window": window})
         found, late, clicked_at, _counted = cursor.fetchone()
         if not found:
             raise UnknownImpression(impression_id)
         if late is not None:
             return ClickResult(impression_id, True, bool(late), clicked_at)
-        cursor.execute("SELECT late, clicked_at FROM experiments_click WHERE impression_id = %s", [impression_id])
+        cursor.execute("SELECT late, clicked_at FROM experiments_click WHERE impression_id = %s", [pk])
         late, clicked_at = cursor.fetchone()
     return ClickResult(impression_id, False, bool(late), clicked_at)

@@ -10,7 +10,8 @@
     }
     event.preventDefault();
     var go = function () { window.location.assign(link.href); };
-    var body = JSON.stringify({ impression_id: Number(link.dataset.impressionId) });
+    // The id is opaque: sent back exactly as the page got it.
+    var body = JSON.stringify({ impression_id: link.dataset.impressionId });
     fetch("/api/v1/clicks", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
