@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
+
+from experiments.bounded_cache import BoundedCache
 
 _INT64_BIAS = 1 << 63
 
@@ -55,13 +57,33 @@ def external_keys(external_ids: Sequence[str]) -> np.ndarray:
     return np.fromiter((external_key(x) for x in external_ids), dtype=np.int64, count=len(external_ids))
 
 
-@lru_cache(maxsize=65536)
-def _slot(token: str, dim: int) -> tuple[int, float]:
-    """Hashed (index, sign) of a token in 1..dim-1; slot 0 is the bias."""
+# Memo of token → slot. Tokens are attacker-controlled (attribute names and values of any shopper), so the memo is
+# bounded by bytes and age, and long tokens (free text, ids) are hashed every time instead of being kept.
+SLOT_CACHE_MAX_BYTES = 16 * 1024 * 1024
+SLOT_CACHE_TTL_S = 600.0
+SLOT_CACHE_MAX_TOKEN = 128
+_slots = BoundedCache(max_bytes=SLOT_CACHE_MAX_BYTES, ttl_s=SLOT_CACHE_TTL_S)
+_slot_peek = _slots.peek  # a pure function's memo: an old entry is still right, it only ages out at a later put
+_SLOT_VALUE_BYTES = 64 + 56 + 28 + 24  # the (token, dim) key tuple and the (index, sign) value tuple with its numbers
+
+
+def _slot_hash(token: str, dim: int) -> tuple[int, float]:
     h = int.from_bytes(hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
     if dim <= 1:
         return 0, 1.0
     return 1 + (h >> 1) % (dim - 1), (1.0 if h & 1 else -1.0)
+
+
+def _slot(token: str, dim: int) -> tuple[int, float]:
+    """Hashed (index, sign) of a token in 1..dim-1; slot 0 is the bias."""
+    key = (token, dim)
+    hit = _slot_peek(key)
+    if hit is not None:
+        return hit
+    value = _slot_hash(token, dim)
+    if len(token) <= SLOT_CACHE_MAX_TOKEN:
+        _slots.put(key, value, size=_SLOT_VALUE_BYTES + sys.getsizeof(token))
+    return value
 
 
 def _signed_log1p(x: float) -> float:

@@ -1,4 +1,8 @@
-"""Liveness of the parts the product cannot work without: Postgres and Redis."""
+"""Liveness of the parts the product cannot work without: Postgres and Redis.
+
+``/healthz`` is public (load balancers and probes call it without a login), so it says only which
+part is down; the driver's error (host names, ports, database user, server messages) goes to the log.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,12 @@ from django.http import JsonResponse
 log = logging.getLogger(__name__)
 
 
+def _detail(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip()[:300]!r}"
+
+
 def check_database() -> str | None:
-    """Returns None when the database answers, else the error text."""
+    """Returns None when the database answers, else the error text (for the log, not for clients)."""
     try:
         connection.ensure_connection()
         with connection.cursor() as cursor:
@@ -21,7 +29,7 @@ def check_database() -> str | None:
             cursor.fetchone()
     except Exception as exc:  # any driver error means "down" to an operator
         connection.close_if_unusable_or_obsolete()
-        return f"{type(exc).__name__}: {exc}".strip()
+        return _detail(exc)
     return None
 
 
@@ -31,7 +39,7 @@ def check_redis() -> str | None:
         client.ping()
         client.close()
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}".strip()
+        return _detail(exc)
     return None
 
 
@@ -40,10 +48,10 @@ def healthz(request):
     failed = [name for name, error in checks.items() if error]
     body = {
         "status": "ok" if not failed else "unavailable",
-        "checks": {name: ("ok" if error is None else error) for name, error in checks.items()},
+        "checks": {name: ("ok" if error is None else "unavailable") for name, error in checks.items()},
     }
     if failed:
-        log.warning("healthz_failed parts=%s", ",".join(failed))
+        log.warning("healthz_failed %s", " ".join(f"{name}={checks[name]}" for name in failed))
         body["error"] = {"code": "unavailable", "message": f"{', '.join(failed)} unavailable", "field": None}
         return JsonResponse(body, status=503)
     return JsonResponse(body)

@@ -220,6 +220,9 @@ RECSITE = {
     "PUBLIC_INGEST": env_bool("RECSITE_PUBLIC_INGEST", RECSITE_DEV),
     # With an API key set, also require it on recommendations and clicks (a shop that calls us from its servers).
     "API_KEY_EVENTS": env_bool("RECSITE_API_KEY_EVENTS", False),
+    # Per-serving-process cache of returning users (id, attributes): a byte budget and an age limit.
+    "USER_CACHE_MAX_BYTES": int(env_float("RECSITE_USER_CACHE_MB", 32.0) * 1024 * 1024),
+    "USER_CACHE_TTL_S": env_float("RECSITE_USER_CACHE_TTL_S", 5.0),
     # An open dashboard WebSocket re-checks its login this often (capped at 60 s) and closes with 4401 after logout.
     "WS_SESSION_RECHECK_S": env_float("RECSITE_WS_SESSION_RECHECK_S", 30.0),
 }

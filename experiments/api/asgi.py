@@ -99,12 +99,17 @@ def api_fast_path(app: ASGIApp) -> ASGIApp:
         body, connected = await _read_body(receive, int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 2_621_440))
         if not connected:
             return None
-        request = ASGIRequest(scope, io.BytesIO(body))
+        from experiments.api.errors import error_response
+
+        try:
+            request = ASGIRequest(scope, io.BytesIO(body))
+        except UnicodeDecodeError:
+            # Daphne hands over a percent-encoded query string; other servers may pass raw non-UTF-8 bytes.
+            await _send(_secure(error_response(400, "bad_request", "the query string is not valid UTF-8")), send)
+            return None
         try:
             request.get_host()
         except DisallowedHost:
-            from experiments.api.errors import error_response
-
             response = error_response(400, "bad_host", "the Host header is not allowed")
         else:
             response = _security().process_request(request) or await view(request)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from experiments import features
+from experiments.bounded_cache import BoundedCache, json_tree_bytes
 from experiments.errors import ApplicationError
 from experiments.services.assignment import arm_for_bucket, bucket_of
 from experiments.services.impression_ids import impression_id_decode, impression_ids_encode
@@ -82,19 +82,18 @@ RETURNING id, (xmax = 0)
 _ASYNC_COMMIT = "SET LOCAL synchronous_commit = off;\n"
 
 # Per-process cache of user id → (pk, attributes): saves a round trip per request for returning
-# shoppers. Attribute changes made through other processes show after at most the TTL.
-_user_cache: dict[str, tuple[int, dict, float]] = {}
-_USER_CACHE_MAX = 200_000
+# shoppers. Attribute changes made through other processes show after at most the TTL. Bounded by bytes
+# (attributes measured as decoded) and by age, so a stream of distinct users cannot grow it past the budget.
+_user_cache = BoundedCache(max_bytes=32 * 1024 * 1024, ttl_s=5.0)
 
 
 def _user_lookup(user_id: str) -> tuple[int, dict] | None:
     ttl = float(settings.RECSITE.get("USER_CACHE_TTL_S", 5.0))
     if settings.RECSITE.get("SERVING_REFRESH", "background") == "inline":
         ttl = 0.0
-    now = time.monotonic()
     hit = _user_cache.get(user_id)
-    if hit is not None and now - hit[2] < ttl:
-        return hit[0], hit[1]
+    if hit is not None and ttl > 0:
+        return hit
     with connection.cursor() as cursor:
         cursor.execute(_USER_SQL, [user_id])
         row = cursor.fetchone()
@@ -102,14 +101,13 @@ def _user_lookup(user_id: str) -> tuple[int, dict] | None:
         return None
     attributes = json.loads(row[1]) if row[1] else {}
     if ttl > 0:
-        if len(_user_cache) >= _USER_CACHE_MAX:
-            _user_cache.clear()
-        _user_cache[user_id] = (row[0], attributes, now)
+        _user_cache.max_bytes = int(settings.RECSITE.get("USER_CACHE_MAX_BYTES", 32 * 1024 * 1024))
+        _user_cache.put(user_id, (row[0], attributes), size=json_tree_bytes(attributes) + 64, ttl_s=ttl)
     return row[0], attributes
 
 
 def _user_forget(user_id: str) -> None:
-    _user_cache.pop(user_id, None)
+    _user_cache.pop(user_id)
 
 # One round trip writes the impressions, bumps the rollup and records the assignment.
 _IMPRESSIONS_SQL = """
