@@ -95,7 +95,7 @@ class Answer:
     status: int  # 0 = no answer (connection error or timeout)
     code: str
     seconds: float
-    impression_id: int | None = None
+    impression_id: str | None = None
 
 
 @dataclass
@@ -149,7 +149,7 @@ class Traffic:
     def statuses(self, kind: str | None = None, since: float = 0.0, until: float = float("inf")) -> list[int]:
         return [a.status for a in list(self.answers) if (kind is None or a.kind == kind) and since <= a.at <= until]
 
-    def clicked(self) -> list[int]:
+    def clicked(self) -> list[str]:
         """Impression ids whose click was answered 201 (recorded now)."""
         return [a.impression_id for a in list(self.answers) if a.kind == "click" and a.status == 201]
 
@@ -162,7 +162,11 @@ def server_error_lines(log: str) -> list[str]:
     return ACCESS_5XX.findall(log)
 
 
-def clicks_missing(stack: Stack, impression_ids: list[int]) -> list[int]:
+def clicks_missing(stack: Stack, opaque_ids: list[str]) -> list[int]:
+    from experiments.services.impression_ids import impression_id_decode
+
+    # The stack's Daphne signs with the same development key as this process (RECSITE_DEV=1, no SECRET_KEY).
+    impression_ids = [impression_id_decode(token) for token in opaque_ids]
     conn = stack.db()
     with conn.cursor() as cur:
         cur.execute("SELECT impression_id FROM experiments_click WHERE impression_id = ANY(%s)", [impression_ids])

@@ -3,6 +3,7 @@
 import pytest
 
 from experiments.models import Click, Impression, ShopUser
+from experiments.services.impression_ids import impression_id_decode, impression_id_encode
 from tests.support import live
 from tests.support.serving import catalogue_make, experiment_make
 
@@ -23,7 +24,7 @@ def test_the_grid_shows_logged_recommendations_with_the_arm_badge(client, shop):
 def test_every_tile_carries_its_impression_id(client, shop):
     page = client.get("/shop/?user=alice").content.decode()
     ids = Impression.objects.filter(user__external_id="alice").values_list("id", flat=True)
-    assert all(f'data-impression-id="{i}"' in page for i in ids)
+    assert all(f'data-impression-id="{impression_id_encode(i)}"' in page for i in ids)
 
 
 def test_the_visitor_is_remembered_by_cookie(client, shop):
@@ -64,7 +65,7 @@ def test_clicking_a_product_logs_the_click_through_the_api_then_opens_it(daphne_
         page = browser.new_page()
         page.goto(f"{daphne_server}/shop/?user=dora")
         tile = page.locator("a.product").nth(2)
-        impression_id = int(tile.get_attribute("data-impression-id"))
+        impression_id = impression_id_decode(tile.get_attribute("data-impression-id"))
         item_id = tile.get_attribute("data-item-id")
         live.ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(live.ARTIFACTS / "shop-grid.png"), full_page=True)
