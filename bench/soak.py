@@ -105,7 +105,7 @@ class Load:
     threads: int
     seed: int
     samples: list[Sample] = field(default_factory=list)
-    clicked: list[int] = field(default_factory=list)
+    clicked: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> None:
@@ -158,7 +158,7 @@ class Load:
         status, payload = self._post(session, "recommend", "/api/v1/recommendations", {"user_id": user, "k": 10})
         return payload.get("items", []) if status == 200 else []
 
-    def _click(self, session: requests.Session, impression_id: int) -> None:
+    def _click(self, session: requests.Session, impression_id: str) -> None:
         status, _ = self._post(session, "click", "/api/v1/clicks", {"impression_id": impression_id})
         if status == 201:
             with self.lock:

@@ -13,11 +13,9 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
+from experiments.api.errors import exception_detail
+
 log = logging.getLogger(__name__)
-
-
-def _detail(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {str(exc).strip()[:300]!r}"
 
 
 def check_database() -> str | None:
@@ -29,7 +27,7 @@ def check_database() -> str | None:
             cursor.fetchone()
     except Exception as exc:  # any driver error means "down" to an operator
         connection.close_if_unusable_or_obsolete()
-        return _detail(exc)
+        return exception_detail(exc)
     return None
 
 
@@ -39,7 +37,7 @@ def check_redis() -> str | None:
         client.ping()
         client.close()
     except Exception as exc:
-        return _detail(exc)
+        return exception_detail(exc)
     return None
 
 

@@ -30,7 +30,8 @@ def application_error_response(exc: ApplicationError) -> JsonResponse:
     return JsonResponse(exc.as_dict(), status=exc.status)
 
 
-def _detail(exc: BaseException) -> str:
+def exception_detail(exc: BaseException) -> str:
+    """What a log line says about an exception: its class and (bounded) message."""
     return f"{type(exc).__name__}: {str(exc).strip()[:300]!r}"
 
 
@@ -39,24 +40,24 @@ def exception_response(exc: Exception, *, path: str) -> JsonResponse:
     if isinstance(exc, ApplicationError):
         return application_error_response(exc)
     if isinstance(exc, (OperationalError, InterfaceError)):
-        log.warning("api_database_unavailable path=%s error=%s", path, _detail(exc))
+        log.warning("api_database_unavailable path=%s error=%s", path, exception_detail(exc))
         return error_response(503, "database_unavailable", "the database is unavailable; retry shortly")
     if isinstance(exc, TimeoutError):
-        log.warning("api_serving_not_ready path=%s error=%s", path, _detail(exc))
+        log.warning("api_serving_not_ready path=%s error=%s", path, exception_detail(exc))
         return error_response(503, "unavailable", "serving is not ready yet; retry shortly")
     if isinstance(exc, DataError):
-        log.info("api_data_refused path=%s error=%s", path, _detail(exc))
+        log.info("api_data_refused path=%s error=%s", path, exception_detail(exc))
         return error_response(400, "invalid", "a value was refused by the database (out of range or malformed)")
     if isinstance(exc, IntegrityError):
-        log.info("api_conflict path=%s error=%s", path, _detail(exc))
+        log.info("api_conflict path=%s error=%s", path, exception_detail(exc))
         return error_response(409, "conflict", "the write conflicts with existing data; nothing was written")
     if isinstance(exc, DatabaseError):
-        log.error("api_database_error path=%s error=%s", path, _detail(exc))
+        log.error("api_database_error path=%s error=%s", path, exception_detail(exc))
         return error_response(503, "database_error", "the database could not complete the request; retry shortly")
     if isinstance(exc, RequestDataTooBig):
         return error_response(413, "body_too_large", "the body is too large")
     if isinstance(exc, (RawPostDataException, UnreadablePostError)):
-        log.info("api_unreadable_body path=%s error=%s", path, _detail(exc))
+        log.info("api_unreadable_body path=%s error=%s", path, exception_detail(exc))
         return error_response(400, "invalid_body", "the body could not be read; send one JSON object")
     log.exception("api_unhandled_error path=%s", path)
     return error_response(500, "internal_error", "unexpected server error (logged)")

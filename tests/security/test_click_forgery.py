@@ -8,13 +8,24 @@ import hmac
 import pytest
 
 from experiments.models import ArmUserStat, Click, Impression
-from experiments.services import impression_ids
-from experiments.services.impression_ids import impression_id_decode, impression_id_encode
 from tests.support.serving import catalogue_make, experiment_make, post_json, serving_inline  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/clicks"
+
+
+# Imported where used, so that the tests that need no new code also run (and fail) against the old one.
+def impression_id_encode(pk: int) -> str:
+    from experiments.services.impression_ids import impression_id_encode as encode
+
+    return encode(pk)
+
+
+def impression_id_decode(token: str) -> int | None:
+    from experiments.services.impression_ids import impression_id_decode as decode
+
+    return decode(token)
 
 
 @pytest.fixture
@@ -113,5 +124,5 @@ def test_the_id_round_trips_for_every_row_size_and_has_one_form():
     tokens = [impression_id_encode(pk) for pk in pks]
 
     assert [impression_id_decode(t) for t in tokens] == pks
-    assert all(len(t) <= impression_ids.MAX_LENGTH for t in tokens)
+    assert all(len(t) <= 64 for t in tokens)
     assert impression_id_decode(tokens[3].swapcase()) is None

@@ -13,7 +13,6 @@ from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, 
 from django.http.request import RawPostDataException
 
 from experiments.api.asgi import api_fast_path
-from experiments.api.errors import exception_response
 from experiments.errors import ApplicationError
 from experiments.models import Decision, Experiment
 from tests.security.conftest import client_for
@@ -132,6 +131,8 @@ async def test_the_fast_path_answers_a_non_utf8_query_string_with_a_json_400(pat
     (KeyError("surprise"), (500, "internal_error")),
 ])
 def test_every_failure_maps_to_one_json_status(exc, expected):
+    from experiments.api.errors import exception_response
+
     response = exception_response(exc, path="/api/v1/x")
 
     assert (response.status_code, json.loads(response.content)["error"]["code"]) == expected
