@@ -15,8 +15,8 @@ from django.http.request import RawPostDataException
 from experiments.api.asgi import api_fast_path
 from experiments.errors import ApplicationError
 from experiments.models import Decision, Experiment
+from tests.experiments.api.test_database_down import dead_db_server  # noqa: F401  (fixture: Daphne, no database)
 from tests.security.conftest import client_for
-from tests.support import live
 
 
 def error_of(response) -> tuple[int, str]:
@@ -66,20 +66,12 @@ def test_the_exports_of_an_experiment_with_no_arms_are_409_not_500(export):
     assert error_of(response) == (409, "experiment_has_no_arms")
 
 
-@pytest.fixture(scope="module")
-def dead_db_daphne():
-    env = live.live_env({"DATABASE_URL": f"postgres://127.0.0.1:{live.free_port()}/nowhere"})
-    proc, url = live.start_daphne(env=env)
-    yield url
-    proc.stop()
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("method,path", [("get", "/api/v1/experiments/any/stats"),
                                          ("post", "/api/v1/experiments/any/promote")])
-def test_session_views_answer_503_json_when_the_database_is_down(dead_db_daphne, method, path):
+def test_session_views_answer_503_json_when_the_database_is_down(dead_db_server, method, path):  # noqa: F811
     # A session cookie makes the view load the session (and so touch Postgres) before anything else.
-    response = requests.request(method, f"{dead_db_daphne}{path}", cookies={"sessionid": "x" * 32},
+    response = requests.request(method, f"{dead_db_server}{path}", cookies={"sessionid": "x" * 32},
                                 json={"arm": "a", "reason": "r"}, timeout=30)
 
     assert response.headers["Content-Type"].startswith("application/json")

@@ -8,7 +8,6 @@ passes. And seed_demo never resets an existing account's password outside develo
 from datetime import timedelta
 
 import pytest
-from axes.models import AccessAttempt
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
@@ -95,6 +94,8 @@ def test_the_lockout_ends_after_the_cool_off(staff, settings):
     for i in range(10):
         attempt("/accounts/login/", "ops", f"wrong-{i}")
     assert attempt("/accounts/login/", "ops", RIGHT).status_code == 429
+
+    from axes.models import AccessAttempt
 
     # The failures as if they were older than the cool-off (django-axes compares attempt_time with now).
     AccessAttempt.objects.update(attempt_time=AccessAttempt.objects.first().attempt_time

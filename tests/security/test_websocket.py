@@ -46,6 +46,16 @@ def logged_in_browser(slug: str) -> tuple[Client, str]:
     return browser, browser.cookies[django_settings.SESSION_COOKIE_NAME].value
 
 
+async def watching(slug: str) -> tuple[Client, WebsocketCommunicator]:
+    """A logged-in browser and its open dashboard socket, past the snapshot."""
+    browser, key = await logged_in_browser(slug)
+    communicator = await socket(slug, key)
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    assert (await communicator.receive_json_from(timeout=10))["type"] == "snapshot"
+    return browser, communicator
+
+
 async def socket(slug: str, session_key: str | None = None) -> WebsocketCommunicator:
     headers = [(b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={session_key}".encode())] if session_key else []
     return WebsocketCommunicator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), f"/ws/experiments/{slug}/",
@@ -92,24 +102,17 @@ async def test_an_experiment_with_the_longest_slug_streams_live():
 
 @pytest.mark.asyncio
 async def test_a_socket_is_closed_4401_soon_after_logout(quick_recheck):
-    browser, key = await logged_in_browser("watched")
-    communicator = await socket("watched", key)
-    connected, _ = await communicator.connect(timeout=10)
-    await communicator.receive_json_from(timeout=10)
+    browser, communicator = await watching("watched")
 
     await sync_to_async(browser.logout)()
-    closed = await communicator.receive_output(timeout=10)
 
-    assert connected
-    assert closed == {"type": "websocket.close", "code": 4401}
+    assert await communicator.receive_output(timeout=10) == {"type": "websocket.close", "code": 4401}
 
 
 @pytest.mark.asyncio
 async def test_a_socket_is_closed_when_the_session_expires(quick_recheck):
-    _browser, key = await logged_in_browser("watched")
-    communicator = await socket("watched", key)
-    await communicator.connect(timeout=10)
-    await communicator.receive_json_from(timeout=10)
+    browser, communicator = await watching("watched")
+    key = browser.cookies[django_settings.SESSION_COOKIE_NAME].value
 
     await sync_to_async(lambda: Session.objects.filter(session_key=key).update(expire_date="2000-01-01T00:00:00Z"))()
 
@@ -118,10 +121,7 @@ async def test_a_socket_is_closed_when_the_session_expires(quick_recheck):
 
 @pytest.mark.asyncio
 async def test_a_password_change_elsewhere_closes_the_socket(quick_recheck):
-    _browser, key = await logged_in_browser("watched")
-    communicator = await socket("watched", key)
-    await communicator.connect(timeout=10)
-    await communicator.receive_json_from(timeout=10)
+    _browser, communicator = await watching("watched")
 
     def change_password():
         user = get_user_model().objects.get(username="watcher")
@@ -135,10 +135,7 @@ async def test_a_password_change_elsewhere_closes_the_socket(quick_recheck):
 
 @pytest.mark.asyncio
 async def test_a_valid_session_keeps_streaming(quick_recheck):
-    _browser, key = await logged_in_browser("watched")
-    communicator = await socket("watched", key)
-    await communicator.connect(timeout=10)
-    await communicator.receive_json_from(timeout=10)
+    _browser, communicator = await watching("watched")
 
     quiet = await communicator.receive_nothing(timeout=1.5)  # about seven re-checks
     await communicator.disconnect()
