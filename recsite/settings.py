@@ -1,7 +1,9 @@
 """Settings, read from the environment (12-factor).
 
 DATABASE_URL, REDIS_URL, SECRET_KEY, DEBUG and ALLOWED_HOSTS are the knobs an
-operator turns; everything else has a sane default for the demo and the tests.
+operator turns; everything else defaults to a closed production posture
+(docs/security.md). Development machines — `make demo`, the test settings —
+set RECSITE_DEV=1.
 """
 
 import os
