@@ -165,7 +165,7 @@ def server_error_lines(log: str) -> list[str]:
 def clicks_missing(stack: Stack, opaque_ids: list[str]) -> list[int]:
     from experiments.services.impression_ids import impression_id_decode
 
-    # The stack's Daphne signs with the same development key as this process (RECSITE_DEV=1, no SECRET_KEY).
+    # The stack's Daphne signs with this process's SECRET_KEY (its environment, or the development key).
     impression_ids = [impression_id_decode(token) for token in opaque_ids]
     conn = stack.db()
     with conn.cursor() as cur:

@@ -3,6 +3,7 @@
 import pytest
 import requests
 
+from experiments.services.impression_ids import impression_id_encode
 from tests.support import live
 
 
@@ -22,5 +23,7 @@ def test_recommendations_answer_503_when_the_database_is_down(dead_db_server):
 
 @pytest.mark.e2e
 def test_clicks_answer_503_when_the_database_is_down(dead_db_server):
-    response = requests.post(f"{dead_db_server}/api/v1/clicks", json={"impression_id": 1}, timeout=30)
+    # A genuinely signed id (the live Daphne has this process's key), so that the click reaches the database.
+    response = requests.post(f"{dead_db_server}/api/v1/clicks", json={"impression_id": impression_id_encode(1)},
+                             timeout=30)
     assert (response.status_code, response.json()["error"]["code"]) == (503, "database_unavailable")
