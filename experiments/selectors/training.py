@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
 
 from experiments.models import Arm, Click, Experiment, ModelCheckpoint
@@ -27,10 +26,11 @@ LAG_WINDOW_S = 120.0
 
 
 def training_arm_ids() -> list[int]:
-    """Arms that may get traffic: active arms of running or concluded experiments."""
+    """Arms that may get traffic: active arms of running, stopped (the control serves) or concluded experiments."""
     return list(
         Arm.objects.filter(status=Arm.Status.ACTIVE)
-        .filter(Q(experiment__status=Experiment.Status.RUNNING) | Q(experiment__status=Experiment.Status.CONCLUDED))
+        .filter(experiment__status__in=[Experiment.Status.RUNNING, Experiment.Status.STOPPED,
+                                        Experiment.Status.CONCLUDED])
         .order_by("id")
         .values_list("id", flat=True)
     )
