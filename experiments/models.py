@@ -77,7 +77,7 @@ class Experiment(models.Model):
     # Feedback control (opt-in): the allocation policy that re-weights the arms every few minutes
     # (experiments/services/allocation.py); every arm keeps at least ``policy_floor`` of the traffic.
     policy = models.CharField(max_length=32, choices=Policy.choices, default=Policy.FIXED)
-    policy_floor = models.FloatField(default=0.05)
+    policy_floor = models.FloatField(default=0.1)
     policy_interval_minutes = models.IntegerField(default=10)
     policy_next_at = models.DateTimeField(null=True, blank=True)
     # Guardrails (experiments/services/guardrails.py): pause a harmful or diverging arm, roll back a collapsed model.

@@ -17,11 +17,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from experiments.dashboard.forms import DecisionForm, ReweightForm
+from experiments.dashboard.forms import DecisionForm, ModelRollbackForm, PolicyForm, ReweightForm
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment
 from experiments.selectors import dashboard as dashboard_selectors
 from experiments.selectors import results as result_selectors
+from experiments.selectors import training as training_selectors
+from experiments.services import allocation as allocation_services
 from experiments.services import decisions as decision_services
 
 ARM_ACTIONS = {
@@ -174,3 +176,62 @@ def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> Http
         {"experiment": decision.experiment, "decision": decision, "form": form, "restore": restore},
         status=status,
     )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def arm_model(request: HttpRequest, slug: str, arm_id: int) -> HttpResponse:
+    """GET: the arm's kept model versions; POST: roll the model back to one of them (audited)."""
+    _require_decider(request)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    arm = get_object_or_404(Arm, pk=arm_id, experiment=experiment)
+    form = ModelRollbackForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            new = decision_services.arm_rollback_to_checkpoint(
+                arm_id=arm.id, version=form.cleaned_data["version"], user=request.user, reason=form.cleaned_data["reason"]
+            )
+        except ApplicationError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            status = exc.status
+        else:
+            messages.success(request, f"{arm.name} serves the state of version {form.cleaned_data['version']} "
+                             f"again, as version {new.version}.")
+            return redirect("dashboard:detail", slug=experiment.slug)
+    elif request.method == "POST":
+        status = 400
+    versions = training_selectors.arm_versions(arm_id=arm.id)
+    context = {"experiment": experiment, "arm": arm, "form": form, "versions": versions,
+               "head": versions[0]["version"] if versions else None}
+    return render(request, "dashboard/model.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def policy(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET: the allocation policy and guardrail settings; POST: change them (audited)."""
+    _require_decider(request)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    initial = {"policy": experiment.policy, "floor": experiment.policy_floor,
+               "interval_minutes": experiment.policy_interval_minutes, "guardrails": experiment.guardrails,
+               "guardrail_alpha": experiment.guardrail_alpha}
+    form = PolicyForm(request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            decision = allocation_services.policy_set(
+                experiment=experiment, policy=data["policy"], floor=data["floor"],
+                interval_minutes=data["interval_minutes"], guardrails=data["guardrails"],
+                guardrail_alpha=data["guardrail_alpha"], user=request.user, reason=data["reason"],
+            )
+        except ApplicationError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            status = exc.status
+        else:
+            messages.success(request, f"Allocation policy set: recorded as decision #{decision.id}.")
+            return redirect("dashboard:detail", slug=experiment.slug)
+    elif request.method == "POST":
+        status = 400
+    return render(request, "dashboard/policy.html", {"experiment": experiment, "form": form}, status=status)

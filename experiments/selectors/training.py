@@ -155,3 +155,28 @@ def arm_freshness(
     if arm_id is not None:
         return out.get(arm_id, {})
     return out
+
+
+def arm_versions(*, arm_id: int, limit: int = 60) -> list[dict[str, Any]]:
+    """The kept model versions of an arm, newest first, with what each says about its quality (a rollback's menu)."""
+    rows = (
+        ModelCheckpoint.objects.filter(arm_id=arm_id)
+        .order_by("-version")
+        .values("version", "created_at", "metrics", "examples_seen")[:limit]
+    )
+    out = []
+    for row in rows:
+        m = row["metrics"] or {}
+        out.append({
+            "version": row["version"],
+            "created_at": row["created_at"],
+            "accepted": m.get("accepted", True),
+            "reject_reason": m.get("reject_reason") or "",
+            "n": m.get("n"),
+            "logloss_before": m.get("logloss_before"),
+            "logloss_progressive": m.get("logloss_progressive"),
+            "auc_progressive": m.get("auc_progressive"),
+            "rollback_to": m.get("rollback_to"),
+            "examples_seen": row["examples_seen"],
+        })
+    return out
