@@ -21,8 +21,8 @@ from experiments.services.tokens import api_token_issue, api_tokens_revoke
 AUDITED = "Change it through the dashboard or the staff JSON API (audited), not here."
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """View only: rows are written by the services (events, decisions, training, stats ticks)."""
+class ViewOnly:
+    """No add, change or delete: rows are written by the services (events, decisions, training, stats ticks)."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -34,21 +34,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ArmInline(admin.TabularInline):
+class ReadOnlyAdmin(ViewOnly, admin.ModelAdmin):
+    pass
+
+
+class ArmInline(ViewOnly, admin.TabularInline):
     model = m.Arm
     extra = 0
     fields = ("name", "kind", "params", "weight", "status", "health", "health_reason")
     readonly_fields = fields
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(m.ShopUser)

@@ -13,21 +13,17 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from experiments.api import validation as v
-from experiments.api.errors import application_error_response, error_response
+from experiments.api.errors import error_response, exception_response
 from experiments.errors import ApplicationError
 from experiments.services.tokens import api_token_user
-
-log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -88,18 +84,8 @@ def operator_view(*, methods: Iterable[str], staff: bool = True, max_body: int =
                     raise ApplicationError("forbidden", "Only staff can use this endpoint.", status=403)
                 body = _body(request, max_body) if request.method == "POST" else {}
                 return handler(request, user, body, *args, **kwargs)
-            except ApplicationError as exc:
-                return application_error_response(exc)
-            except (OperationalError, InterfaceError) as exc:
-                log.warning("api_database_unavailable path=%s error=%s", request.path, str(exc).strip()[:200])
-                return error_response(503, "database_unavailable", "the database is unavailable; retry shortly")
-            except DataError as exc:
-                return error_response(400, "invalid", f"a value was refused by the database: {str(exc).strip()[:200]}")
-            except IntegrityError as exc:
-                return error_response(409, "conflict", f"the write conflicts with existing data: {str(exc).strip()[:200]}")
-            except Exception:
-                log.exception("api_unhandled_error path=%s", request.path)
-                return error_response(500, "internal_error", "unexpected server error (logged)")
+            except Exception as exc:
+                return exception_response(exc, request)
 
         # The CSRF check above runs inside the view so that its failure is JSON (and a bearer token skips it).
         return csrf_exempt(view)

@@ -23,13 +23,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from experiments.api import validation as v
 from experiments.api.dbpool import run_db
-from experiments.api.errors import application_error_response, error_response
+from experiments.api.errors import error_response, exception_response
 from experiments.errors import ApplicationError
 from experiments.services.catalogue import ItemRow, UserRow, item_bulk_upsert, user_bulk_upsert
 from experiments.services.events import UnknownImpression, click_record, recommendation_serve
@@ -112,20 +111,10 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
                 # Time spent in the handler (ranking + SQL), for clients and benchmarks to separate it from transport.
                 response["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
                 return response
-            except ApplicationError as exc:
-                return application_error_response(exc)
-            except (OperationalError, InterfaceError) as exc:
-                log.warning("api_database_unavailable path=%s error=%s", request.path, str(exc).strip()[:200])
-                return error_response(503, "database_unavailable", "the database is unavailable; retry shortly")
             except TimeoutError as exc:
                 return error_response(503, "unavailable", f"serving is not ready: {exc}")
-            except DataError as exc:
-                return error_response(400, "invalid", f"a value was refused by the database: {str(exc).strip()[:200]}")
-            except IntegrityError as exc:
-                return error_response(409, "conflict", f"the write conflicts with existing data: {str(exc).strip()[:200]}")
-            except Exception:
-                log.exception("api_unhandled_error path=%s", request.path)
-                return error_response(500, "internal_error", "unexpected server error (logged)")
+            except Exception as exc:
+                return exception_response(exc, request)
 
         return csrf_exempt(view)
 

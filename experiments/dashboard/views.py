@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -41,6 +42,22 @@ def can_decide(user) -> bool:
 def _require_decider(request: HttpRequest) -> None:
     if not can_decide(request.user):
         raise PermissionDenied("Only staff with the promote_arm permission can change traffic.")
+
+
+def _form_submit(request: HttpRequest, form, call: Callable[[dict], str]) -> tuple[bool, int]:
+    """``(done, status)`` of a decision form: a valid POST runs ``call(cleaned_data)``, which returns the message to
+    flash; a refusal goes next to its field (or the whole form) with its status; an invalid form is a 400."""
+    if request.method != "POST":
+        return False, 200
+    if not form.is_valid():
+        return False, 400
+    try:
+        message = call(form.cleaned_data)
+    except ApplicationError as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        return False, exc.status
+    messages.success(request, message)
+    return True, 200
 
 
 @login_required
@@ -120,23 +137,19 @@ def arm_decide(request: HttpRequest, slug: str, arm_id: int, action: str) -> Htt
     label, service = ARM_ACTIONS[action]
     form_class = ReweightForm if action == "reweight" else DecisionForm
     form = form_class(request.POST or None, initial={"weight": arm.weight})
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        kwargs = {"weight": form.cleaned_data["weight"]} if action == "reweight" else {}
-        try:
-            decision = (
-                service(experiment=experiment, arm=arm, user=request.user, reason=form.cleaned_data["reason"])
-                if action == "promote"
-                else service(arm=arm, user=request.user, reason=form.cleaned_data["reason"], **kwargs)
-            )
-        except ApplicationError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-            status = exc.status
-        else:
-            messages.success(request, f"{label} {arm.name}: recorded as decision #{decision.id}.")
-            return redirect("dashboard:detail", slug=experiment.slug)
-    elif request.method == "POST":
-        status = 400
+
+    def decide(data: dict) -> str:
+        kwargs = {"weight": data["weight"]} if action == "reweight" else {}
+        decision = (
+            service(experiment=experiment, arm=arm, user=request.user, reason=data["reason"])
+            if action == "promote"
+            else service(arm=arm, user=request.user, reason=data["reason"], **kwargs)
+        )
+        return f"{label} {arm.name}: recorded as decision #{decision.id}."
+
+    done, status = _form_submit(request, form, decide)
+    if done:
+        return redirect("dashboard:detail", slug=experiment.slug)
     payload = result_selectors.experiment_payload_current(experiment=experiment)
     evidence = result_selectors.arm_evidence(payload, arm.name)
     context = {
@@ -157,18 +170,14 @@ def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> Http
     _require_decider(request)
     decision = get_object_or_404(Decision, pk=decision_id, experiment__slug=slug)
     form = DecisionForm(request.POST or None, initial={"reason": f"Roll back decision #{decision.id}"})
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        try:
-            new = decision_services.decision_rollback(decision=decision, user=request.user, reason=form.cleaned_data["reason"])
-        except ApplicationError as exc:
-            form.add_error(None, exc.message)
-            status = exc.status
-        else:
-            messages.success(request, f"Rolled back decision #{decision.id} as decision #{new.id}.")
-            return redirect("dashboard:audit", slug=slug)
-    elif request.method == "POST":
-        status = 400
+
+    def roll_back(data: dict) -> str:
+        new = decision_services.decision_rollback(decision=decision, user=request.user, reason=data["reason"])
+        return f"Rolled back decision #{decision.id} as decision #{new.id}."
+
+    done, status = _form_submit(request, form, roll_back)
+    if done:
+        return redirect("dashboard:audit", slug=slug)
     restore = json.dumps(decision.previous_state, indent=2, sort_keys=True)
     return render(
         request,
@@ -186,21 +195,15 @@ def arm_model(request: HttpRequest, slug: str, arm_id: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment, slug=slug)
     arm = get_object_or_404(Arm, pk=arm_id, experiment=experiment)
     form = ModelRollbackForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        try:
-            new = decision_services.arm_rollback_to_checkpoint(
-                arm_id=arm.id, version=form.cleaned_data["version"], user=request.user, reason=form.cleaned_data["reason"]
-            )
-        except ApplicationError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-            status = exc.status
-        else:
-            messages.success(request, f"{arm.name} serves the state of version {form.cleaned_data['version']} "
-                             f"again, as version {new.version}.")
-            return redirect("dashboard:detail", slug=experiment.slug)
-    elif request.method == "POST":
-        status = 400
+
+    def roll_back(data: dict) -> str:
+        new = decision_services.arm_rollback_to_checkpoint(arm_id=arm.id, version=data["version"], user=request.user,
+                                                           reason=data["reason"])
+        return f"{arm.name} serves the state of version {data['version']} again, as version {new.version}."
+
+    done, status = _form_submit(request, form, roll_back)
+    if done:
+        return redirect("dashboard:detail", slug=experiment.slug)
     versions = training_selectors.arm_versions(arm_id=arm.id)
     context = {"experiment": experiment, "arm": arm, "form": form, "versions": versions,
                "head": versions[0]["version"] if versions else None}
@@ -217,21 +220,16 @@ def policy(request: HttpRequest, slug: str) -> HttpResponse:
                "interval_minutes": experiment.policy_interval_minutes, "guardrails": experiment.guardrails,
                "guardrail_alpha": experiment.guardrail_alpha}
     form = PolicyForm(request.POST or None, initial=initial)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            decision = allocation_services.policy_set(
-                experiment=experiment, policy=data["policy"], floor=data["floor"],
-                interval_minutes=data["interval_minutes"], guardrails=data["guardrails"],
-                guardrail_alpha=data["guardrail_alpha"], user=request.user, reason=data["reason"],
-            )
-        except ApplicationError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-            status = exc.status
-        else:
-            messages.success(request, f"Allocation policy set: recorded as decision #{decision.id}.")
-            return redirect("dashboard:detail", slug=experiment.slug)
-    elif request.method == "POST":
-        status = 400
+
+    def set_policy(data: dict) -> str:
+        decision = allocation_services.policy_set(
+            experiment=experiment, policy=data["policy"], floor=data["floor"], interval_minutes=data["interval_minutes"],
+            guardrails=data["guardrails"], guardrail_alpha=data["guardrail_alpha"], user=request.user,
+            reason=data["reason"],
+        )
+        return f"Allocation policy set: recorded as decision #{decision.id}."
+
+    done, status = _form_submit(request, form, set_policy)
+    if done:
+        return redirect("dashboard:detail", slug=experiment.slug)
     return render(request, "dashboard/policy.html", {"experiment": experiment, "form": form}, status=status)
