@@ -22,6 +22,7 @@ from experiments.dashboard.forms import DecisionForm, ModelRollbackForm, PolicyF
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment
 from experiments.selectors import dashboard as dashboard_selectors
+from experiments.selectors import policy as policy_selectors
 from experiments.selectors import results as result_selectors
 from experiments.selectors import training as training_selectors
 from experiments.services import allocation as allocation_services
@@ -95,7 +96,9 @@ def audit(request: HttpRequest, slug: str) -> HttpResponse:
     for d in decisions:
         snap = d.stats_snapshot or {}
         arm_row = (snap.get("report", {}).get("arms", {}) or {}).get(d.arm.name) if d.arm else None
-        rows.append({"decision": d, "arm_row": arm_row, "srm": (snap.get("report", {}).get("srm") or {}).get("alert")})
+        rows.append({"decision": d, "arm_row": arm_row, "srm": (snap.get("report", {}).get("srm") or {}).get("alert"),
+                     "by": policy_selectors.decision_actor(d),
+                     "reversible": d.action in decision_services.REVERSIBLE and "arms" in (d.previous_state or {})})
     return render(
         request,
         "dashboard/audit.html",

@@ -22,7 +22,8 @@ GUARDRAIL_ACTIONS = (Decision.Action.GUARDRAIL_PAUSE, Decision.Action.GUARDRAIL_
 STATUS_ACTIONS = (Decision.Action.PAUSE, Decision.Action.RESUME, Decision.Action.GUARDRAIL_PAUSE)
 
 
-def _by(decision: Decision | None) -> str | None:
+def decision_actor(decision: Decision | None) -> str | None:
+    """Who made a decision: the user, or "policy" / "guardrail" for the system's own."""
     if decision is None:
         return None
     if decision.user_id is not None:
@@ -44,7 +45,7 @@ def allocation_changes(*, experiment: Experiment, limit: int = CHANGES_SHOWN) ->
             "weights": row.weights,
             "action": row.decision.action if row.decision_id else None,
             "decision_id": row.decision_id,
-            "by": _by(row.decision),
+            "by": decision_actor(row.decision),
         }
         for row in reversed(list(rows))
     ]
@@ -85,7 +86,7 @@ def guardrail_banners(*, experiment: Experiment, now: datetime | None = None) ->
             "action": d.action,
             "arm": d.arm.name if d.arm_id else None,
             "rule": (d.stats_snapshot or {}).get("guardrail", {}).get("rule"),
-            "message": d.reason,
+            "message": d.reason.removeprefix("Guardrail: "),
             "at": d.created_at.isoformat(),
             "in_force": in_force,
         })

@@ -40,10 +40,15 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_REASON", "PERMISSION", "arm_pause", "arm_promote", "arm_resume", "arm_reweight", "arm_rollback_to_checkpoint",
-    "arm_status_set", "checkpoint_rollback_apply", "decision_rollback", "experiment_reweight",
+    "REVERSIBLE", "arm_status_set", "checkpoint_rollback_apply", "decision_rollback", "experiment_reweight",
 ]
 
 MAX_WEIGHT = 1e6
+# Decisions whose traffic state a rollback restores (creating, starting, adding an arm or a setting are not undone so).
+REVERSIBLE = frozenset({
+    Decision.Action.PROMOTE, Decision.Action.ROLLBACK, Decision.Action.PAUSE, Decision.Action.RESUME,
+    Decision.Action.REWEIGHT, Decision.Action.REALLOCATE, Decision.Action.GUARDRAIL_PAUSE, Decision.Action.STOP,
+})
 
 
 def arm_promote(*, experiment: Experiment, arm: Arm, user, reason: str) -> Decision:
@@ -75,8 +80,9 @@ def decision_rollback(*, decision: Decision, user, reason: str) -> Decision:
     with transaction.atomic():
         experiment, arms = lock(decision.experiment_id)
         restore = decision.previous_state or {}
-        if "arms" not in restore:
-            raise ApplicationError("not_reversible", "This decision recorded no state to restore.", status=409)
+        if decision.action not in REVERSIBLE or "arms" not in restore:
+            raise ApplicationError("not_reversible", f"A {decision.action} decision cannot be rolled back this way"
+                                   " (stop an experiment, pause an arm or set the policy instead).", status=409)
         previous = experiment_state(experiment=experiment, arms=arms)
         stats = evidence(experiment)
         for a in arms:
