@@ -8,6 +8,9 @@ may call them; the check is here so that no interface can forget it.
 
 A model rollback (:func:`arm_rollback_to_checkpoint`) changes what an arm serves
 rather than its traffic, so it opens no allocation period; it is audited the same way.
+What all decisions share (locks, evidence, period bookkeeping) is in
+:mod:`experiments.services.decision_core`; :func:`arm_status_set` and
+:func:`checkpoint_rollback_apply` are the permission-free cores the guardrails call as the system.
 """
 
 from __future__ import annotations
