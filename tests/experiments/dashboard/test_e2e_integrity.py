@@ -67,6 +67,11 @@ def browser(monkeypatch):
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
+        # Inside Playwright's loop the ORM runs in another async context, whose connection an earlier test's teardown
+        # may have terminated: start this test's queries on fresh ones.
+        from django.db import connections
+
+        connections.close_all()
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
         yield chromium
         chromium.close()
