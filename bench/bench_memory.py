@@ -117,7 +117,7 @@ def main() -> None:
     samples = []
     started = time.perf_counter()
     for i in range(args.users):
-        row = events._user_lookup(f"u{i:07d}")
+        row = events._user_lookup(f"u{i:07d}", experiment_id=0, epoch=0)
         features.user_features(row[1], dim=args.dim)
         if (i + 1) % args.sample_every == 0:
             samples.append((i + 1, rss_mib()[0]))

@@ -1,14 +1,48 @@
-"""Operator views of every table, with the filters and searches used when something looks off."""
+"""Operator views of every table, with the filters and searches used when something looks off.
 
-from django.contrib import admin
+The admin is a window, not a back door: nothing that decides who gets which arm, or
+that the statistics and training are computed from, can be edited here. An arm's
+weight, status, params and kind, an experiment's status, control, winner and
+policy, assignments and the event log are read-only, because a change there would
+skip the audit and open no allocation period, and SRM and the stratified
+statistics would go silently wrong. Those changes go through the audited services:
+the dashboard's buttons and the staff JSON API (docs/dashboard.md). What stays
+editable is descriptive (an experiment's name), the catalogue and shop users, and
+the staff API tokens.
+"""
+
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.template.response import TemplateResponse
 
 from experiments import models as m
+from experiments.services.tokens import api_token_issue, api_tokens_revoke
+
+AUDITED = "Change it through the dashboard or the staff JSON API (audited), not here."
 
 
-class ArmInline(admin.TabularInline):
+class ViewOnly:
+    """No add, change or delete: rows are written by the services (events, decisions, training, stats ticks)."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyAdmin(ViewOnly, admin.ModelAdmin):
+    pass
+
+
+class ArmInline(ViewOnly, admin.TabularInline):
     model = m.Arm
     extra = 0
     fields = ("name", "kind", "params", "weight", "status", "health", "health_reason")
+    readonly_fields = fields
     show_change_link = True
 
 
@@ -29,23 +63,33 @@ class ItemAdmin(admin.ModelAdmin):
 
 @admin.register(m.Experiment)
 class ExperimentAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "status", "control_arm", "winner", "allocation_epoch", "started_at")
-    list_filter = ("status",)
+    list_display = ("slug", "name", "status", "control_arm", "winner", "policy", "allocation_epoch", "started_at")
+    list_filter = ("status", "policy")
     search_fields = ("slug", "name")
     inlines = [ArmInline]
-    # Traffic changes go through the audited promote/rollback actions, not a form field.
-    readonly_fields = ("salt", "winner", "allocation_epoch", "created_at")
+    # Only the name is descriptive; everything else changes traffic or the statistics (module doc).
+    fields = ("slug", "name", "status", "control_arm", "winner", "salt", "allocation_epoch", "policy", "policy_floor",
+              "policy_interval_minutes", "policy_next_at", "guardrails", "guardrail_alpha", "created_at", "started_at",
+              "concluded_at")
+    readonly_fields = tuple(f for f in fields if f != "name")
+
+    def has_add_permission(self, request):
+        return False  # experiments are created through the staff JSON API (POST /api/v1/experiments), audited
+
+    def has_delete_permission(self, request, obj=None):
+        # A draft never served anyone: deleting it loses nothing. Anything else is stopped or concluded instead.
+        return obj is not None and obj.status == m.Experiment.Status.DRAFT and super().has_delete_permission(request, obj)
 
 
 @admin.register(m.Arm)
-class ArmAdmin(admin.ModelAdmin):
+class ArmAdmin(ReadOnlyAdmin):
     list_display = ("__str__", "kind", "weight", "status", "health", "created_at")
     list_filter = ("status", "health", "kind", "experiment")
     search_fields = ("name", "kind", "experiment__slug")
 
 
 @admin.register(m.Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(ReadOnlyAdmin):
     list_display = ("user", "experiment", "arm", "bucket", "assigned_at")
     list_filter = ("experiment", "arm")
     search_fields = ("user__external_id",)
@@ -53,7 +97,7 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(m.Impression)
-class ImpressionAdmin(admin.ModelAdmin):
+class ImpressionAdmin(ReadOnlyAdmin):
     list_display = ("id", "served_at", "experiment", "arm", "user", "item", "position", "score", "propensity", "model_version")
     list_filter = ("experiment", "arm", "position")
     search_fields = ("request_id", "user__external_id", "item__external_id")
@@ -64,7 +108,7 @@ class ImpressionAdmin(admin.ModelAdmin):
 
 
 @admin.register(m.Click)
-class ClickAdmin(admin.ModelAdmin):
+class ClickAdmin(ReadOnlyAdmin):
     list_display = ("id", "impression", "clicked_at", "late")
     list_filter = ("late",)
     search_fields = ("impression__request_id", "impression__user__external_id")
@@ -74,7 +118,7 @@ class ClickAdmin(admin.ModelAdmin):
 
 
 @admin.register(m.ModelCheckpoint)
-class ModelCheckpointAdmin(admin.ModelAdmin):
+class ModelCheckpointAdmin(ReadOnlyAdmin):
     list_display = ("arm", "version", "cursor", "click_cursor", "examples_seen", "created_at")
     list_filter = ("arm__experiment", "arm")
     search_fields = ("arm__name",)
@@ -83,35 +127,29 @@ class ModelCheckpointAdmin(admin.ModelAdmin):
 
 
 @admin.register(m.Decision)
-class DecisionAdmin(admin.ModelAdmin):
+class DecisionAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "experiment", "action", "arm", "user", "reason")
     list_filter = ("action", "experiment")
     search_fields = ("reason", "user__username", "arm__name")
     readonly_fields = [f.name for f in m.Decision._meta.fields]
 
-    def has_change_permission(self, request, obj=None):
-        return False  # an audit log is not edited
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(m.ArmUserStat)
-class ArmUserStatAdmin(admin.ModelAdmin):
+class ArmUserStatAdmin(ReadOnlyAdmin):
     list_display = ("arm", "user", "epoch", "impressions", "clicks")
     list_filter = ("arm__experiment", "arm", "epoch")
     raw_id_fields = ("user",)
 
 
 @admin.register(m.StatsSnapshot)
-class StatsSnapshotAdmin(admin.ModelAdmin):
+class StatsSnapshotAdmin(ReadOnlyAdmin):
     list_display = ("experiment", "computed_at")
     list_filter = ("experiment",)
     date_hierarchy = "computed_at"
 
 
 @admin.register(m.OfflineEstimate)
-class OfflineEstimateAdmin(admin.ModelAdmin):
+class OfflineEstimateAdmin(ReadOnlyAdmin):
     list_display = ("computed_at", "experiment", "arm_name", "kind", "model_version", "estimator", "value", "ci_low", "ci_high", "rows")
     list_filter = ("experiment", "estimator", "kind")
     search_fields = ("arm_name", "kind")
@@ -119,14 +157,62 @@ class OfflineEstimateAdmin(admin.ModelAdmin):
 
 
 @admin.register(m.AllocationEpoch)
-class AllocationEpochAdmin(admin.ModelAdmin):
-    list_display = ("experiment", "epoch", "started_at", "weights")
+class AllocationEpochAdmin(ReadOnlyAdmin):
+    list_display = ("experiment", "epoch", "started_at", "weights", "decision")
     list_filter = ("experiment",)
     readonly_fields = [f.name for f in m.AllocationEpoch._meta.fields]
 
 
 @admin.register(m.ArmEpochSums)
-class ArmEpochSumsAdmin(admin.ModelAdmin):
+class ArmEpochSumsAdmin(ReadOnlyAdmin):
     list_display = [f.name for f in m.ArmEpochSums._meta.fields][:8]
     list_filter = ("arm__experiment",)
     readonly_fields = [f.name for f in m.ArmEpochSums._meta.fields]
+
+
+@admin.register(m.ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Staff bearer tokens for the operator API: made here (the token is shown once), revoked here."""
+
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "user__username", "prefix")
+    actions = ["revoke"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("user", "name", "expires_at")
+        return ("user", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("user", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user":
+            kwargs["queryset"] = get_user_model().objects.filter(is_staff=True, is_active=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save(update_fields=["name"])
+            return
+        token, raw = api_token_issue(user=obj.user, name=obj.name, expires_at=obj.expires_at)
+        obj.pk, obj.prefix, obj.key_hash, obj.created_at = token.pk, token.prefix, token.key_hash, token.created_at
+        obj._state.adding, obj._state.db = False, token._state.db
+        obj.plaintext = raw
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # Shown on this page only, never stored and never put in a message cookie.
+        context = {**self.admin_site.each_context(request), "title": "API token made", "token": obj,
+                   "plaintext": obj.plaintext, "opts": self.model._meta}
+        return TemplateResponse(request, "admin/experiments/apitoken/issued.html", context)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoke instead: the row stays as the record of who had access
+
+    @admin.action(description="Revoke the selected tokens now")
+    def revoke(self, request, queryset):
+        n = api_tokens_revoke(tokens=queryset)
+        self.message_user(request, f"Revoked {n} token(s).", messages.SUCCESS)

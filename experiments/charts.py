@@ -268,3 +268,28 @@ def apply_update(figure: Figure, update: Update) -> Figure:
         for trace_index, values in zip(update["traces"], columns, strict=True):
             fig["data"][trace_index][key].extend(values)
     return fig
+
+
+# Labels of the decisions that open an allocation period, as the traffic chart marks them.
+CHANGE_LABELS = {
+    "reallocate": "policy", "reweight": "weights", "pause": "pause", "resume": "resume", "promote": "promote",
+    "rollback": "rollback", "start": "start", "stop": "stop", "arm_add": "new arm", "guardrail_pause": "guardrail",
+}
+
+
+def allocation_markers(changes: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Layout ``shapes`` and ``annotations`` marking each change of the traffic split on the traffic chart.
+
+    ``changes``: ``{"at", "epoch", "action"}`` per new allocation period. Apply with
+    ``Plotly.relayout(div, markers)``; the labels come from a fixed vocabulary (no user text).
+    """
+    shapes, annotations = [], []
+    for change in changes:
+        at = change["at"]
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": at, "x1": at, "y0": 0, "y1": 1,
+                       "line": {"dash": "dot", "width": 1, "color": "#888888"}})
+        label = CHANGE_LABELS.get(str(change.get("action")), "change")
+        annotations.append({"x": at, "xref": "x", "y": 1, "yref": "paper", "text": f"P{int(change['epoch'])} {label}",
+                            "showarrow": False, "xanchor": "left", "yanchor": "top", "textangle": -90,
+                            "font": {"size": 10, "color": "#666666"}})
+    return {"shapes": shapes, "annotations": annotations}

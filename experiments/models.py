@@ -53,7 +53,14 @@ class Experiment(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft"
         RUNNING = "running"
+        # Taken out of the race without a winner: serves its control arm to everyone (docs/dashboard.md).
+        STOPPED = "stopped"
         CONCLUDED = "concluded"
+
+    class Policy(models.TextChoices):
+        FIXED = "fixed"
+        THOMPSON = "thompson"
+        TOP_TWO_THOMPSON = "top_two_thompson"
 
     slug = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200, blank=True)
@@ -67,11 +74,30 @@ class Experiment(models.Model):
     # Bumped whenever traffic weights change, so statistics can stratify by allocation period.
     allocation_epoch = models.IntegerField(default=0)
     concluded_at = models.DateTimeField(null=True, blank=True)
+    # Feedback control (opt-in): the allocation policy that re-weights the arms every few minutes
+    # (experiments/services/allocation.py); every arm keeps at least ``policy_floor`` of the traffic.
+    policy = models.CharField(max_length=32, choices=Policy.choices, default=Policy.FIXED)
+    policy_floor = models.FloatField(default=0.1)
+    policy_interval_minutes = models.IntegerField(default=10)
+    policy_next_at = models.DateTimeField(null=True, blank=True)
+    # Guardrails (experiments/services/guardrails.py): pause a harmful or diverging arm, roll back a collapsed model.
+    guardrails = models.BooleanField(default=True)
+    guardrail_alpha = models.FloatField(default=0.01)
 
     class Meta:
         permissions = [("promote_arm", "Can promote, roll back, pause and re-weight arms")]
         constraints = [
             models.CheckConstraint(condition=~Q(salt=""), name="experiment_salt_not_empty"),
+            models.CheckConstraint(
+                condition=Q(policy_floor__gte=0) & Q(policy_floor__lte=0.5), name="experiment_policy_floor_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(policy_interval_minutes__gte=1) & Q(policy_interval_minutes__lte=1440),
+                name="experiment_policy_interval_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(guardrail_alpha__gt=0) & Q(guardrail_alpha__lt=0.5), name="experiment_guardrail_alpha_range"
+            ),
             models.CheckConstraint(
                 condition=Q(status="concluded", winner__isnull=False) | ~Q(status="concluded"),
                 name="experiment_concluded_has_winner",
@@ -115,9 +141,14 @@ class Arm(models.Model):
 
 
 class Assignment(models.Model):
-    """The sticky user → arm mapping of one experiment."""
+    """The sticky user → arm mapping of one experiment: the truth for a returning user (docs/serving.md).
 
-    user = models.ForeignKey(ShopUser, on_delete=models.CASCADE, related_name="assignments")
+    Written on a user's first request, and again only when the arm stops serving (paused or
+    retired): the user then moves to an arm drawn by a second hash. One row per user and experiment.
+    """
+
+    # No index of its own: the unique (user, experiment) constraint leads with it.
+    user = models.ForeignKey(ShopUser, on_delete=models.CASCADE, related_name="assignments", db_index=False)
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="assignments")
     arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="assignments")
     bucket = models.IntegerField()
@@ -213,6 +244,16 @@ class Decision(models.Model):
         RESUME = "resume"
         REWEIGHT = "reweight"
         CHECKPOINT_ROLLBACK = "checkpoint_rollback"
+        CREATE = "create"
+        ARM_ADD = "arm_add"
+        START = "start"
+        STOP = "stop"
+        PARAMS = "params"
+        POLICY = "policy"
+        # Made by the system (user null): the allocation policy and the guardrails.
+        REALLOCATE = "reallocate"
+        GUARDRAIL_PAUSE = "guardrail_pause"
+        GUARDRAIL_ROLLBACK = "guardrail_rollback"
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="decisions")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
@@ -227,8 +268,6 @@ class Decision(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["experiment", "-created_at"], name="decision_experiment_created")]
-
-
 
 
 class ArmUserStat(models.Model):
@@ -288,6 +327,8 @@ class AllocationEpoch(models.Model):
     epoch = models.IntegerField()
     weights = models.JSONField(default=dict)
     started_at = models.DateTimeField()
+    # The decision that opened this period (null for the first period, and for periods recorded by a tick).
+    decision = models.ForeignKey("Decision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         constraints = [
@@ -345,3 +386,8 @@ class OfflineEstimate(models.Model):
             models.CheckConstraint(condition=Q(rows__gte=0), name="offlineestimate_rows_non_negative"),
         ]
         indexes = [models.Index(fields=["experiment", "arm_name", "-computed_at"], name="offline_estimate_latest")]
+
+
+
+# Split by sub-domain: the operator API's tokens live in their own module, registered with this app from here.
+from experiments.api_tokens import ApiToken  # noqa: E402,F401

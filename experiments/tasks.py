@@ -71,6 +71,25 @@ def checkpoint_retention() -> int:
     return checkpoint_retention_apply()
 
 
+@shared_task(name="recsite.policy.tick", queue="default", ignore_result=True, expires=30)
+def policy_tick() -> dict[str, str]:
+    """Beat, every RECSITE_POLICY_TICK_S: re-evaluate the allocation policies that are due (queue ``default``)."""
+    from experiments.services.allocation import policy_tick as tick
+
+    return tick()
+
+
+@shared_task(name="recsite.guardrails.check", queue="default", ignore_result=True, expires=15)
+def guardrails_check() -> list[int]:
+    """Beat, every RECSITE_GUARDRAIL_INTERVAL_S: pause harmful or diverging arms, roll back collapsed models.
+
+    Returns the ids of the decisions it made (usually none).
+    """
+    from experiments.services.guardrails import guardrails_check as check
+
+    return [decision.id for decision in check()]
+
+
 @worker_ready.connect
 def training_worker_warmup(sender=None, **_kwargs) -> None:
     """A worker that consumes a training queue loads its arms (and TensorFlow) before the first tick."""

@@ -148,6 +148,17 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": env_float("RECSITE_CHECKPOINT_RETENTION_INTERVAL_S", 60.0),
         "options": {"queue": "default", "expires": 60},
     },
+    # Allocation policies re-evaluate when each experiment's interval is due; guardrails check every arm (issue 12).
+    "policy-tick": {
+        "task": "recsite.policy.tick",
+        "schedule": env_float("RECSITE_POLICY_TICK_S", 30.0),
+        "options": {"queue": "default", "expires": 30},
+    },
+    "guardrails-check": {
+        "task": "recsite.guardrails.check",
+        "schedule": env_float("RECSITE_GUARDRAIL_INTERVAL_S", 15.0),
+        "options": {"queue": "default", "expires": 15},
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,73 +1,29 @@
-"""Experiment endpoints of the API: live results, and promotion (session + CSRF, promote_arm only).
+"""Experiment endpoints of the API: live results, and the operator's actions as JSON (staff only).
 
-Thin: results come from ``selectors.results``, the promotion from ``services.decisions``
-(which checks the permission itself). Errors use the API's one error shape.
+Each action is the JSON twin of a dashboard button: the same service
+(``services.lifecycle``, ``services.decisions``), the same permission check
+(inside the service), the same audited ``Decision``. Authentication and the
+error shape are :func:`experiments.api.auth.operator_view`'s: a session with
+CSRF, or ``Authorization: Bearer <staff token>``. Views only translate JSON.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.middleware.csrf import CsrfViewMiddleware
-from django.views.decorators.csrf import csrf_exempt
 
 from experiments.api import validation as v
-from experiments.api.errors import error_response, exception_response
+from experiments.api.auth import operator_view
 from experiments.errors import ApplicationError
-from experiments.models import Arm, Experiment
+from experiments.models import Arm, Decision, Experiment
+from experiments.selectors import experiments as experiment_selectors
 from experiments.selectors import results as result_selectors
 from experiments.services import decisions as decision_services
+from experiments.services import lifecycle
 
 log = logging.getLogger(__name__)
-
-MAX_BODY_BYTES = 16 * 1024
-
-
-def _csrf_rejected(request: HttpRequest) -> bool:
-    """Django's own CSRF check (token + origin), answered as a JSON error instead of an HTML page."""
-    return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {}) is not None
-
-
-def _body_read(request: HttpRequest) -> None:
-    """Reads (and caches) the body before anything parses it as a form: CSRF's check reads ``request.POST``,
-    after which ``request.body`` of a multipart request would raise. Bounded by MAX_BODY_BYTES (413)."""
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise ApplicationError("invalid_content_length", "Content-Length is not a number") from None
-    if declared > MAX_BODY_BYTES or len(request.body) > MAX_BODY_BYTES:
-        raise ApplicationError("body_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes", status=413)
-
-
-def session_view(*, method: str) -> Callable:
-    """Logged-in session required (401); unsafe methods need the CSRF token (403); every answer is JSON."""
-
-    def decorate(handler: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @functools.wraps(handler)
-        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method != method:
-                response = error_response(405, "method_not_allowed", f"{request.method} is not allowed here; use {method}")
-                response["Allow"] = method
-                return response
-            try:
-                if not request.user.is_authenticated:
-                    return error_response(401, "unauthenticated", "log in at /accounts/login/ first")
-                if method not in ("GET", "HEAD"):
-                    _body_read(request)
-                    if _csrf_rejected(request):
-                        return error_response(403, "csrf_failed", "missing or wrong CSRF token (send X-CSRFToken)")
-                return handler(request, *args, **kwargs)
-            except Exception as exc:  # JSON, never Django's HTML 500 (experiments.api.errors logs the detail)
-                return exception_response(exc, path=request.path)
-
-        # The CSRF check above runs inside the view so that its failure is JSON.
-        return csrf_exempt(view)
-
-    return decorate
 
 
 def _experiment(slug: str) -> Experiment:
@@ -77,36 +33,144 @@ def _experiment(slug: str) -> Experiment:
     return experiment
 
 
-@session_view(method="GET")
-def experiment_stats(request: HttpRequest, slug: str) -> HttpResponse:
+def _arm(experiment: Experiment, name: str, field: str | None = "arm") -> Arm:
+    arm = Arm.objects.filter(experiment=experiment, name=name).first()
+    if arm is None:
+        raise ApplicationError("arm_not_found", f"experiment {experiment.slug!r} has no arm {name!r}", status=404,
+                               field=field)
+    return arm
+
+
+def _reason(body: dict[str, Any]) -> str | None:
+    return v.text(body.get("reason"), "reason", max_length=decision_services.MAX_REASON, default=None)
+
+
+def _decision_response(decision: Decision, experiment: Experiment, user, status: int = 200) -> JsonResponse:
+    experiment.refresh_from_db()
+    return JsonResponse(
+        {
+            "decision": experiment_selectors.decision_summary(decision, user_name=user.get_username()),
+            "experiment": experiment_selectors.experiment_summary(experiment=experiment),
+        },
+        status=status,
+    )
+
+
+def _arm_spec(value: Any, field: str) -> lifecycle.ArmSpec:
+    if not isinstance(value, dict):
+        raise ApplicationError("invalid_type", f"{field} must be an object", field=field)
+    weight = value.get("weight", 1.0)
+    return lifecycle.ArmSpec(
+        name=v.identifier(value.get("name"), f"{field}.name"),
+        kind=v.identifier(value.get("kind"), f"{field}.kind"),
+        params=v.json_object(value.get("params"), f"{field}.params"),
+        weight=1.0 if weight is None else v.number(weight, f"{field}.weight", lo=0, hi=1e6),
+    )
+
+
+# ----------------------------------------------------------------------------- reads
+
+
+@operator_view(methods=["GET"], staff=False)
+def experiment_stats(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
     experiment = _experiment(slug)
     payload = result_selectors.experiment_payload_current(experiment=experiment)
     return JsonResponse(result_selectors.results(payload))
 
 
-@session_view(method="POST")
-def experiment_promote(request: HttpRequest, slug: str) -> HttpResponse:
-    body = v.parse_json(request.body or b"null")
-    if not isinstance(body, dict):
-        raise ApplicationError("invalid_type", "the body must be a JSON object")
+@operator_view(methods=["GET", "POST"])
+def experiments(request: HttpRequest, user, body: dict) -> HttpResponse:
+    """GET: every experiment with status, arms and leader. POST: create a draft experiment with its arms."""
+    if request.method == "GET":
+        return JsonResponse({"experiments": experiment_selectors.experiment_summaries()})
+    arms = body.get("arms", [])
+    if not isinstance(arms, list):
+        raise ApplicationError("invalid_type", "arms must be a list of arm objects", field="arms")
+    control = body.get("control")
+    experiment = lifecycle.experiment_create(
+        slug=v.identifier(body.get("slug"), "slug"),
+        name=v.text(body.get("name"), "name", max_length=200),
+        mode="ab" if body.get("mode") is None else v.identifier(body["mode"], "mode"),
+        arms=[_arm_spec(arm, f"arms[{i}]") for i, arm in enumerate(arms)],
+        control=None if control is None else v.identifier(control, "control"),
+        user=user,
+        reason=_reason(body),
+    )
+    return JsonResponse(experiment_selectors.experiment_summary(experiment=experiment), status=201)
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+@operator_view(methods=["POST"])
+def experiment_arms(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
+    experiment = _experiment(slug)
+    spec = _arm_spec(body, "arm")
+    arm = lifecycle.arm_create(experiment=experiment, spec=spec, user=user, reason=_reason(body))
+    experiment.refresh_from_db()
+    summary = experiment_selectors.experiment_summary(experiment=experiment)
+    return JsonResponse({"arm": next(a for a in summary["arms"] if a["name"] == arm.name), "experiment": summary},
+                        status=201)
+
+
+@operator_view(methods=["POST"])
+def experiment_start(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
+    experiment = _experiment(slug)
+    decision = lifecycle.experiment_start(experiment=experiment, user=user, reason=_reason(body))
+    return _decision_response(decision, experiment, user)
+
+
+@operator_view(methods=["POST"])
+def experiment_stop(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
+    experiment = _experiment(slug)
+    decision = lifecycle.experiment_stop(experiment=experiment, user=user, reason=_reason(body))
+    return _decision_response(decision, experiment, user)
+
+
+@operator_view(methods=["POST"])
+def experiment_weights(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
+    experiment = _experiment(slug)
+    weights = body.get("weights")
+    if weights is None:
+        raise ApplicationError("required", "weights is required: {\"<arm>\": number}", field="weights")
+    if not isinstance(weights, dict) or not weights:
+        raise ApplicationError("invalid_type", "weights must be a non-empty object {\"<arm>\": number}", field="weights")
+    cleaned = {name: v.number(w, f"weights.{name}", lo=0, hi=1e6) for name, w in weights.items()}
+    if any(w is None for w in cleaned.values()):
+        raise ApplicationError("invalid_type", "every weight must be a number", field="weights")
+    decision = decision_services.experiment_reweight(
+        experiment=experiment, weights=cleaned, user=user, reason=_reason(body) or "weights set through the API",
+    )
+    return _decision_response(decision, experiment, user)
+
+
+def _arm_decision(service, user, body: dict, slug: str, arm: str, default_reason: str) -> HttpResponse:
+    experiment = _experiment(slug)
+    decision = service(arm=_arm(experiment, arm, field=None), user=user, reason=_reason(body) or default_reason)
+    return _decision_response(decision, experiment, user)
+
+
+@operator_view(methods=["POST"])
+def arm_pause(request: HttpRequest, user, body: dict, slug: str, arm: str) -> HttpResponse:
+    return _arm_decision(decision_services.arm_pause, user, body, slug, arm, "paused through the API")
+
+
+@operator_view(methods=["POST"])
+def arm_resume(request: HttpRequest, user, body: dict, slug: str, arm: str) -> HttpResponse:
+    return _arm_decision(decision_services.arm_resume, user, body, slug, arm, "resumed through the API")
+
+
+@operator_view(methods=["POST"])
+def experiment_promote(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
     experiment = _experiment(slug)
     arm_name = v.identifier(body.get("arm"), "arm")
     reason = v.text(body.get("reason"), "reason", max_length=decision_services.MAX_REASON)
-    arm = Arm.objects.filter(experiment=experiment, name=arm_name).first()
-    if arm is None:
-        raise ApplicationError("arm_not_found", f"experiment {slug!r} has no arm {arm_name!r}", status=404, field="arm")
-    decision = decision_services.arm_promote(experiment=experiment, arm=arm, user=request.user, reason=reason)
+    arm = _arm(experiment, arm_name)
+    decision = decision_services.arm_promote(experiment=experiment, arm=arm, user=user, reason=reason)
     experiment.refresh_from_db()
     return JsonResponse(
         {
-            "decision": {
-                "id": decision.id,
-                "action": decision.action,
-                "arm": arm.name,
-                "user": request.user.get_username(),
-                "reason": decision.reason,
-                "created_at": decision.created_at.isoformat(),
-            },
+            "decision": experiment_selectors.decision_summary(decision, user_name=user.get_username()),
             "experiment": {"slug": experiment.slug, "status": experiment.status, "winner": arm.name},
         },
         status=201,

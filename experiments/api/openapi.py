@@ -198,7 +198,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                 "properties": {
                     "slug": {"type": "string"},
                     "name": {"type": "string"},
-                    "status": {"enum": ["draft", "running", "concluded"]},
+                    "status": {"enum": ["draft", "running", "stopped", "concluded"]},
                     "winner": {"type": ["string", "null"]},
                     "allocation_epoch": {"type": "integer", "minimum": 0},
                 },
@@ -235,6 +235,130 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "reason": {"type": "string", "minLength": 1, "maxLength": 2000},
         },
     },
+    "Decision": {
+        "type": "object",
+        "required": ["id", "action", "arm", "user", "reason", "created_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "action": {"type": "string", "description": "promote, pause, resume, reweight, start, stop, create, arm_add, …"},
+            "arm": {"type": ["string", "null"]},
+            "user": {"type": ["string", "null"]},
+            "reason": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "ArmSpec": {
+        "type": "object",
+        "required": ["name", "kind"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"},
+            "kind": {"type": "string", "description": "a model kind: popularity, ftrl_logreg, deep_ctr, neural_bandit, "
+                     "q_learning"},
+            "params": {"type": ["object", "null"], "description": "hyper-parameters, validated by the model registry "
+                       "(unknown or out-of-range ones are a 400 naming them); omitted ones take their defaults"},
+            "weight": {"type": ["number", "null"], "minimum": 0, "maximum": 1e6, "default": 1.0,
+                       "description": "share of new users relative to the other arms; 0 = a candidate"},
+        },
+    },
+    "ArmAddRequest": {
+        "allOf": [ref("ArmSpec")],
+        "properties": {"reason": {"type": ["string", "null"], "maxLength": 2000}},
+    },
+    "ExperimentCreate": {
+        "type": "object",
+        "required": ["slug"],
+        "properties": {
+            "slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]{1,100}$"},
+            "name": {"type": ["string", "null"], "maxLength": 200},
+            "mode": {"enum": ["ab", "interleaved", None], "default": "ab",
+                     "description": "only \"ab\" is available; \"interleaved\" is refused (400 mode_unsupported)"},
+            "arms": {"type": ["array", "null"], "maxItems": 20, "items": ref("ArmSpec")},
+            "control": {"type": ["string", "null"], "description": "arm name; default the first arm"},
+            "reason": {"type": ["string", "null"], "maxLength": 2000},
+        },
+    },
+    "ArmSummary": {
+        "type": "object",
+        "required": ["name", "kind", "params", "weight", "share", "status", "health"],
+        "properties": {
+            "name": {"type": "string"},
+            "kind": {"type": "string"},
+            "params": {"type": "object", "description": "complete (defaults filled in)"},
+            "weight": {"type": "number", "minimum": 0},
+            "share": {"type": "number", "minimum": 0, "maximum": 1,
+                      "description": "share of new users now (returning users keep their arm)"},
+            "status": {"enum": ["active", "paused", "retired"]},
+            "health": {"enum": ["healthy", "unhealthy"]},
+            "health_reason": {"type": "string"},
+        },
+    },
+    "ExperimentSummary": {
+        "type": "object",
+        "required": ["slug", "name", "mode", "status", "control", "winner", "leader", "allocation_epoch", "arms",
+                     "policy", "guardrails"],
+        "properties": {
+            "slug": {"type": "string"},
+            "name": {"type": "string"},
+            "mode": {"const": "ab"},
+            "status": {"enum": ["draft", "running", "stopped", "concluded"]},
+            "control": {"type": ["string", "null"]},
+            "winner": {"type": ["string", "null"]},
+            "leader": {"type": ["string", "null"],
+                       "description": "the winner once concluded, else the arm with the highest P(best) at the latest "
+                       "stats tick (null before there is data)"},
+            "leader_p_best": NUMBER_OR_NULL,
+            "allocation_epoch": {"type": "integer", "minimum": 0},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": {"type": ["string", "null"], "format": "date-time"},
+            "concluded_at": {"type": ["string", "null"], "format": "date-time"},
+            "policy": {
+                "type": "object",
+                "required": ["kind", "floor", "interval_minutes", "next_at"],
+                "properties": {
+                    "kind": {"enum": ["fixed", "thompson", "top_two_thompson"]},
+                    "floor": {"type": "number"},
+                    "interval_minutes": {"type": "integer"},
+                    "next_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+            "guardrails": {
+                "type": "object",
+                "required": ["enabled", "alpha"],
+                "properties": {"enabled": {"type": "boolean"}, "alpha": {"type": "number"}},
+            },
+            "arms": {"type": "array", "items": ref("ArmSummary")},
+        },
+    },
+    "ExperimentList": {
+        "type": "object",
+        "required": ["experiments"],
+        "properties": {"experiments": {"type": "array", "items": ref("ExperimentSummary")}},
+    },
+    "ArmAdded": {
+        "type": "object",
+        "required": ["arm", "experiment"],
+        "properties": {"arm": ref("ArmSummary"), "experiment": ref("ExperimentSummary")},
+    },
+    "ReasonRequest": {
+        "type": "object",
+        "properties": {"reason": {"type": ["string", "null"], "maxLength": 2000,
+                                  "description": "recorded with the decision; a default names the action"}},
+    },
+    "WeightsRequest": {
+        "type": "object",
+        "required": ["weights"],
+        "properties": {
+            "weights": {"type": "object", "minProperties": 1,
+                        "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1e6},
+                        "description": "arm name → weight; arms not named keep theirs"},
+            "reason": {"type": ["string", "null"], "maxLength": 2000},
+        },
+    },
+    "DecisionResult": {
+        "type": "object",
+        "required": ["decision", "experiment"],
+        "properties": {"decision": ref("Decision"), "experiment": ref("ExperimentSummary")},
+    },
     "Promotion": {
         "type": "object",
         "required": ["decision", "experiment"],
@@ -265,6 +389,21 @@ COMPONENTS: dict[str, dict[str, Any]] = {
 }
 
 API_KEY_SECURITY = [{"apiKey": []}, {"bearer": []}]
+# Staff endpoints: the login session (with X-CSRFToken on writes) or a staff token made in the Django admin.
+OPERATOR_SECURITY = [{"session": []}, {"staffToken": []}]
+OPERATOR_ERRORS = {
+    "400": {**ERROR, "description": "invalid JSON or an invalid field"},
+    "401": {**ERROR, "description": "no session and no bearer token (unauthenticated), or an unknown, revoked or "
+            "expired token (invalid_token)"},
+    "403": {**ERROR, "description": "not staff or no promote_arm permission (forbidden), or a session write without "
+            "its CSRF token (csrf_failed)"},
+    "404": {**ERROR, "description": "unknown experiment or arm"},
+    "405": {**ERROR, "description": "method not allowed"},
+    "413": {**ERROR, "description": "body too large"},
+    "503": {**ERROR, "description": "database unavailable"},
+}
+SLUG = {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}
+ARM = {"name": "arm", "in": "path", "required": True, "schema": {"type": "string"}, "description": "arm name"}
 # Recommendations and clicks: open unless the deployment sets RECSITE_API_KEY_EVENTS=1 (with RECSITE_API_KEY).
 OPTIONAL_KEY_SECURITY = [{}, *API_KEY_SECURITY]
 KEY_ERRORS = {
@@ -359,8 +498,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "summary": "The live dashboard's per-arm results (the latest stats tick, at most 5 s old)",
             "operationId": "experimentStats",
-            "security": [{"session": []}],
-            "parameters": [{"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
             "responses": {
                 "200": json_body(ref("ExperimentStats"), "results per arm"),
                 "401": {**ERROR, "description": "not logged in"},
@@ -376,8 +515,8 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Send every bucket to one arm at once and conclude (staff with promote_arm; session + "
             "X-CSRFToken); recorded as a Decision with the reason and the statistics of that moment",
             "operationId": "experimentPromote",
-            "security": [{"session": []}],
-            "parameters": [{"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
             "requestBody": {"required": True, **json_body(ref("PromoteRequest"))},
             "responses": {
                 "201": json_body(ref("Promotion"), "promoted"),
@@ -389,6 +528,118 @@ PATHS: dict[str, dict[str, Any]] = {
                 "409": {**ERROR, "description": "experiment not running, or the arm is not active"},
                 "413": {**ERROR, "description": "body too large"},
                 "503": {**ERROR, "description": "database unavailable"},
+            },
+        }
+    },
+    "/api/v1/experiments": {
+        "get": {
+            "summary": "Every experiment with its status, arms (weights, shares of new users) and leader (staff)",
+            "operationId": "experimentList",
+            "security": OPERATOR_SECURITY,
+            "responses": {"200": json_body(ref("ExperimentList"), "newest first"), **OPERATOR_ERRORS},
+        },
+        "post": {
+            "summary": "Create a draft experiment with its arms (staff with promote_arm); audited; start it with "
+            "POST …/start",
+            "operationId": "experimentCreate",
+            "security": OPERATOR_SECURITY,
+            "requestBody": {"required": True, **json_body(ref("ExperimentCreate"))},
+            "responses": {
+                "201": json_body(ref("ExperimentSummary"), "created (status draft)"),
+                **OPERATOR_ERRORS,
+                "400": {**ERROR, "description": "invalid field (the registry's message for bad params), mode "
+                        "\"interleaved\" (mode_unsupported)"},
+                "409": {**ERROR, "description": "the slug is taken (experiment_exists)"},
+            },
+        },
+    },
+    "/api/v1/experiments/{slug}/arms": {
+        "post": {
+            "summary": "Add an arm (weight 0 = a candidate that serves nobody); in a running experiment an arm with "
+            "a positive weight takes new users at once, in a new allocation period",
+            "operationId": "armAdd",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "requestBody": {"required": True, **json_body(ref("ArmAddRequest"))},
+            "responses": {
+                "201": json_body(ref("ArmAdded"), "added"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "name taken (arm_exists), experiment concluded, too many arms"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/start": {
+        "post": {
+            "summary": "Start a draft or stopped experiment: it serves its arms (returning users get their own arm "
+            "back)",
+            "operationId": "experimentStart",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "requestBody": {"required": False, **json_body(ref("ReasonRequest"))},
+            "responses": {
+                "200": json_body(ref("DecisionResult"), "started"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "already running, concluded, no arm, no arm with a positive weight"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/stop": {
+        "post": {
+            "summary": "Stop without a winner: every request is served by the control arm (in an allocation period "
+            "of its own) until a start; assignments are kept",
+            "operationId": "experimentStop",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "requestBody": {"required": False, **json_body(ref("ReasonRequest"))},
+            "responses": {
+                "200": json_body(ref("DecisionResult"), "stopped"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "not running, or no active control arm"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/weights": {
+        "post": {
+            "summary": "New weights for some arms, as one decision and one new allocation period; weights steer new "
+            "users only (returning users keep their arm)",
+            "operationId": "experimentWeights",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "requestBody": {"required": True, **json_body(ref("WeightsRequest"))},
+            "responses": {
+                "200": json_body(ref("DecisionResult"), "re-weighted"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "an allocation policy steers the weights (policy_managed), no arm "
+                        "would keep a positive weight, a retired arm, concluded, nothing changes"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/arms/{arm}/pause": {
+        "post": {
+            "summary": "Pause an arm: it takes no traffic and its users move to the other arms (by a second hash, "
+            "in proportion to the weights)",
+            "operationId": "armPause",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG, ARM],
+            "requestBody": {"required": False, **json_body(ref("ReasonRequest"))},
+            "responses": {
+                "200": json_body(ref("DecisionResult"), "paused"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "already paused, the winner, retired, or the last arm with traffic"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/arms/{arm}/resume": {
+        "post": {
+            "summary": "Resume an arm: it takes new users again; nobody moves back",
+            "operationId": "armResume",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG, ARM],
+            "requestBody": {"required": False, **json_body(ref("ReasonRequest"))},
+            "responses": {
+                "200": json_body(ref("DecisionResult"), "resumed"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "already active, or retired"},
             },
         }
     },
@@ -407,7 +658,8 @@ def openapi_document() -> dict[str, Any]:
                 "(they are called by shoppers' browsers) unless the deployment also requires the key for them "
                 "(RECSITE_API_KEY_EVENTS=1); items and users (ingestion) need the API key, and are closed when "
                 "none is configured unless the operator opens them (RECSITE_PUBLIC_INGEST=1). `impression_id` is "
-                "an opaque string: echo it back unchanged. Staff actions use the login session with its CSRF token."
+                "an opaque string: echo it back unchanged. Staff actions use the login session with its CSRF token, "
+                "or a staff token made in the Django admin (`Authorization: Bearer <token>`)."
             ),
         },
         "servers": [{"url": "/"}],
@@ -418,6 +670,8 @@ def openapi_document() -> dict[str, Any]:
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "sessionid"},
+                "staffToken": {"type": "http", "scheme": "bearer",
+                               "description": "a staff member's token, made (and revoked) in the Django admin"},
             },
         },
     }

@@ -13,8 +13,15 @@ urlpatterns = [
     path("api/v1/users", views.users, name="users"),
     path("api/v1/schema", views.schema, name="schema"),
     path("api/v1/ping", views.ping, name="ping"),
+    path("api/v1/experiments", experiments.experiments, name="experiments"),
     path("api/v1/experiments/<slug:slug>/stats", experiments.experiment_stats, name="experiment-stats"),
     path("api/v1/experiments/<slug:slug>/promote", experiments.experiment_promote, name="experiment-promote"),
+    path("api/v1/experiments/<slug:slug>/arms", experiments.experiment_arms, name="experiment-arms"),
+    path("api/v1/experiments/<slug:slug>/start", experiments.experiment_start, name="experiment-start"),
+    path("api/v1/experiments/<slug:slug>/stop", experiments.experiment_stop, name="experiment-stop"),
+    path("api/v1/experiments/<slug:slug>/weights", experiments.experiment_weights, name="experiment-weights"),
+    path("api/v1/experiments/<slug:slug>/arms/<str:arm>/pause", experiments.arm_pause, name="arm-pause"),
+    path("api/v1/experiments/<slug:slug>/arms/<str:arm>/resume", experiments.arm_resume, name="arm-resume"),
     # Keep last: any other path under /api/ is a JSON 404, never Django's HTML page.
     re_path(r"^api/", views.not_found, name="not-found"),
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -18,11 +19,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from experiments.api.errors import application_error_response
-from experiments.dashboard.forms import DecisionForm, ReweightForm
+from experiments.dashboard.forms import DecisionForm, ModelRollbackForm, PolicyForm, ReweightForm
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment
 from experiments.selectors import dashboard as dashboard_selectors
+from experiments.selectors import policy as policy_selectors
 from experiments.selectors import results as result_selectors
+from experiments.selectors import training as training_selectors
+from experiments.services import allocation as allocation_services
 from experiments.services import decisions as decision_services
 
 ARM_ACTIONS = {
@@ -40,6 +44,22 @@ def can_decide(user) -> bool:
 def _require_decider(request: HttpRequest) -> None:
     if not can_decide(request.user):
         raise PermissionDenied("Only staff with the promote_arm permission can change traffic.")
+
+
+def _form_submit(request: HttpRequest, form, call: Callable[[dict], str]) -> tuple[bool, int]:
+    """``(done, status)`` of a decision form: a valid POST runs ``call(cleaned_data)``, which returns the message to
+    flash; a refusal goes next to its field (or the whole form) with its status; an invalid form is a 400."""
+    if request.method != "POST":
+        return False, 200
+    if not form.is_valid():
+        return False, 400
+    try:
+        message = call(form.cleaned_data)
+    except ApplicationError as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        return False, exc.status
+    messages.success(request, message)
+    return True, 200
 
 
 @login_required
@@ -77,7 +97,9 @@ def audit(request: HttpRequest, slug: str) -> HttpResponse:
     for d in decisions:
         snap = d.stats_snapshot or {}
         arm_row = (snap.get("report", {}).get("arms", {}) or {}).get(d.arm.name) if d.arm else None
-        rows.append({"decision": d, "arm_row": arm_row, "srm": (snap.get("report", {}).get("srm") or {}).get("alert")})
+        rows.append({"decision": d, "arm_row": arm_row, "srm": (snap.get("report", {}).get("srm") or {}).get("alert"),
+                     "by": policy_selectors.decision_actor(d),
+                     "reversible": d.action in decision_services.REVERSIBLE and "arms" in (d.previous_state or {})})
     return render(
         request,
         "dashboard/audit.html",
@@ -144,23 +166,19 @@ def arm_decide(request: HttpRequest, slug: str, arm_id: int, action: str) -> Htt
     label, service = ARM_ACTIONS[action]
     form_class = ReweightForm if action == "reweight" else DecisionForm
     form = form_class(request.POST or None, initial={"weight": arm.weight})
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        kwargs = {"weight": form.cleaned_data["weight"]} if action == "reweight" else {}
-        try:
-            decision = (
-                service(experiment=experiment, arm=arm, user=request.user, reason=form.cleaned_data["reason"])
-                if action == "promote"
-                else service(arm=arm, user=request.user, reason=form.cleaned_data["reason"], **kwargs)
-            )
-        except ApplicationError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-            status = exc.status
-        else:
-            messages.success(request, f"{label} {arm.name}: recorded as decision #{decision.id}.")
-            return redirect("dashboard:detail", slug=experiment.slug)
-    elif request.method == "POST":
-        status = 400
+
+    def decide(data: dict) -> str:
+        kwargs = {"weight": data["weight"]} if action == "reweight" else {}
+        decision = (
+            service(experiment=experiment, arm=arm, user=request.user, reason=data["reason"])
+            if action == "promote"
+            else service(arm=arm, user=request.user, reason=data["reason"], **kwargs)
+        )
+        return f"{label} {arm.name}: recorded as decision #{decision.id}."
+
+    done, status = _form_submit(request, form, decide)
+    if done:
+        return redirect("dashboard:detail", slug=experiment.slug)
     payload = result_selectors.experiment_payload_current(experiment=experiment)
     evidence = result_selectors.arm_evidence(payload, arm.name)
     context = {
@@ -181,18 +199,14 @@ def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> Http
     _require_decider(request)
     decision = get_object_or_404(Decision, pk=decision_id, experiment__slug=slug)
     form = DecisionForm(request.POST or None, initial={"reason": f"Roll back decision #{decision.id}"})
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        try:
-            new = decision_services.decision_rollback(decision=decision, user=request.user, reason=form.cleaned_data["reason"])
-        except ApplicationError as exc:
-            form.add_error(None, exc.message)
-            status = exc.status
-        else:
-            messages.success(request, f"Rolled back decision #{decision.id} as decision #{new.id}.")
-            return redirect("dashboard:audit", slug=slug)
-    elif request.method == "POST":
-        status = 400
+
+    def roll_back(data: dict) -> str:
+        new = decision_services.decision_rollback(decision=decision, user=request.user, reason=data["reason"])
+        return f"Rolled back decision #{decision.id} as decision #{new.id}."
+
+    done, status = _form_submit(request, form, roll_back)
+    if done:
+        return redirect("dashboard:audit", slug=slug)
     restore = json.dumps(decision.previous_state, indent=2, sort_keys=True)
     return render(
         request,
@@ -200,3 +214,51 @@ def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> Http
         {"experiment": decision.experiment, "decision": decision, "form": form, "restore": restore},
         status=status,
     )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def arm_model(request: HttpRequest, slug: str, arm_id: int) -> HttpResponse:
+    """GET: the arm's kept model versions; POST: roll the model back to one of them (audited)."""
+    _require_decider(request)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    arm = get_object_or_404(Arm, pk=arm_id, experiment=experiment)
+    form = ModelRollbackForm(request.POST or None)
+
+    def roll_back(data: dict) -> str:
+        new = decision_services.arm_rollback_to_checkpoint(arm_id=arm.id, version=data["version"], user=request.user,
+                                                           reason=data["reason"])
+        return f"{arm.name} serves the state of version {data['version']} again, as version {new.version}."
+
+    done, status = _form_submit(request, form, roll_back)
+    if done:
+        return redirect("dashboard:detail", slug=experiment.slug)
+    versions = training_selectors.arm_versions(arm_id=arm.id)
+    context = {"experiment": experiment, "arm": arm, "form": form, "versions": versions,
+               "head": versions[0]["version"] if versions else None}
+    return render(request, "dashboard/model.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def policy(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET: the allocation policy and guardrail settings; POST: change them (audited)."""
+    _require_decider(request)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    initial = {"policy": experiment.policy, "floor": experiment.policy_floor,
+               "interval_minutes": experiment.policy_interval_minutes, "guardrails": experiment.guardrails,
+               "guardrail_alpha": experiment.guardrail_alpha}
+    form = PolicyForm(request.POST or None, initial=initial)
+
+    def set_policy(data: dict) -> str:
+        decision = allocation_services.policy_set(
+            experiment=experiment, policy=data["policy"], floor=data["floor"], interval_minutes=data["interval_minutes"],
+            guardrails=data["guardrails"], guardrail_alpha=data["guardrail_alpha"], user=request.user,
+            reason=data["reason"],
+        )
+        return f"Allocation policy set: recorded as decision #{decision.id}."
+
+    done, status = _form_submit(request, form, set_policy)
+    if done:
+        return redirect("dashboard:detail", slug=experiment.slug)
+    return render(request, "dashboard/policy.html", {"experiment": experiment, "form": form}, status=status)

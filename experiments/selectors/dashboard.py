@@ -35,13 +35,22 @@ def learning_points(point: dict) -> list[dict]:
     ]
 
 
-def dashboard_figures(history: list[dict], arms: list[str]) -> dict[str, dict]:
+def dashboard_figures(history: list[dict], arms: list[str], stats: dict | None = None) -> dict[str, dict]:
     """Every chart of the dashboard drawn from the history points (what a new browser draws)."""
     figures = charts.dashboard_figures(history, arms)
     figures["learning"] = charts.learning_curve_figure(
         [lp for point in history for lp in learning_points(point)], arms, x="at"
     )
-    return figures
+    return traffic_marked(figures, stats)
+
+
+def traffic_marked(figures: dict[str, dict], stats: dict | None) -> dict[str, dict]:
+    """The traffic chart with a marker at each change of the split (the tick's ``allocation.markers``)."""
+    markers = ((stats or {}).get("allocation") or {}).get("markers")
+    if markers is None or "traffic" not in figures:
+        return figures
+    traffic = figures["traffic"]
+    return {**figures, "traffic": {**traffic, "layout": {**traffic["layout"], **markers}}}
 
 
 def figure_updates(point: dict, arms: list[str]) -> dict[str, dict]:
@@ -60,7 +69,7 @@ def dashboard_state(*, experiment: Experiment) -> dict:
         experiment=experiment.slug,
         stats=latest.payload if latest else None,
         history=history,
-        figures=dashboard_figures(history, arms),
+        figures=dashboard_figures(history, arms, latest.payload if latest else None),
     )
 
 
@@ -103,12 +112,14 @@ def dashboard_state_apply(state: dict, event: dict, *, limit: int = HISTORY_POIN
     figures = state.get("figures") or {}
     if any(fig["layout"]["meta"]["arms"] != arms for fig in figures.values()) or set(figures) != set(event["figure_updates"]):
         # The browser reconnects for a fresh snapshot when the set of arms changes.
-        figures = dashboard_figures(history, arms)
+        figures = dashboard_figures(history, arms, event["stats"])
     else:
         figures = {
             kind: _figure_apply(fig, event["figure_updates"][kind], replace_last=replace, limit=limit)
             for kind, fig in figures.items()
         }
+        # As the page does: Plotly.relayout(traffic, stats.allocation.markers).
+        figures = traffic_marked(figures, event["stats"])
     return {**state, "stats": event["stats"], "history": history, "figures": figures}
 
 

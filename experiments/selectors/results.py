@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Experiment, OfflineEstimate, StatsSnapshot
+from experiments.selectors import policy as policy_selectors
 from experiments.selectors import training as training_selectors
 from experiments.selectors.rollups import experiment_stats_inputs
 from experiments.stats import experiment_report
@@ -237,6 +238,8 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
         "report": report,
         "arms": arm_meta,
         "point": _point(report, at=at, freshness=freshness),
+        "allocation": policy_selectors.allocation_summary(experiment=experiment),
+        "guardrails": policy_selectors.guardrail_banners(experiment=experiment, now=now),
     }
 
 

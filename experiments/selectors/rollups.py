@@ -93,9 +93,12 @@ def arm_first_epoch_users_scan(*, arm_ids: list[int]) -> dict[tuple[int, int], i
 
 
 def arm_effective_weights(*, experiment: Experiment, arms: list[Arm]) -> dict[str, float]:
-    """The split serving applies now: a winner takes everything, paused or retired arms get nothing."""
+    """The split serving applies to new users now: a winner (or a stopped experiment's control) takes everything,
+    paused or retired arms get nothing."""
     if experiment.winner_id is not None:
         return {arm.name: (1.0 if arm.id == experiment.winner_id else 0.0) for arm in arms}
+    if experiment.status == Experiment.Status.STOPPED and experiment.control_arm_id is not None:
+        return {arm.name: (1.0 if arm.id == experiment.control_arm_id else 0.0) for arm in arms}
     return {arm.name: (arm.weight if arm.status == Arm.Status.ACTIVE else 0.0) for arm in arms}
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
 
 from experiments.models import Arm, Click, Experiment, ModelCheckpoint
@@ -27,10 +26,11 @@ LAG_WINDOW_S = 120.0
 
 
 def training_arm_ids() -> list[int]:
-    """Arms that may get traffic: active arms of running or concluded experiments."""
+    """Arms that may get traffic: active arms of running, stopped (the control serves) or concluded experiments."""
     return list(
         Arm.objects.filter(status=Arm.Status.ACTIVE)
-        .filter(Q(experiment__status=Experiment.Status.RUNNING) | Q(experiment__status=Experiment.Status.CONCLUDED))
+        .filter(experiment__status__in=[Experiment.Status.RUNNING, Experiment.Status.STOPPED,
+                                        Experiment.Status.CONCLUDED])
         .order_by("id")
         .values_list("id", flat=True)
     )
@@ -154,4 +154,29 @@ def arm_freshness(
     out = {i: _one(arms[i], now, window_s) for i in ids if i in arms}
     if arm_id is not None:
         return out.get(arm_id, {})
+    return out
+
+
+def arm_versions(*, arm_id: int, limit: int = 60) -> list[dict[str, Any]]:
+    """The kept model versions of an arm, newest first, with what each says about its quality (a rollback's menu)."""
+    rows = (
+        ModelCheckpoint.objects.filter(arm_id=arm_id)
+        .order_by("-version")
+        .values("version", "created_at", "metrics", "examples_seen")[:limit]
+    )
+    out = []
+    for row in rows:
+        m = row["metrics"] or {}
+        out.append({
+            "version": row["version"],
+            "created_at": row["created_at"],
+            "accepted": m.get("accepted", True),
+            "reject_reason": m.get("reject_reason") or "",
+            "n": m.get("n"),
+            "logloss_before": m.get("logloss_before"),
+            "logloss_progressive": m.get("logloss_progressive"),
+            "auc_progressive": m.get("auc_progressive"),
+            "rollback_to": m.get("rollback_to"),
+            "examples_seen": row["examples_seen"],
+        })
     return out

@@ -1,13 +1,25 @@
 """Sticky assignment of users to arms: pure functions, no database.
 
 A user's bucket is a hash of (experiment salt, user id) into 10,000 buckets, so
-it never changes while the salt stays; buckets map to the eligible arms in
-id order, each arm taking a contiguous share proportional to its weight. Paused
-and retired arms (and arms of weight 0) take no buckets; a concluded
-experiment sends every bucket to its winner. The mapping is recomputed from the
-current configuration on every request, which is what makes a promotion or a
-pause take effect at once; the ``Assignment`` table records the arm each user
-was last served by, for analysis.
+it never changes while the salt stays. **New users** are placed by the current
+weights: buckets map to the arms that take new users (active, positive weight)
+in id order, each taking a contiguous share proportional to its weight.
+
+**Returning users** keep the arm recorded in their ``Assignment`` row — through
+re-weights (a weight only steers new users), through pauses of other arms and
+through resumes — as long as that arm still serves: an active arm keeps its
+users even at weight 0. Only the users of an arm that stopped serving (paused,
+retired) move, to an arm drawn by a *second* hash of (salt, user, the arm they
+leave) over the current layout: deterministic, so every serving process moves a
+user to the same arm without asking the others, and independent of the first
+bucket, so the movers split in proportion to the weights (the first bucket
+would send a whole contiguous range to one or two neighbours and the
+per-period sample-ratio check would fire). GrowthBook's sticky bucketing is the
+reference behaviour.
+
+Experiment-wide overrides do not touch the rows: a concluded experiment sends
+everyone to its winner and a stopped one to its control, and a rollback of the
+promotion (or a restart) brings every user back to their own arm.
 """
 
 from __future__ import annotations
@@ -17,6 +29,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 N_BUCKETS = 10_000
+
+# What serving must write to the Assignment row after choosing the arm.
+KEEP = "keep"  # the row already says this arm (or an override served): no write
+INSERT = "insert"  # first sight in this experiment
+MOVE = "move"  # the recorded arm stopped serving: the row moves to the new arm
 
 
 class NoEligibleArm(Exception):
@@ -30,10 +47,26 @@ class ArmSlot:
     status: str  # "active" | "paused" | "retired"
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Everything assignment needs about an experiment's configuration at one moment."""
+
+    arm_ids: tuple[int, ...]  # arms taking new users, in id order …
+    bounds: tuple[int, ...]  # … and their upper bucket bounds
+    serving: frozenset[int]  # arms that keep their users (active, any weight)
+    override: int | None = None  # winner of a concluded / control of a stopped experiment: serves everyone
+
+
 def bucket_of(*, salt: str, user_id: str) -> int:
     """The user's bucket in [0, 10000), stable for a given salt."""
     digest = hashlib.blake2b(f"{salt}\x1f{user_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % N_BUCKETS
+
+
+def move_bucket_of(*, salt: str, user_id: str, from_arm_id: int) -> int:
+    """The bucket that places a user leaving ``from_arm_id``: a second, independent hash."""
+    key = f"{salt}\x1fmove\x1f{int(from_arm_id)}\x1f{user_id}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % N_BUCKETS
 
 
 def bucket_boundaries(*, arms: Sequence[ArmSlot]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -53,6 +86,16 @@ def bucket_boundaries(*, arms: Sequence[ArmSlot]) -> tuple[tuple[int, ...], tupl
     return tuple(ids), tuple(bounds)
 
 
+def layout_of(*, arms: Sequence[ArmSlot], override: int | None = None) -> Layout:
+    """The layout of these arms; no arm takes new users when none is active with a positive weight."""
+    try:
+        arm_ids, bounds = bucket_boundaries(arms=arms)
+    except NoEligibleArm:
+        arm_ids, bounds = (), ()
+    serving = frozenset(a.arm_id for a in arms if a.status == "active")
+    return Layout(arm_ids, bounds, serving, override)
+
+
 def arm_for_bucket(*, bucket: int, arm_ids: Sequence[int], bounds: Sequence[int]) -> int:
     for arm_id, bound in zip(arm_ids, bounds, strict=True):
         if bucket < bound:
@@ -60,12 +103,30 @@ def arm_for_bucket(*, bucket: int, arm_ids: Sequence[int], bounds: Sequence[int]
     return arm_ids[-1]
 
 
+def arm_sticky(*, layout: Layout, salt: str, user_id: str, bucket: int, recorded: int | None) -> tuple[int, str]:
+    """``(arm_id, write)``: the arm serving this user now and what to write to their Assignment row.
+
+    ``recorded`` is the arm of the user's row (None on first sight). Raises
+    :class:`NoEligibleArm` when the user needs a new arm and none takes new users.
+    """
+    if layout.override is not None:
+        return layout.override, KEEP
+    if recorded is not None and recorded in layout.serving:
+        return recorded, KEEP
+    if not layout.arm_ids:
+        raise NoEligibleArm("no active arm with a positive weight")
+    if recorded is None:
+        return arm_for_bucket(bucket=bucket, arm_ids=layout.arm_ids, bounds=layout.bounds), INSERT
+    moved = move_bucket_of(salt=salt, user_id=user_id, from_arm_id=recorded)
+    return arm_for_bucket(bucket=moved, arm_ids=layout.arm_ids, bounds=layout.bounds), MOVE
+
+
 def arm_assign(
-    *, salt: str, user_id: str, arms: Sequence[ArmSlot], concluded: bool = False, winner_id: int | None = None
+    *, salt: str, user_id: str, arms: Sequence[ArmSlot], concluded: bool = False, winner_id: int | None = None,
+    recorded: int | None = None,
 ) -> tuple[int, int]:
-    """``(arm_id, bucket)`` serving this user now."""
+    """``(arm_id, bucket)`` serving this user now (``recorded``: the arm of their Assignment row, if any)."""
     bucket = bucket_of(salt=salt, user_id=user_id)
-    if concluded and winner_id is not None:
-        return winner_id, bucket
-    arm_ids, bounds = bucket_boundaries(arms=arms)
-    return arm_for_bucket(bucket=bucket, arm_ids=arm_ids, bounds=bounds), bucket
+    layout = layout_of(arms=arms, override=winner_id if concluded else None)
+    arm_id, _ = arm_sticky(layout=layout, salt=salt, user_id=user_id, bucket=bucket, recorded=recorded)
+    return arm_id, bucket

@@ -21,8 +21,9 @@ from django.db import IntegrityError, connection, transaction
 from experiments import features
 from experiments.bounded_cache import BoundedCache, json_tree_bytes
 from experiments.errors import ApplicationError
-from experiments.services.assignment import arm_for_bucket, bucket_of
+from experiments.services.assignment import KEEP, MOVE, NoEligibleArm, arm_sticky, bucket_of
 from experiments.services.impression_ids import impression_id_decode, impression_ids_encode
+from experiments.serving.assignments import NOT_CACHED, assignment_cache
 from experiments.serving.cache import ServedExperiment, ServingState, serving_cache
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,12 @@ class Recommendation:
         }
 
 
-_USER_SQL = "SELECT id, attributes::text FROM experiments_shopuser WHERE external_id = %s"
+# The user and their sticky assignment in this experiment, in one round trip.
+_USER_SQL = """
+SELECT u.id, u.attributes::text, a.arm_id FROM experiments_shopuser u
+LEFT JOIN experiments_assignment a ON a.user_id = u.id AND a.experiment_id = %s
+WHERE u.external_id = %s
+"""
 
 # A user first seen here is created without attributes: attributes are stored only through the keyed
 # POST /api/v1/users; inline ones count for their request alone. The no-op update returns the row on a race.
@@ -87,15 +93,22 @@ _ASYNC_COMMIT = "SET LOCAL synchronous_commit = off;\n"
 _user_cache = BoundedCache(max_bytes=32 * 1024 * 1024, ttl_s=5.0)
 
 
-def _user_lookup(user_id: str) -> tuple[int, dict] | None:
-    ttl = float(settings.RECSITE.get("USER_CACHE_TTL_S", 5.0))
+def _user_cache_ttl() -> float:
     if settings.RECSITE.get("SERVING_REFRESH", "background") == "inline":
-        ttl = 0.0
-    hit = _user_cache.get(user_id)
-    if hit is not None and ttl > 0:
-        return hit
+        return 0.0
+    return float(settings.RECSITE.get("USER_CACHE_TTL_S", 5.0))
+
+
+def _user_lookup(user_id: str, *, experiment_id: int, epoch: int) -> tuple[int, dict, int | None] | None:
+    """``(pk, attributes, arm id of the user's Assignment row or None)``; None for an unknown user."""
+    ttl = _user_cache_ttl()
+    hit = _user_cache.get(user_id) if ttl > 0 else None
+    if hit is not None:
+        recorded = assignment_cache.get(experiment_id=experiment_id, user_id=user_id, epoch=epoch)
+        if recorded is not NOT_CACHED:
+            return hit[0], hit[1], recorded
     with connection.cursor() as cursor:
-        cursor.execute(_USER_SQL, [user_id])
+        cursor.execute(_USER_SQL, [experiment_id, user_id])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -103,13 +116,16 @@ def _user_lookup(user_id: str) -> tuple[int, dict] | None:
     if ttl > 0:
         _user_cache.max_bytes = int(settings.RECSITE.get("USER_CACHE_MAX_BYTES", 32 * 1024 * 1024))
         _user_cache.put(user_id, (row[0], attributes), size=json_tree_bytes(attributes) + 64, ttl_s=ttl)
-    return row[0], attributes
+        assignment_cache.put(experiment_id=experiment_id, user_id=user_id, epoch=epoch, arm_id=row[2])
+    return row[0], attributes, row[2]
 
 
 def _user_forget(user_id: str) -> None:
     _user_cache.pop(user_id)
 
-# One round trip writes the impressions, bumps the rollup and records the assignment.
+# One round trip writes the impressions, bumps the rollup and, when needed, the sticky assignment: inserted on
+# first sight (a concurrent first sight keeps the row that won), moved only away from the arm the row still names,
+# and only while the experiment is still in the period the move was decided in (a resume must move nobody).
 _IMPRESSIONS_SQL = """
 WITH imp AS (
     INSERT INTO experiments_impression
@@ -127,13 +143,39 @@ WITH imp AS (
     DO UPDATE SET impressions = experiments_armuserstat.impressions + EXCLUDED.impressions
 ), assigned AS (
     INSERT INTO experiments_assignment (user_id, experiment_id, arm_id, bucket, assigned_at)
-    VALUES (%(user_id)s, %(experiment_id)s, %(arm_id)s, %(bucket)s, now())
+    SELECT %(user_id)s, %(experiment_id)s, %(arm_id)s, %(bucket)s, now() WHERE %(assign)s
     ON CONFLICT (user_id, experiment_id)
-    DO UPDATE SET arm_id = EXCLUDED.arm_id, bucket = EXCLUDED.bucket, assigned_at = EXCLUDED.assigned_at
-    WHERE experiments_assignment.arm_id <> EXCLUDED.arm_id
+    DO UPDATE SET arm_id = EXCLUDED.arm_id, assigned_at = EXCLUDED.assigned_at
+    WHERE experiments_assignment.arm_id = %(moved_from)s
+      AND (SELECT e.allocation_epoch FROM experiments_experiment e WHERE e.id = %(experiment_id)s) = %(epoch)s
+    RETURNING 1
 )
-SELECT id FROM imp ORDER BY position
+SELECT id, (SELECT count(*) FROM assigned) FROM imp ORDER BY position
 """
+
+_ASSIGNMENT_SQL = "SELECT arm_id FROM experiments_assignment WHERE user_id = %s AND experiment_id = %s"
+
+
+def _assignment_settle(*, user_id: str, user_pk: int, experiment: ServedExperiment, write: str, arm_id: int,
+                       recorded: int | None, written: bool) -> None:
+    """Caches what the Assignment row holds after this request (re-read when a concurrent writer won)."""
+    if write == KEEP:
+        row_arm = recorded
+    elif written:
+        row_arm = arm_id
+    elif _user_cache_ttl() <= 0:
+        log.info("assignment_race experiment=%s user=%s served=%s", experiment.slug, user_pk, arm_id)
+        return
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(_ASSIGNMENT_SQL, [user_pk, experiment.id])
+            found = cursor.fetchone()
+        row_arm = found[0] if found else None
+        log.info("assignment_race experiment=%s user=%s served=%s kept=%s", experiment.slug, user_pk, arm_id, row_arm)
+    if _user_cache_ttl() <= 0:
+        return
+    assignment_cache.put(experiment_id=experiment.id, user_id=user_id, epoch=experiment.allocation_epoch,
+                         arm_id=row_arm)
 
 
 def experiment_resolve(*, state: ServingState, slug: str | None) -> ServedExperiment:
@@ -161,13 +203,14 @@ def recommendation_serve(
     """Assign the user, rank the active catalogue with the arm's loaded model, log the impressions."""
     state = serving_cache.current()
     experiment = experiment_resolve(state=state, slug=experiment_slug)
+    row = _user_lookup(user_id, experiment_id=experiment.id, epoch=experiment.allocation_epoch)
+    recorded = row[2] if row is not None else None
     bucket = bucket_of(salt=experiment.salt, user_id=user_id)
-    if experiment.status == "concluded" and experiment.winner_id is not None:
-        arm_id = experiment.winner_id
-    elif experiment.arm_ids:
-        arm_id = arm_for_bucket(bucket=bucket, arm_ids=experiment.arm_ids, bounds=experiment.bounds)
-    else:
-        raise ApplicationError("no_active_arm", f"experiment {experiment.slug!r} has no active arm", status=409)
+    try:
+        arm_id, write = arm_sticky(layout=experiment.layout, salt=experiment.salt, user_id=user_id, bucket=bucket,
+                                   recorded=recorded)
+    except NoEligibleArm:
+        raise ApplicationError("no_active_arm", f"experiment {experiment.slug!r} has no active arm", status=409) from None
     loaded = state.models.get(arm_id)
     if loaded is None and arm_id in state.pending:
         # This process is still building the arm (first request after start-up, a new arm).
@@ -179,7 +222,6 @@ def recommendation_serve(
     if catalogue.n == 0:
         raise ApplicationError("empty_catalogue", "the catalogue has no active items; POST /api/v1/items first")
 
-    row = _user_lookup(user_id)
     # Inline attributes (``"user": {...}``) describe this request only; they are never written (finding: anyone
     # could rewrite any shopper's stored attributes through this open endpoint).
     attributes = user_attributes if user_attributes is not None else (row[1] if row is not None else {})
@@ -214,6 +256,8 @@ def recommendation_serve(
         "propensities": propensities.tolist(),
         "n": len(positions),
         "bucket": bucket,
+        "assign": write != KEEP,
+        "moved_from": recorded if write == MOVE else None,
     }
     impressions_sql = (_ASYNC_COMMIT if settings.RECSITE.get("IMPRESSIONS_ASYNC_COMMIT", True) else "") + _IMPRESSIONS_SQL
     user_created = False
@@ -222,17 +266,21 @@ def recommendation_serve(
         try:
             with connection.cursor() as cursor:
                 cursor.execute(impressions_sql, params)
-                impression_ids = [r[0] for r in cursor.fetchall()]
+                written = cursor.fetchall()
         except IntegrityError:
             _user_forget(user_id)  # the cached user row was deleted meanwhile
+            assignment_cache.forget(experiment_id=experiment.id, user_id=user_id)
             raise
     else:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(_USER_CREATE_SQL, [user_id])
             params["user_id"], user_created = cursor.fetchone()
             cursor.execute(impressions_sql, params)
-            impression_ids = [r[0] for r in cursor.fetchall()]
+            written = cursor.fetchall()
         _user_forget(user_id)
+    impression_ids = [r[0] for r in written]
+    _assignment_settle(user_id=user_id, user_pk=params["user_id"], experiment=experiment, write=write, arm_id=arm_id,
+                       recorded=recorded, written=bool(written) and written[0][1] > 0)
     items = [
         ServedItem(catalogue.external_ids[i], pos, float(s), float(p), imp)
         for i, pos, s, p, imp in zip(indices.tolist(), positions, scores.tolist(), propensities.tolist(),

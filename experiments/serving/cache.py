@@ -12,6 +12,8 @@ serving the version it had.
 
 ``RECSITE["SERVING_REFRESH"] = "inline"`` refreshes synchronously on every read
 instead of in a thread: tests run inside a transaction the thread could not see.
+``"manual"`` refreshes only when :meth:`ServingCache.refresh` is called (tests that
+play several serving processes, with the per-process caches on).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from django.conf import settings
 from django.db import connection
 
 from experiments import features
-from experiments.services.assignment import ArmSlot, NoEligibleArm, bucket_boundaries
+from experiments.services.assignment import ArmSlot, Layout, layout_of
 from experiments.serving.arms import arm_build, arm_restore
 from models.base import Arm
 
@@ -60,9 +62,8 @@ class ServedExperiment:
     allocation_epoch: int
     started_at: float
     arms: dict[int, ServedArm]
-    # Bucket layout; empty when no arm is eligible.
-    arm_ids: tuple[int, ...]
-    bounds: tuple[int, ...]
+    # Sticky assignment's view of the configuration (services/assignment.py).
+    layout: Layout
 
 
 @dataclass
@@ -107,6 +108,7 @@ class ServingState:
             return running[0]
         if running:
             return None
+        # Concluded (winner) or stopped (control) experiments still serve, the newest first.
         concluded = sorted((e for e in self.experiments.values()), key=lambda e: e.started_at, reverse=True)
         return concluded[0] if concluded else None
 
@@ -124,6 +126,7 @@ class ConfigRow(NamedTuple):
     winner_id: int | None
     allocation_epoch: int
     started_at: float | None
+    control_arm_id: int | None
     arm_id: int
     arm_name: str
     kind: str
@@ -135,12 +138,12 @@ class ConfigRow(NamedTuple):
 
 _CONFIG_SQL = """
 SELECT e.id, e.slug, e.salt, e.status, e.winner_id, e.allocation_epoch,
-       EXTRACT(EPOCH FROM COALESCE(e.started_at, e.created_at))::float8,
+       EXTRACT(EPOCH FROM COALESCE(e.started_at, e.created_at))::float8, e.control_arm_id,
        a.id, a.name, a.kind, a.params::text, a.weight, a.status,
        (SELECT max(c.version) FROM experiments_modelcheckpoint c WHERE c.arm_id = a.id)
 FROM experiments_experiment e
 JOIN experiments_arm a ON a.experiment_id = e.id
-WHERE e.status IN ('running', 'concluded')
+WHERE e.status IN ('running', 'concluded', 'stopped')
 ORDER BY e.id, a.id
 """
 
@@ -173,8 +176,11 @@ class ServingCache:
 
     # ------------------------------------------------------------------ reads
     def current(self) -> ServingState:
-        if settings.RECSITE.get("SERVING_REFRESH", "background") == "inline":
+        mode = settings.RECSITE.get("SERVING_REFRESH", "background")
+        if mode == "inline":
             return self.refresh()
+        if mode == "manual":
+            return self._state or self.refresh()
         state = self._state
         if state is not None:
             return state
@@ -335,14 +341,12 @@ def _experiments_from_rows(rows: list[ConfigRow]) -> dict[str, ServedExperiment]
                                 float(r.weight), r.arm_status)
             for r in exp_rows
         }
-        try:
-            arm_ids, bounds = bucket_boundaries(arms=[ArmSlot(a.id, a.weight, a.status) for a in arms.values()])
-        except NoEligibleArm:
-            arm_ids, bounds = (), ()
+        override = {"concluded": first.winner_id, "stopped": first.control_arm_id}.get(first.status)
+        layout = layout_of(arms=[ArmSlot(a.id, a.weight, a.status) for a in arms.values()], override=override)
         out[first.slug] = ServedExperiment(
             id=first.experiment_id, slug=first.slug, salt=first.salt, status=first.status, winner_id=first.winner_id,
             allocation_epoch=first.allocation_epoch, started_at=float(first.started_at or 0.0), arms=arms,
-            arm_ids=arm_ids, bounds=bounds,
+            layout=layout,
         )
     return out
 

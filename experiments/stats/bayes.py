@@ -18,6 +18,24 @@ from numpy.typing import NDArray
 DEFAULT_DRAWS = 20_000
 
 
+def posterior_draws(
+    means: NDArray[np.float64], variances: NDArray[np.float64], *, rng: np.random.Generator, draws: int
+) -> NDArray[np.float64]:
+    """Draws of every arm's CTR from its posterior, shaped (..., draws, arms) for means shaped (..., arms).
+
+    Leading dimensions batch independent experiments (simulations run thousands at once).
+    """
+    mu, var = np.asarray(means, dtype=float), np.asarray(variances, dtype=float)
+    noise = rng.standard_normal((*mu.shape[:-1], draws, mu.shape[-1]))
+    return mu[..., None, :] + np.sqrt(var)[..., None, :] * noise
+
+
+def p_best_of(samples: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Share of draws in which each arm is the best, from draws shaped (..., draws, arms)."""
+    best = np.argmax(samples, axis=-1)
+    return (best[..., None] == np.arange(samples.shape[-1])).mean(axis=-2)
+
+
 def p_best_expected_loss(
     means: Sequence[float],
     variances: Sequence[float],
@@ -38,8 +56,7 @@ def p_best_expected_loss(
         raise ValueError("means and variances must be finite, variances >= 0")
     if draws < 1:
         raise ValueError("draws must be >= 1")
-    rng = np.random.default_rng(seed)
-    samples = mu + np.sqrt(var) * rng.standard_normal((draws, mu.size))
+    samples = posterior_draws(mu, var, rng=np.random.default_rng(seed), draws=draws)
     best = np.argmax(samples, axis=1)
     p_best = np.bincount(best, minlength=mu.size) / draws
     # E[max − θ_a] = E[max] − E[θ_a]: avoids a second (draws × arms) array.

@@ -164,11 +164,22 @@ def stratified_ctr(summaries: Sequence[ClusteredRatioSummary], weights: Sequence
     w = np.asarray(weights, dtype=float)
     if np.any(w < 0) or w.sum() <= 0:
         raise ValueError("period weights must be >= 0 and not all zero")
-    w = w / w.sum()
     per = [ctr_estimate(s) for s in summaries]
-    value = float(sum(wi * e.value for wi, e in zip(w, per, strict=True) if wi > 0))
-    variance = float(sum(wi * wi * e.variance for wi, e in zip(w, per, strict=True) if wi > 0))
-    return Estimate(value, variance)
+    value, variance = stratified_moments([e.value for e in per], [e.variance for e in per], w)
+    return Estimate(float(value), float(variance))
+
+
+def stratified_moments(ratios: ArrayLike, variances: ArrayLike, weights: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Σ_p w_p·R_p and Σ_p w_p²·V_p along the last axis, weights renormalised (periods of weight 0 are left out).
+
+    The array form of :func:`stratified_ctr`, broadcasting over leading axes (simulations of many experiments).
+    """
+    r, v = np.asarray(ratios, dtype=float), np.asarray(variances, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = w / w.sum(axis=-1, keepdims=True)
+    live = w > 0
+    return (np.where(live, w * r, 0.0).sum(axis=-1), np.where(live, w * w * v, 0.0).sum(axis=-1))
 
 
 def difference(treat: Estimate, control: Estimate) -> Estimate:

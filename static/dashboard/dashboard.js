@@ -17,6 +17,7 @@
 
   let state = null;
   let historyLength = 0;
+  let drawnMarkers = null;
   let socket = null;
   let attempt = 0;
 
@@ -91,7 +92,8 @@
         if (!m.is_winner) {
           td.appendChild(m.status === "paused" ? actionLink(name, "resume", "resume") : actionLink(name, "pause", "pause"));
         }
-        td.appendChild(actionLink(name, "reweight", "weight"));
+        if (!stats.allocation || stats.allocation.policy === "fixed") td.appendChild(actionLink(name, "reweight", "weight"));
+        td.appendChild(actionLink(name, "model", "model"));
         tr.appendChild(td);
       }
       rows.push(tr);
@@ -112,6 +114,13 @@
     const banners = $("banners");
     const seen = new Set();
     const items = [];
+    for (const g of stats.guardrails || []) {
+      // A guardrail acted: shown while its pause is in force, or for a day.
+      const when = new Date(g.at).toLocaleString();
+      items.push(el("li", { class: "flag guardrail", "data-code": "guardrail", "data-action": g.action },
+        "Guardrail " + (g.action === "guardrail_pause" ? "paused " : "rolled back ") + (g.arm || "") + " at " + when +
+        (g.in_force ? "" : " (no longer in force)") + ": " + g.message));
+    }
     for (const w of report.warnings) {
       const key = w.code + ":" + w.message;
       if (seen.has(key)) continue;
@@ -121,6 +130,37 @@
     const list = el("ul", { class: "warnings" });
     list.replaceChildren(...items);
     banners.replaceChildren(...(items.length ? [list] : []));
+  }
+
+  const POLICY_NAMES = { fixed: "fixed weights", thompson: "Thompson sampling", top_two_thompson: "top-two Thompson" };
+
+  // The allocation policy, its next re-evaluation and the changes of the split (also marked on the traffic chart).
+  function renderAllocation(allocation) {
+    const box = $("allocation");
+    if (!box || !allocation) return;
+    const parts = [POLICY_NAMES[allocation.policy] || allocation.policy];
+    if (allocation.policy !== "fixed") {
+      parts.push("floor " + pct(allocation.floor, 0) + " per arm", "every " + allocation.interval_minutes + " min");
+      parts.push(allocation.next_at ? "next re-evaluation " + new Date(allocation.next_at).toLocaleTimeString() : "next re-evaluation when running");
+    }
+    parts.push("guardrails " + (allocation.guardrails ? "on (α = " + allocation.guardrail_alpha + ")" : "off"));
+    $("policy").textContent = parts.join(" · ");
+    const list = $("changes");
+    const rows = allocation.changes.slice(-8).reverse().map((c) => {
+      const weights = Object.entries(c.weights).map(([arm, w]) => arm + " " + num(w, 2)).join(", ");
+      return el("li", { "data-epoch": String(c.epoch) },
+        "P" + c.epoch + " · " + new Date(c.at).toLocaleTimeString() + " · " + (c.action || "change") + (c.by ? " by " + c.by : "") + " · " + weights);
+    });
+    list.replaceChildren(...rows);
+  }
+
+  function markTraffic(allocation) {
+    const gd = chartDiv("traffic");
+    if (!allocation || !gd || !gd.layout) return;
+    const markers = JSON.stringify(allocation.markers);
+    if (markers === drawnMarkers) return;
+    drawnMarkers = markers;
+    Plotly.relayout(gd, allocation.markers);
   }
 
   function chartDiv(kind) {
@@ -167,8 +207,10 @@
     state = msg;
     historyLength = msg.history.length;
     drawFigures(msg.figures);
+    drawnMarkers = msg.stats && msg.stats.allocation ? JSON.stringify(msg.stats.allocation.markers) : null;
     if (msg.stats) {
       renderTable(msg.stats);
+      renderAllocation(msg.stats.allocation);
       debug.lastSeq = msg.stats.seq;
     }
   }
@@ -184,9 +226,11 @@
     const replace = msg.replaces_last && historyLength > 0;
     if (!replace) historyLength = Math.min(historyLength + 1, HISTORY_POINTS);
     applyUpdates(msg.figure_updates, replace, msg.stats.seq);
+    markTraffic(msg.stats.allocation);
     state.stats = msg.stats;
     debug.lastSeq = msg.stats.seq;
     renderTable(msg.stats);
+    renderAllocation(msg.stats.allocation);
   }
 
   function onDecision(msg) {

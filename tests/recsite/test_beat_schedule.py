@@ -19,6 +19,8 @@ def test_beat_dispatches_training_every_two_seconds_and_ticks_stats_every_second
     assert schedule["stats-tick"]["task"] == "recsite.stats.tick"
     assert schedule["stats-tick"]["schedule"] == 1.0
     assert schedule["checkpoint-retention"]["task"] == "recsite.training.retention"
+    assert (schedule["policy-tick"]["task"], schedule["policy-tick"]["schedule"]) == ("recsite.policy.tick", 30.0)
+    assert schedule["guardrails-check"]["task"] == "recsite.guardrails.check"
     assert {entry["options"]["queue"] for entry in schedule.values()} == {"default"}
 
 
@@ -28,3 +30,5 @@ def test_train_arm_is_routed_to_the_training_queue_and_the_light_tasks_to_defaul
     assert _queue("recsite.training.train_arm") == "training"
     assert _queue("recsite.training.dispatch", tasks.training_dispatch._get_exec_options()) == "default"
     assert _queue("recsite.training.retention", tasks.checkpoint_retention._get_exec_options()) == "default"
+    assert _queue("recsite.policy.tick", tasks.policy_tick._get_exec_options()) == "default"
+    assert _queue("recsite.guardrails.check", tasks.guardrails_check._get_exec_options()) == "default"

@@ -23,6 +23,14 @@ CSRF_EXEMPT_ALLOWED = {
     # Session endpoints that run Django's CSRF check themselves (to answer JSON): proven below.
     "experiments.api.experiments.experiment_stats",
     "experiments.api.experiments.experiment_promote",
+    # The operator API (experiments.api.auth.operator_view: session + CSRF, or a bearer token; tests/experiments/api).
+    "experiments.api.experiments.experiments",
+    "experiments.api.experiments.experiment_arms",
+    "experiments.api.experiments.experiment_start",
+    "experiments.api.experiments.experiment_stop",
+    "experiments.api.experiments.experiment_weights",
+    "experiments.api.experiments.arm_pause",
+    "experiments.api.experiments.arm_resume",
 }
 
 

@@ -45,3 +45,26 @@ def schema_check(document: dict, name: str, instance: Any) -> None:
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
               "components": document["components"], "$ref": f"#/components/schemas/{name}"}
     jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(instance)
+
+
+@pytest.fixture
+def serving_manual(settings):
+    """Serving as one web process whose snapshot moves only on ``serving_cache.refresh()``; caches start empty.
+
+    The user and assignment caches stay off unless a test sets ``RECSITE["USER_CACHE_TTL_S"]``, so every request
+    reads the database as a process that has never seen the user would.
+    """
+    from experiments.services import events
+    from experiments.serving.assignments import assignment_cache
+    from experiments.serving.cache import serving_cache
+
+    settings.RECSITE = {**settings.RECSITE, "SERVING_REFRESH": "manual", "USER_CACHE_TTL_S": 0.0}
+
+    def reset() -> None:
+        serving_cache._state = None
+        events._user_cache.clear()
+        assignment_cache.clear()
+
+    reset()
+    yield serving_cache
+    reset()

@@ -163,3 +163,21 @@ def test_rollback_is_refused_without_the_permission(django_user_model):
 
     assert err.value.status == 403
     assert ModelCheckpoint.objects.filter(arm=world.arm).count() == 1
+
+
+
+def test_a_stop_can_be_rolled_back_but_a_start_cannot(setup):
+    from experiments.services import lifecycle
+
+    experiment, arms, admin = setup
+    stop = lifecycle.experiment_stop(experiment=experiment, user=admin, reason="pause the test")
+    decisions.decision_rollback(decision=stop, user=admin, reason="resume it")
+    draft = lifecycle.experiment_create(slug="other", arms=[lifecycle.ArmSpec("a", "popularity")], user=admin)
+    start = lifecycle.experiment_start(experiment=draft, user=admin)
+
+    with pytest.raises(ApplicationError) as err:
+        decisions.decision_rollback(decision=start, user=admin, reason="undo the start")
+
+    assert Experiment.objects.get(pk=experiment.pk).status == "running"
+    assert err.value.code == "not_reversible"
+    assert Experiment.objects.get(pk=draft.pk).status == "running"

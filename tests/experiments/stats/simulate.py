@@ -1,4 +1,5 @@
-"""Vectorised simulator of many A/B experiments with per-user click clusters.
+"""Vectorised simulators of many A/B experiments with per-user click clusters (fixed splits, and splits steered by
+an allocation policy: :func:`steer`).
 
 Each experiment is a stream of users; a user arrives with all their
 impressions (1 + Poisson), their own click probability drawn from a Beta with
@@ -91,3 +92,69 @@ def arm_totals(n: NDArray[np.int64], c: NDArray[np.int64], mask: NDArray[np.bool
         return x.sum(axis=1, keepdims=True)
 
     return ArmSums(total(m), total(nf), total(cf), total(nf * n), total(cf * c), total(nf * c))
+
+
+@dataclass(frozen=True)
+class Steered:
+    """The end of many adaptive experiments run by :func:`steer` (arrays over experiments, arms last)."""
+
+    always_valid_p: NDArray[np.float64]  # each arm 1… vs arm 0 (the control), carried through every tick
+    regret: NDArray[np.float64]  # expected clicks lost to not always showing the best arm
+    ctr: NDArray[np.float64]  # stratified CTR per arm at the last tick …
+    variance: NDArray[np.float64]  # … and its variance
+    shares: NDArray[np.float64]  # the split of new users at the end
+
+
+def steer(
+    rng: np.random.Generator,
+    *,
+    experiments: int,
+    ticks: int,
+    users: int,
+    ctr: tuple[float, ...],
+    policy: str | None,
+    floor: float = 0.1,
+    sigma: float = 0.8,
+    extra_impressions: float = 4,
+    draws: int = 256,
+) -> Steered:
+    """Experiments whose split of new users a policy re-evaluates every tick, through the dashboard's own code.
+
+    Each tick (= allocation period) ``users`` new users arrive and are split by the current shares; a user has
+    1 + Poisson impressions and a click probability ``ctr·exp(σZ − σ²/2)`` (a log-normal taste, so impressions of one
+    user are correlated). After each tick, exactly as the live system: per-period clustered sums → CTR standardised
+    over the periods both arms share (``stratified_moments``) → relative lift → always-valid p (with the data
+    gate) → the policy's next shares (``policy_step``, with its burn-in). ``policy=None`` keeps equal weights.
+    """
+    from experiments.stats.allocation import policy_step
+    from experiments.stats.frequentist import ratio_moments, relative_lift_moments, stratified_moments
+    from experiments.stats.sequential import DEFAULT_TAU, always_valid_p_update, enough_data
+
+    true = np.asarray(ctr, dtype=float)
+    e, k = experiments, true.size
+    sums = np.zeros((6, e, ticks, k))
+    shares = np.full((e, k), 1.0 / k)
+    p_seq = np.ones((e, k - 1))
+    regret = np.zeros(e)
+    for t in range(ticks):
+        arm = (rng.random((e, users))[..., None] > np.cumsum(shares, axis=-1)[:, None, :-1]).sum(axis=-1)
+        n = 1 + rng.poisson(extra_impressions, (e, users))
+        mean = true[arm]
+        c = rng.binomial(n, np.minimum(1.0, mean * np.exp(sigma * rng.standard_normal((e, users)) - sigma**2 / 2)))
+        regret += ((true.max() - mean) * n).sum(axis=-1)
+        for a in range(k):
+            m = arm == a
+            na, ca = n * m, c * m
+            sums[:, :, t, a] = [m.sum(-1), na.sum(-1), ca.sum(-1), (na * n).sum(-1), (ca * c).sum(-1), (na * c).sum(-1)]
+        s = sums[:, :, : t + 1, :]
+        ratio, var = ratio_moments(*s)
+        both = ((s[0] >= 2) & (s[1] > 0)).all(axis=-1)
+        weights = np.broadcast_to(np.where(both, s[1].sum(axis=-1), 0.0)[:, None, :], (e, k, t + 1))
+        est, est_var = stratified_moments(np.swapaxes(ratio, 1, 2), np.swapaxes(var, 1, 2), weights)
+        ready = (enough_data(s[2].sum(axis=1), s[0].sum(axis=1)).all(axis=-1)
+                 & np.isfinite(est).all(axis=-1) & np.isfinite(est_var).all(axis=-1))
+        lift, lift_var = relative_lift_moments(est[:, 1:], est_var[:, 1:], est[:, :1], est_var[:, :1])
+        p_seq = np.where(ready[:, None], always_valid_p_update(p_seq, lift, lift_var, DEFAULT_TAU), p_seq)
+        if policy is not None:
+            shares = policy_step(shares, est, est_var, ready, policy=policy, floor=floor, rng=rng, draws=draws)
+    return Steered(p_seq, regret, est, est_var, shares)

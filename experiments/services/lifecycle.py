@@ -1,0 +1,253 @@
+"""An experiment's life: create it, add arms, start it, stop it, and the rule for an arm's hyper-parameters.
+
+Every step is an audited :class:`~experiments.models.Decision`, made by staff
+with the promote_arm permission (checked here, so no interface can skip it).
+The JSON API (``experiments/api/experiments.py``) and the dashboard's forms call
+these same functions.
+
+* **create** makes a *draft*: nothing is served until it starts.
+* **add arm**: weight 0 makes a *candidate* (trains nothing, serves nobody until
+  it gets a weight); an arm with a positive weight added to a running
+  experiment takes new users at once, in a new allocation period.
+* **start**: a draft (or stopped) experiment starts serving; its first period's
+  weights are recorded.
+* **stop** takes the experiment out of the race without a winner: every request
+  is served by the control arm, in a period of its own (so the comparisons,
+  stratified by period, leave it out), the assignments stay as they were and a
+  start brings every returning user back to their own arm.
+* **hyper-parameters are fixed once an arm has served or trained**
+  (:func:`arm_params_update` refuses, saying what to do instead): a checkpoint
+  carries the params it was trained with and would silently win over an edit,
+  and the arm's statistics would mix two models. A new arm (a candidate at
+  weight 0, then re-weighted) is the way to try other hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from experiments.errors import ApplicationError
+from experiments.models import Arm, Decision, Experiment, Impression, ModelCheckpoint
+from experiments.services.decision_core import (
+    FIRST_PERIOD,
+    NEW_PERIOD,
+    NO_PERIOD,
+    clean_reason,
+    commit_change,
+    evidence,
+    experiment_state,
+    lock,
+    require_permission,
+)
+
+MODES = ("ab",)
+# Modes that are planned but not available yet: refused with their own message.
+PLANNED_MODES = {"interleaved": "interleaved experiments are not available yet; create an \"ab\" experiment"}
+MAX_ARMS = 20
+ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+SLUG = re.compile(r"[-a-zA-Z0-9_]{1,100}")
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """An arm to create: its name, model kind, hyper-parameters (validated by the model registry) and weight."""
+
+    name: Any
+    kind: Any
+    params: Any = field(default_factory=dict)
+    weight: Any = 1.0
+
+
+def _arm_spec_clean(spec: ArmSpec, prefix: str) -> ArmSpec:
+    from models.registry import validate_params
+
+    if not isinstance(spec.name, str) or not ARM_NAME.fullmatch(spec.name):
+        raise ApplicationError("invalid_name", "An arm name is 1-100 letters, digits, '_', '-' or '.', starting with "
+                               "a letter or digit.", field=f"{prefix}.name")
+    if not isinstance(spec.kind, str) or not spec.kind:
+        raise ApplicationError("required", "kind is required (a model kind, e.g. \"popularity\").", field=f"{prefix}.kind")
+    try:
+        params = validate_params(spec.kind, spec.params if spec.params is not None else {})
+    except ValueError as exc:
+        where = "kind" if str(exc).startswith("unknown arm kind") else "params"
+        raise ApplicationError(f"invalid_{where}", str(exc), field=f"{prefix}.{where}") from None
+    weight = spec.weight
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+            or not 0 <= weight <= 1e6:
+        raise ApplicationError("invalid_weight", "weight must be a number between 0 and 1e6 (0 = a candidate).",
+                               field=f"{prefix}.weight")
+    return ArmSpec(spec.name, spec.kind, params, float(weight))
+
+
+def _decision_reason(reason: str | None, default: str) -> str:
+    return clean_reason(reason if reason is not None and str(reason).strip() else default)
+
+
+def experiment_create(
+    *, slug: str, name: str = "", arms: list[ArmSpec], control: str | None = None, mode: str = "ab", user,
+    reason: str | None = None,
+) -> Experiment:
+    """A draft experiment with its arms (all validated first: nothing is written unless everything is valid)."""
+    require_permission(user, "create experiments")
+    if not isinstance(slug, str) or not SLUG.fullmatch(slug):
+        raise ApplicationError("invalid_slug", "slug is 1-100 letters, digits, '-' or '_'.", field="slug")
+    if not isinstance(name, str) or len(name) > 200:
+        raise ApplicationError("invalid_name", "name is a text of at most 200 characters.", field="name")
+    if mode in PLANNED_MODES:
+        raise ApplicationError("mode_unsupported", PLANNED_MODES[mode], field="mode")
+    if mode not in MODES:
+        raise ApplicationError("invalid_mode", f"mode must be one of {list(MODES)}.", field="mode")
+    if len(arms) > MAX_ARMS:
+        raise ApplicationError("too_many_arms", f"At most {MAX_ARMS} arms.", field="arms")
+    cleaned = [_arm_spec_clean(spec, f"arms[{i}]") for i, spec in enumerate(arms)]
+    names = [spec.name for spec in cleaned]
+    for i, arm_name in enumerate(names):
+        if arm_name in names[:i]:
+            raise ApplicationError("duplicate", f"Arm name {arm_name!r} is used twice.", field=f"arms[{i}].name")
+    if control is not None and control not in names:
+        raise ApplicationError("unknown_arm", f"control {control!r} is not one of the arms {names}.", field="control")
+    reason = _decision_reason(reason, f"created {slug}")
+    try:
+        with transaction.atomic():
+            experiment = Experiment.objects.create(slug=slug, name=name or slug, salt=secrets.token_hex(8))
+            made = [Arm.objects.create(experiment=experiment, name=s.name, kind=s.kind, params=s.params,
+                                       weight=s.weight) for s in cleaned]
+            by_name = {a.name: a for a in made}
+            experiment.control_arm = by_name.get(control) if control is not None else (made[0] if made else None)
+            commit_change(
+                experiment=experiment, arms=made, action=Decision.Action.CREATE, arm=None, user=user, reason=reason,
+                previous_state={}, evidence={"arms": [asdict(s) for s in cleaned], "control": control, "mode": mode},
+                period=NO_PERIOD, experiment_fields=("control_arm",),
+            )
+    except IntegrityError:
+        raise ApplicationError("experiment_exists", f"An experiment {slug!r} exists already.", status=409,
+                               field="slug") from None
+    return experiment
+
+
+def arm_create(*, experiment: Experiment, spec: ArmSpec, user, reason: str | None = None) -> Arm:
+    """Adds an arm; in a running experiment an arm with a positive weight opens a new period and takes new users."""
+    require_permission(user)
+    spec = _arm_spec_clean(spec, "arm")
+    reason = _decision_reason(reason, f"added arm {spec.name}")
+    with transaction.atomic():
+        experiment, arms = lock(experiment.id)
+        if experiment.status == Experiment.Status.CONCLUDED:
+            raise ApplicationError("concluded", "The experiment is concluded; roll the promotion back to add arms.",
+                                   status=409)
+        if len(arms) >= MAX_ARMS:
+            raise ApplicationError("too_many_arms", f"At most {MAX_ARMS} arms.", status=409)
+        if any(a.name == spec.name for a in arms):
+            raise ApplicationError("arm_exists", f"The experiment has an arm {spec.name!r} already.", status=409,
+                                   field="name")
+        previous = experiment_state(experiment=experiment, arms=arms)
+        stats = evidence(experiment) if experiment.status != Experiment.Status.DRAFT else {}
+        arm = Arm.objects.create(experiment=experiment, name=spec.name, kind=spec.kind, params=spec.params,
+                                 weight=spec.weight)
+        arms.append(arm)
+        if experiment.control_arm_id is None:
+            experiment.control_arm = arm
+        new_users = experiment.status == Experiment.Status.RUNNING and spec.weight > 0
+        commit_change(
+            experiment=experiment, arms=arms, action=Decision.Action.ARM_ADD, arm=arm, user=user, reason=reason,
+            previous_state=previous, evidence={**stats, "params": spec.params},
+            period=NEW_PERIOD if new_users else NO_PERIOD, experiment_fields=("control_arm",),
+        )
+    return arm
+
+
+def experiment_start(*, experiment: Experiment, user, reason: str | None = None) -> Decision:
+    """Draft or stopped → running. A stopped experiment's returning users go back to their own arms."""
+    require_permission(user, "start experiments")
+    reason = _decision_reason(reason, "started")
+    with transaction.atomic():
+        experiment, arms = lock(experiment.id)
+        if experiment.status == Experiment.Status.RUNNING:
+            raise ApplicationError("already_running", "The experiment is running already.", status=409)
+        if experiment.status == Experiment.Status.CONCLUDED:
+            raise ApplicationError("concluded", "The experiment is concluded; roll the promotion back to run it "
+                                   "again.", status=409)
+        if not arms:
+            raise ApplicationError("no_arms", "Add an arm before starting the experiment.", status=409)
+        first = experiment.status == Experiment.Status.DRAFT
+        previous = experiment_state(experiment=experiment, arms=arms)
+        stats = {} if first else evidence(experiment)
+        experiment.status = Experiment.Status.RUNNING
+        fields: tuple[str, ...] = ()
+        if first:
+            experiment.started_at = timezone.now()
+            fields = ("started_at",)
+        if experiment.policy != Experiment.Policy.FIXED:
+            experiment.policy_next_at = timezone.now() + timedelta(minutes=experiment.policy_interval_minutes)
+            fields = (*fields, "policy_next_at")
+        return commit_change(
+            experiment=experiment, arms=arms, action=Decision.Action.START, arm=None, user=user, reason=reason,
+            previous_state=previous, evidence=stats, period=FIRST_PERIOD if first else NEW_PERIOD,
+            experiment_fields=fields,
+        )
+
+
+def experiment_stop(*, experiment: Experiment, user, reason: str | None = None) -> Decision:
+    """Running → stopped: the control arm serves everyone, without a winner (module doc)."""
+    require_permission(user, "stop experiments")
+    reason = _decision_reason(reason, "stopped")
+    with transaction.atomic():
+        experiment, arms = lock(experiment.id)
+        if experiment.status != Experiment.Status.RUNNING:
+            raise ApplicationError("not_running", f"Only a running experiment can be stopped; it is {experiment.status}.",
+                                   status=409)
+        control = next((a for a in arms if a.id == experiment.control_arm_id), None)
+        if control is None or control.status != Arm.Status.ACTIVE:
+            raise ApplicationError("control_not_active", "A stopped experiment serves its control arm: set an active "
+                                   "control first.", status=409)
+        previous = experiment_state(experiment=experiment, arms=arms)
+        stats = evidence(experiment)
+        experiment.status = Experiment.Status.STOPPED
+        return commit_change(
+            experiment=experiment, arms=arms, action=Decision.Action.STOP, arm=control, user=user, reason=reason,
+            previous_state=previous, evidence=stats,
+        )
+
+
+def arm_params_update(*, arm: Arm, params: dict[str, Any], user, reason: str) -> Arm:
+    """New hyper-parameters for an arm that has neither served nor trained; refused (409) otherwise."""
+    require_permission(user, "change an arm's hyper-parameters")
+    reason = clean_reason(reason)
+    from models.registry import validate_params
+
+    try:
+        params = validate_params(arm.kind, params)
+    except ValueError as exc:
+        raise ApplicationError("invalid_params", str(exc), field="params") from None
+    with transaction.atomic():
+        experiment, arms = lock(arm.experiment_id)
+        target = next(a for a in arms if a.id == arm.id)
+        versions = ModelCheckpoint.objects.filter(arm=target).count()
+        served = Impression.objects.filter(arm=target).exists()
+        if versions or served:
+            raise ApplicationError(
+                "params_locked",
+                f"Arm {target.name!r} has {'trained model versions' if versions else 'served traffic'}: its "
+                "hyper-parameters are fixed, because its checkpoints carry the params they were trained with and its "
+                "statistics would mix two models. Add a new arm with these params (weight 0 makes it a candidate) "
+                "and move traffic to it.",
+                status=409, field="params",
+            )
+        if target.params == params:
+            raise ApplicationError("no_change", "These are the arm's params already.", status=409, field="params")
+        previous = {**experiment_state(experiment=experiment, arms=arms), "params": target.params}
+        target.params = params
+        target.save(update_fields=["params"])
+        commit_change(
+            experiment=experiment, arms=arms, action=Decision.Action.PARAMS, arm=target, user=user, reason=reason,
+            previous_state=previous, evidence={"params": params}, period=NO_PERIOD,
+        )
+    return target
