@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from experiments import features
-from experiments.models import Arm, Impression, Item, ShopUser
+from experiments.models import Arm, Impression, Item, ModelCheckpoint, ShopUser
 from experiments.services import events, sessions
 from experiments.services.events import click_record, recommendation_serve
 from experiments.services.training_data import StepRows, step_batch
@@ -126,3 +126,32 @@ def test_history_keys_drop_items_that_left_the_catalogue():
     pks, keys = np.array([30, 10, 20]), np.array([300, 100, 200])
     out = sessions.history_keys([20, 99, 10], pks, keys)
     assert out.tolist() == [200, 100] + [PAD] * (sessions.HISTORY_LEN - 2)
+
+
+def test_train_arm_teaches_q_learning_on_the_sessions_it_served(arena):
+    from experiments.services import training
+    from experiments.services.training_config import TrainingConfig
+    from experiments.serving.arms import arm_build
+
+    arm = Arm.objects.get(experiment=arena)
+    rng = np.random.default_rng(3)
+    for r in range(24):
+        served = recommendation_serve(user_id=f"shopper-{r % 4}", k=3)
+        click_record(impression_id=served.items[int(rng.integers(3))].impression_id)
+    training._models.clear()
+
+    run = training.arm_train(arm_id=arm.id, config=TrainingConfig(batch_rows=10_000, budget_s=60.0))
+
+    assert run.status == "ok" and run.versions == [1]
+    trained = training._models[arm.id][1]
+    fresh = arm_build(kind=arm.kind, params=arm.params, arm_id=arm.id)
+    assert ModelCheckpoint.objects.get(arm=arm, version=1).examples_seen == 24 * 3 + 24
+    # The user tower's rows that read the mean clicked / impressed item embeddings moved: the batches carried
+    # sessions (with empty ones, their gradient is exactly zero and the rows keep their initial values).
+    def history_rows(model):
+        off, shape = model.tower.graphs.layout["w1u"]
+        w1u = model.tower.state["w"]["dense"].numpy()[off : off + shape[0] * shape[1]].reshape(shape)
+        return w1u[SMALL["emb_dim"] + int(model.params["user_dim"]) :]
+
+    assert history_rows(trained).shape[0] == 2 * SMALL["emb_dim"]
+    assert np.abs(history_rows(trained) - history_rows(fresh)).max() > 1e-4
