@@ -33,6 +33,12 @@ REVIEWED: dict[tuple[str, str], str] = {
         "interpolates a fixed optional 'AND i.arm_id <> %s' clause; values are parameters",
     ("experiments/services/bulk.py", "events_import"):
         "COPY column list: every name checked by _columns() against the fixed REQUIRED/OPTIONAL sets",
+    ("experiments/services/events.py", "_user_lookup"):
+        "_USER_SQL joins module constants (sessions.SELECT_COLUMNS); values are parameters",
+    ("experiments/services/events.py", "recommendation_serve"):
+        "_IMPRESSIONS_SQL joins module constants (the async-commit prefix, sessions.IMPRESSIONS_CTE); values are parameters",
+    ("experiments/services/events.py", "click_record"):
+        "_CLICK_SQL joins module constants (sessions.CLICK_CTE); values are parameters",
     ("recsite/demo.py", "ensure_database"):
         "CREATE DATABASE with the name from the operator's own DATABASE_URL (make demo), never from a request",
 }
