@@ -11,7 +11,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class ShopUser(models.Model):
@@ -211,7 +211,7 @@ class Click(models.Model):
 
 
 class ModelCheckpoint(models.Model):
-    """A version of an arm's whole state, with the cursor of the training data it has seen."""
+    """A version of an arm's state (a full snapshot or a delta), with the cursors of the training data it has seen."""
 
     arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="checkpoints")
     version = models.IntegerField()
@@ -222,11 +222,16 @@ class ModelCheckpoint(models.Model):
     # Id of the last click folded in after its impression had been trained on (delayed feedback).
     click_cursor = models.BigIntegerField(default=0)
     examples_seen = models.BigIntegerField(default=0)
+    # Null: ``state`` is a full snapshot. Otherwise ``state`` is a delta (models.deltas) on top of version - 1,
+    # and this is the snapshot its chain starts from: the state is that snapshot plus every delta after it.
+    snapshot_version = models.IntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["arm", "version"], name="checkpoint_unique_arm_version"),
+            models.CheckConstraint(condition=Q(snapshot_version__isnull=True) | Q(snapshot_version__lt=F("version")),
+                                   name="checkpoint_snapshot_before_version"),
             models.CheckConstraint(condition=Q(version__gte=1), name="checkpoint_version_positive"),
             models.CheckConstraint(condition=Q(cursor__gte=0), name="checkpoint_cursor_non_negative"),
             models.CheckConstraint(condition=Q(click_cursor__gte=0), name="checkpoint_click_cursor_non_negative"),

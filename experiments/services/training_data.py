@@ -109,6 +109,27 @@ class StepRows:
     def n(self) -> int:
         return len(self.impressions) + len(self.clicks)
 
+    def chunks(self, size: int) -> list[StepRows]:
+        """Consecutive mini-batches of up to ``size`` impressions and ``size`` clicks, each with the
+        cursors that mark it as read (the last one ends at this read's cursors)."""
+        imps, clicks = self.impressions, self.clicks
+        count = max(1, -(-len(imps) // size), -(-len(clicks) // size))
+        out = []
+        for i in range(count):
+            end = (i + 1) * size
+            out.append(StepRows(
+                imps[i * size:end],
+                clicks[i * size:end],
+                imps[end - 1]["id"] if end < len(imps) else self.cursor,
+                clicks[end - 1]["id"] if end < len(clicks) else self.click_cursor,
+            ))
+        return out
+
+    def merged(self, later: StepRows) -> StepRows:
+        """This mini-batch followed by ``later``, read as one."""
+        return StepRows(self.impressions + later.impressions, self.clicks + later.clicks, later.cursor,
+                        later.click_cursor)
+
 
 def step_rows_read(*, arm_id: int, cursor: int, click_cursor: int, horizon: Horizon, limit: int) -> StepRows:
     """The next mini-batch: up to ``limit`` impressions and ``limit`` counted clicks past the cursors."""

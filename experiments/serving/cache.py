@@ -31,7 +31,8 @@ from django.db import connection
 
 from experiments import features
 from experiments.services.assignment import ArmSlot, Layout, layout_of
-from experiments.serving.arms import arm_build, arm_restore
+from experiments.services.checkpoints import checkpoint_model
+from experiments.serving.arms import arm_build
 from models.base import Arm
 
 log = logging.getLogger(__name__)
@@ -303,15 +304,10 @@ class ServingCache:
             if (arm_id, version) in self._bad:
                 continue
             try:
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT state FROM experiments_modelcheckpoint WHERE arm_id = %s AND version = %s",
-                        [arm_id, version],
-                    )
-                    row = cursor.fetchone()
-                if row is None:
-                    raise LookupError("checkpoint row vanished")
-                model = arm_restore(kind=kind, state=row[0])
+                # Only the deltas after the version serving now, when the target's chain runs through it.
+                model = checkpoint_model(arm_id=arm_id, kind=kind, version=version,
+                                         have=have.model if have is not None else None,
+                                         have_version=have.version if have is not None else 0)
             except Exception as exc:
                 self._bad.add((arm_id, version))
                 log.error("checkpoint_load_failed arm=%s version=%s error=%s", arm_id, version,
