@@ -104,6 +104,8 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
     known = {f.name for f in dataclasses.fields(TrainingConfig)}
     config = TrainingConfig(**{k: v for k, v in {"batch_rows": batch_rows, "budget_s": 3600.0, **config_extra}.items()
                                if k in known})
+    # As a trainer does at start (training_warmup): the arm is built before the clock starts, like the raw one.
+    training._model_for(arm, 0)
     t0 = time.perf_counter()
     steps = []
     while True:
@@ -175,7 +177,8 @@ def _inner(args: argparse.Namespace, code: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", default="popularity,ftrl_logreg,deep_ctr,neural_bandit,q_learning")
-    parser.add_argument("--requests", type=int, default=3000, help="recommendation requests logged per arm")
+    parser.add_argument("--requests", type=int, default=12000,
+                        help="recommendation requests logged per arm (x k impressions)")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--batch-rows", type=int, default=1024)
     parser.add_argument("--arm-params", default="{}", help='JSON {kind: params}')
