@@ -1,8 +1,7 @@
 """The data model: shop users, the catalogue, experiments and arms, and the event log.
 
-Every invariant that a row can break on its own is a database constraint, so a
-bug in any writer (API, import, admin, a migration) is refused by Postgres.
-No business logic here: writes go through ``experiments.services``.
+Every invariant that a row can break on its own is a database constraint, so a bug in any
+writer (API, import, admin, a migration) is refused by Postgres. No business logic here.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q
 
@@ -20,6 +20,10 @@ class ShopUser(models.Model):
     external_id = models.CharField(max_length=255, unique=True)
     attributes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The current session, Item ids most recent first (see experiments.services.sessions).
+    session_clicked = ArrayField(models.BigIntegerField(), default=list, db_default=[], blank=True)
+    session_impressed = ArrayField(models.BigIntegerField(), default=list, db_default=[], blank=True)
+    session_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.CheckConstraint(condition=~Q(external_id=""), name="shopuser_external_id_not_empty")]
@@ -177,6 +181,9 @@ class Impression(models.Model):
     propensity = models.FloatField()
     model_version = models.IntegerField(default=0)
     served_at = models.DateTimeField()
+    # The session the arm ranked with (null for arms that ignore it): training learns on the served state.
+    hist_clicked = ArrayField(models.BigIntegerField(), null=True, blank=True)
+    hist_impressed = ArrayField(models.BigIntegerField(), null=True, blank=True)
     # The experiment's allocation_epoch when served: a click counts in the rollup of its impression's period.
     epoch = models.IntegerField(default=0, db_default=0)
 
@@ -217,21 +224,16 @@ class ModelCheckpoint(models.Model):
     version = models.IntegerField()
     state = models.BinaryField()
     metrics = models.JSONField(default=dict, blank=True)
-    # Id of the last impression this version was trained on (0 = none).
-    cursor = models.BigIntegerField(default=0)
-    # Id of the last click folded in after its impression had been trained on (delayed feedback).
-    click_cursor = models.BigIntegerField(default=0)
+    cursor = models.BigIntegerField(default=0)  # id of the last impression this version was trained on (0 = none)
+    click_cursor = models.BigIntegerField(default=0)  # id of the last click folded in (delayed feedback)
     examples_seen = models.BigIntegerField(default=0)
-    # Null: ``state`` is a full snapshot. Otherwise ``state`` is a delta (models.deltas) on top of version - 1,
-    # and this is the snapshot its chain starts from: the state is that snapshot plus every delta after it.
-    snapshot_version = models.IntegerField(null=True, blank=True)
+    snapshot_version = models.IntegerField(null=True, blank=True)  # null: a snapshot; else the chain's (deltas)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["arm", "version"], name="checkpoint_unique_arm_version"),
-            models.CheckConstraint(condition=Q(snapshot_version__isnull=True) | Q(snapshot_version__lt=F("version")),
-                                   name="checkpoint_snapshot_before_version"),
+            models.CheckConstraint(condition=Q(snapshot_version__lt=F("version")), name="checkpoint_snapshot_first"),
             models.CheckConstraint(condition=Q(version__gte=1), name="checkpoint_version_positive"),
             models.CheckConstraint(condition=Q(cursor__gte=0), name="checkpoint_cursor_non_negative"),
             models.CheckConstraint(condition=Q(click_cursor__gte=0), name="checkpoint_click_cursor_non_negative"),

@@ -23,6 +23,7 @@ from django.db import connection
 
 from experiments import features
 from experiments.models import Click, Impression, Item, ShopUser
+from experiments.services import sessions
 from models.errors import BadBatchError
 from models.types import Batch
 
@@ -89,9 +90,9 @@ def safe_horizon(*, wait_s: float) -> Horizon | None:
     return Horizon(int(imp_last or 0), int(click_last or 0), time.monotonic() - started)
 
 
-# The impression columns a mini-batch learns from, read by both queries below; a new column
-# (e.g. session history) goes here and into step_batch.
-IMPRESSION_COLUMNS = ("user_id", "item_id", "position")
+# The impression columns a mini-batch learns from, read by both queries below (a new column goes
+# here and into step_batch): who, what, where, and the session it was ranked with.
+IMPRESSION_COLUMNS = ("user_id", "item_id", "position", "hist_clicked", "hist_impressed")
 
 _IMPRESSIONS_SQL = """
 SELECT id, {cols} FROM {imp} WHERE arm_id = %s AND id > %s AND id <= %s ORDER BY id LIMIT %s
@@ -233,10 +234,14 @@ def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Batch:
     all_rows = rows.impressions + rows.clicks
     user_dim = int(params.get("user_dim", 8))
     item_dim = int(params.get("item_dim", 16))
-    history_len = int(params.get("history_len", 10))
+    history_len = sessions.HISTORY_LEN
     labels = np.concatenate([np.zeros(len(rows.impressions)), np.ones(len(rows.clicks))]).astype(np.float32)
     user_keys, user_feats = rows.entities.users(np.array([r["user_id"] for r in all_rows], dtype=np.int64), user_dim)
     item_keys, item_feats = rows.entities.items(np.array([r["item_id"] for r in all_rows], dtype=np.int64), item_dim)
+    # The session each row was ranked with (null for arms that ignore it), as item keys.
+    hist = [(r["hist_clicked"], r["hist_impressed"]) for r in all_rows]
+    ids = {i for pair in hist for part in pair if part for i in part}
+    clicked, impressed = sessions.history_matrix(hist, sessions.item_keys_of(ids)) if ids else (None, None)
     return Batch.make(
         user_keys=user_keys,
         user_feats=user_feats,
@@ -244,5 +249,7 @@ def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Batch:
         item_feats=item_feats,
         labels=labels,
         position=np.array([r["position"] for r in all_rows], dtype=np.int64),
+        clicked=clicked,
+        impressed=impressed,
         history_len=history_len,
     )
