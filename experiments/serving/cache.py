@@ -41,14 +41,13 @@ from experiments import features
 from experiments.services.checkpoints import checkpoint_model
 from experiments.serving.arms import arm_build
 from experiments.serving.snapshot import (
-    CATALOGUE_STAMP_SQL,
-    CONFIG_SQL,
     Catalogue,
     ConfigRow,
     LoadedModel,
     ServedExperiment,
     ServingState,
     catalogue_load,
+    config_read,
     experiments_from_rows,
     model_signature,
 )
@@ -168,11 +167,7 @@ class ServingCache:
         """
         with self._refresh_lock:
             previous = self._state
-            with connection.cursor() as cursor:
-                cursor.execute(CONFIG_SQL)
-                config_rows = [ConfigRow(*row) for row in cursor.fetchall()]
-                cursor.execute(CATALOGUE_STAMP_SQL)
-                stamp = tuple(cursor.fetchone())
+            config_rows, stamp = config_read()
             experiments = experiments_from_rows(config_rows)
             catalogue = previous.catalogue if previous is not None and previous.catalogue.stamp == stamp else None
             if catalogue is None:

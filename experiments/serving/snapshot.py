@@ -136,6 +136,16 @@ SELECT id, external_id, category, price, features::text FROM experiments_item WH
 """
 
 
+def config_read() -> tuple[list[ConfigRow], tuple]:
+    """The two queries of a refresh: the served configuration with each arm's newest version, and the
+    catalogue stamp."""
+    with connection.cursor() as cursor:
+        cursor.execute(CONFIG_SQL)
+        config_rows = [ConfigRow(*row) for row in cursor.fetchall()]
+        cursor.execute(CATALOGUE_STAMP_SQL)
+        return config_rows, tuple(cursor.fetchone())
+
+
 def model_signature(kind: str, params: dict) -> str:
     return kind + ":" + json.dumps(params, sort_keys=True)
 

@@ -32,11 +32,21 @@ MODEL_VERSION_CHANNEL = "recsite:model_version"
 RECONNECT_S = 1.0
 
 
+_publisher: tuple[int, str, redis.Redis] | None = None  # (pid, url, client): one connection pool per process
+
+
+def _publisher_client() -> redis.Redis:
+    global _publisher
+    if _publisher is None or _publisher[0] != os.getpid() or _publisher[1] != settings.REDIS_URL:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        _publisher = (os.getpid(), settings.REDIS_URL, client)
+    return _publisher[2]
+
+
 def model_version_notify(*, arm_id: int, version: int) -> bool:
     """Publishes a committed version; False (logged) when Redis is down. Never raises."""
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
-        client.publish(MODEL_VERSION_CHANNEL, json.dumps({"arm_id": arm_id, "version": version}))
+        _publisher_client().publish(MODEL_VERSION_CHANNEL, json.dumps({"arm_id": arm_id, "version": version}))
     except Exception as exc:
         log.warning("model_version_publish_failed arm=%s version=%s error=%s", arm_id, version, exc)
         return False
