@@ -90,6 +90,10 @@ class ServingCache:
         return self._poll_interval_s or float(settings.RECSITE.get("SERVING_POLL_S", POLL_INTERVAL_S))
 
     def _announced(self, arm_id: int, version: int) -> None:
+        if arm_id == 0:  # a configuration change: always refresh
+            self.wakeups += 1
+            self._wake.set()
+            return
         state = self._state
         loaded = state.models.get(arm_id) if state is not None else None
         if loaded is not None and loaded.version >= version:

@@ -1,7 +1,10 @@
 """The model-version notification between training and serving: a Redis pub/sub channel.
 
 Training publishes ``{"arm_id", "version"}`` on :data:`MODEL_VERSION_CHANNEL`
-after each checkpoint commits (:func:`model_version_notify`). Each serving
+after each checkpoint commits (:func:`model_version_notify`); a committed change
+of traffic or of the catalogue publishes ``{"config": …}`` on the same channel
+(:func:`serving_config_notify`), so promotions and new items reach serving at
+once too. Each serving
 process runs one :class:`VersionSubscriber`: a daemon thread, started lazily by
 the first request that needs the serving cache, that listens on the channel and
 wakes the cache's refresh at once (:mod:`experiments.serving.cache`), which
@@ -53,16 +56,31 @@ def model_version_notify(*, arm_id: int, version: int) -> bool:
     return True
 
 
+def serving_config_notify(*, what: str) -> bool:
+    """After commit of a change serving must see at once (traffic, experiments, arms, the catalogue):
+    every serving process refreshes now rather than at its fallback poll. Never raises."""
+    try:
+        _publisher_client().publish(MODEL_VERSION_CHANNEL, json.dumps({"config": what}))
+    except Exception as exc:
+        log.warning("serving_config_publish_failed what=%s error=%s", what, exc)
+        return False
+    return True
+
+
 def _parse(data: bytes | str) -> tuple[int, int] | None:
+    """(arm_id, version) of a version announcement; (0, 0) for a configuration change; None if garbled."""
     try:
         body = json.loads(data)
+        if "config" in body:
+            return 0, 0
         return int(body["arm_id"]), int(body["version"])
     except (ValueError, TypeError, KeyError):
         return None
 
 
 class VersionSubscriber:
-    """Calls ``on_version(arm_id, version)`` for each announcement, and ``on_connect()`` after each (re)subscribe.
+    """Calls ``on_version(arm_id, version)`` for each announcement (``(0, 0)``: the configuration changed),
+    and ``on_connect()`` after each (re)subscribe.
 
     ``on_connect`` lets the owner catch up on versions announced while it was not
     listening. Callbacks run on the subscriber's thread and must be quick.

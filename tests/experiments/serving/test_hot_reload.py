@@ -92,3 +92,37 @@ def test_a_forked_child_starts_its_own_subscriber(arm):
         assert cache.subscriber.connected  # the parent's is untouched
     finally:
         cache.stop()
+
+
+def test_a_promotion_and_a_new_item_reach_serving_at_once_though_the_fallback_poll_is_a_minute(django_user_model):
+    from django.contrib.auth.models import Permission
+
+    from experiments.services import decisions
+    from experiments.services.catalogue import ItemRow, item_bulk_upsert
+
+    catalogue_make(n=10)
+    experiment = experiment_make(arms=(("a", "popularity", 1.0), ("b", "popularity", 1.0)))
+    a, b = experiment.arms.order_by("name")
+    admin = django_user_model.objects.create_user("boss", password="x", is_staff=True)
+    admin.user_permissions.add(Permission.objects.get(codename="promote_arm"))
+    admin = django_user_model.objects.get(pk=admin.pk)
+    cache = ServingCache(poll_interval_s=0.25, subscribed_poll_s=60.0)
+    try:
+        cache.current()
+        cache.model_wait(b.id)
+        assert wait_connected(cache.subscriber, timeout=10)
+        time.sleep(0.5)
+
+        started = time.monotonic()
+        decisions.arm_promote(experiment=experiment, arm=b, user=admin, reason="b wins")
+        wait_until(lambda: cache.current().experiments[experiment.slug].winner_id == b.id, timeout=5,
+                   what="the promotion")
+        promoted_s = time.monotonic() - started
+
+        started = time.monotonic()
+        item_bulk_upsert(rows=[ItemRow(external_id="fresh-item", category="x")])
+        wait_until(lambda: "fresh-item" in cache.current().catalogue.external_ids, timeout=5, what="the new item")
+        item_s = time.monotonic() - started
+    finally:
+        cache.stop()
+    assert promoted_s < 1.0 and item_s < 1.0, (promoted_s, item_s)
