@@ -6,16 +6,18 @@ A run of :func:`arm_train` (the Celery task ``recsite.training.train_arm``):
   (``pg_try_advisory_lock``): a second run for the same arm, on any worker of any
   machine, returns ``locked`` at once. Postgres drops the lock with the session,
   so a killed worker never leaves it behind;
-* takes **mini-batches** while there is a backlog and its time budget lasts. Each
-  mini-batch reads the impressions past ``cursor`` and the clicks past
-  ``click_cursor`` and builds the FNW batch from them (:mod:`training_data`,
-  which also explains why reads stop at a safe horizon); the guarded update
-  (:mod:`training_guard`) weights it (:mod:`training_feedback`), validates it
-  progressively and applies it;
-* writes **one checkpoint version per mini-batch** — state, metrics, both cursors
+* takes **steps** while there is a backlog and its time budget lasts. Each step
+  reads up to ``fold_batches`` mini-batches of impressions past ``cursor`` and
+  clicks past ``click_cursor`` (:mod:`training_data`, which also explains why
+  reads stop at a safe horizon); each mini-batch gets its own guarded update
+  (:mod:`training_guard`), weighted (:mod:`training_feedback`), validated
+  progressively and applied (:mod:`training_fold`);
+* writes **one checkpoint version per step** — state, metrics, both cursors
   and ``examples_seen`` in one transaction, after checking that the version it
   started from is still the latest (the unique ``(arm, version)`` constraint is
-  the last line of defence). So an update is applied exactly once, or not at all;
+  the last line of defence). So an update is applied exactly once, or not at all.
+  The state is a delta on the previous version (:mod:`models.deltas`), or a full
+  snapshot every ``snapshot_every`` versions (:mod:`experiments.services.checkpoints`);
 * after commit, announces the version to serving (Redis pub/sub) and to the
   dashboards (:func:`experiments.services.checkpoints.checkpoint_announce`).
 
