@@ -6,8 +6,8 @@ next version, finds what changed without knowing what the arrays mean:
 
 * an array's **rows** are its first axis (an embedding or hash-table row; one
   element of a 1-D table). Rows that differ bit for bit from the last written
-  copy are written as ``idx:<name>`` (int64 row numbers) + ``rows:<name>`` (their
-  new values);
+  copy are written as ``idx:<name>`` (row numbers, int32 below 2**31 rows) +
+  ``rows:<name>`` (their new values);
 * an array that is small, reshaped, or changed in more than half its rows (a
   dense layer, a step counter) is written whole as ``full:<name>``;
 * the metadata (counters, params, ``extra``) is always written whole.
@@ -89,7 +89,7 @@ class DeltaTracker:
                 continue
             values = new[rows]
             old[rows] = values
-            out[f"idx:{name}"] = rows.astype(np.int64)
+            out[f"idx:{name}"] = rows.astype(np.int32 if new.shape[0] < 2**31 else np.int64)
             out[f"rows:{name}"] = values
         for gone in set(self._last) - set(arrays):
             raise StateFormatError(f"array {gone!r} disappeared from the arm's state")
