@@ -1,14 +1,23 @@
 """Training throughput end to end, as a ratio of the arm's raw ``partial_fit`` rate, per arm kind.
 
-End to end = what ``recsite.training.train_arm`` does per mini-batch: the safe-horizon
-check, the DB read of impressions and clicks with their users and items,
-featurisation, progressive validation (predict), the guarded ``partial_fit``,
-serialising the whole state and writing the checkpoint version. Raw = only
-``partial_fit`` on the same featurised batches, in the same process and run.
+End to end = what ``recsite.training.train_arm`` does: the safe-horizon check, the
+DB read of impressions and clicks with their users and items, featurisation,
+progressive validation (predict), the guarded ``partial_fit`` per mini-batch,
+serialising the version (a delta, or a snapshot every N versions, in the code
+that has deltas) and writing it. Raw = only ``partial_fit`` on the same
+featurised mini-batches, in the same process and run. Target: ratio >= 0.7 for
+every kind.
 
-Run (drops, creates and migrates its own database):
+Run (drops, creates and migrates its own database per code tree):
 
-    .venv/bin/python bench/bench_training.py [--kinds popularity,ftrl_logreg,deep_ctr] [--requests 3000]
+    .venv/bin/python bench/bench_training.py [--kinds popularity,ftrl_logreg] [--requests 3000]
+
+Old against new in one run: give each code tree (e.g. a ``git worktree`` of the old
+commit) with ``--code NAME=PATH``; each runs in its own process and database, and
+one table lists both:
+
+    git worktree add /tmp/recsite-old <old-commit>
+    .venv/bin/python bench/bench_training.py --code old=/tmp/recsite-old --code new=.
 """
 
 from __future__ import annotations
@@ -24,10 +33,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
-def _setup(database_url: str) -> None:
+def _setup(database_url: str, code: Path) -> None:
     import psycopg2
 
     name = database_url.rsplit("/", 1)[1]
@@ -40,13 +48,15 @@ def _setup(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], check=True, env=os.environ)
+    subprocess.run([sys.executable, str(code / "manage.py"), "migrate", "-v0"], check=True, env=os.environ,
+                   cwd=code)
     import django
 
     django.setup()
 
 
-def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, params: dict) -> dict:
+def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, params: dict,
+               config_extra: dict) -> dict:
     import dataclasses
 
     from experiments.models import ModelCheckpoint
@@ -91,7 +101,11 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
     stored_bytes = len(checkpoints.state_compact(model.to_bytes()))
 
     # End to end through the service, one checkpoint version per mini-batch.
-    config = TrainingConfig(batch_rows=batch_rows, budget_s=3600.0)
+    known = {f.name for f in dataclasses.fields(TrainingConfig)}
+    config = TrainingConfig(**{k: v for k, v in {"batch_rows": batch_rows, "budget_s": 3600.0, **config_extra}.items()
+                               if k in known})
+    # As a trainer does at start (training_warmup): the arm is built before the clock starts, like the raw one.
+    training._model_for(arm, 0)
     t0 = time.perf_counter()
     steps = []
     while True:
@@ -101,6 +115,7 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
             break
     e2e_s = time.perf_counter() - t0
     head = ModelCheckpoint.objects.filter(arm=arm).order_by("-version").values("examples_seen", "version").first()
+    written = sum(len(s) for s in ModelCheckpoint.objects.filter(arm=arm).values_list("state", flat=True))
 
     def med(key: str) -> float:
         return round(statistics.median(s.timings_ms.get(key, 0.0) for s in steps), 1)
@@ -114,6 +129,7 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
         "e2e_per_s": head["examples_seen"] / e2e_s,
         "ratio": (head["examples_seen"] / e2e_s) / (examples / raw_s),
         "state_kib": state_bytes / 1024,
+        "written_kib_per_version": written / 1024 / max(1, head["version"]),
         "stored_kib": stored_bytes / 1024,
         "read_ms": med("read"),
         "fit_ms": med("fit"),
@@ -122,39 +138,77 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kinds", default="popularity,ftrl_logreg,deep_ctr,neural_bandit")
-    parser.add_argument("--requests", type=int, default=3000, help="recommendation requests logged per arm")
-    parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--batch-rows", type=int, default=1024)
-    parser.add_argument("--arm-params", default="{}", help='JSON {kind: params}')
-    parser.add_argument("--database-url", default="postgres://127.0.0.1:5432/recsite_bench_training")
-    args = parser.parse_args()
-    _setup(args.database_url)
+HEADER = (
+    "| code | arm | examples | versions | raw partial_fit ex/s | end-to-end ex/s | ratio (target >= 0.7) "
+    "| state KiB raw / snapshot | written KiB per version | read ms | fit ms | serialise ms | write ms |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
 
+
+def _row(code: str, r: dict) -> str:
+    if "skipped" in r:
+        return f"| {code} | {r['kind']} | skipped: {r['skipped']} |"
+    return (
+        f"| {code} | {r['kind']} | {r['examples']} | {r['versions']} | {r['raw_per_s']:,.0f} | {r['e2e_per_s']:,.0f} "
+        f"| {r['ratio']:.2f} | {r['state_kib']:,.0f} / {r['stored_kib']:,.0f} | {r['written_kib_per_version']:,.1f} "
+        f"| {r['read_ms']} | {r['fit_ms']} | {r['serialise_ms']} | {r['write_ms']} |"
+    )
+
+
+def _inner(args: argparse.Namespace, code: Path) -> list[dict]:
+    sys.path.insert(0, str(code))
+    os.chdir(code)
+    _setup(args.database_url, code)
     from models.registry import arm_class  # noqa: F401  (fails early when the arms are missing)
 
-    print(f"# bench_training  python {platform.python_version()}  cpus {os.cpu_count()}  batch_rows {args.batch_rows}"
-          f"  arm params {args.arm_params}  load average {os.getloadavg()[0]:.1f}")
-    print(
-        "| arm | examples | versions | raw partial_fit ex/s | end-to-end ex/s | ratio | state KiB raw / stored "
-        "| read ms | fit ms | serialise ms | write ms |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    results = []
     for i, kind in enumerate(k.strip() for k in args.kinds.split(",") if k.strip()):
         try:
             r = bench_kind(kind, requests=args.requests, k=args.k, batch_rows=args.batch_rows, seed=1000 + i,
-                           params=json.loads(args.arm_params).get(kind, {}))
+                           params=json.loads(args.arm_params).get(kind, {}),
+                           config_extra=json.loads(args.train_config))
         except (KeyError, ValueError) as exc:
-            print(f"| {kind} | skipped: {exc} |")
-            continue
-        print(
-            f"| {r['kind']} | {r['examples']} | {r['versions']} | {r['raw_per_s']:,.0f} | {r['e2e_per_s']:,.0f} "
-            f"| {r['ratio']:.2f} | {r['state_kib']:,.0f} / {r['stored_kib']:,.0f} | {r['read_ms']} | {r['fit_ms']} | {r['serialise_ms']} "
-            f"| {r['write_ms']} |",
-            flush=True,
-        )
+            r = {"kind": kind, "skipped": str(exc)}
+        results.append(r)
+        print(json.dumps(r), file=sys.stderr, flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kinds", default="popularity,ftrl_logreg,deep_ctr,neural_bandit,q_learning")
+    parser.add_argument("--requests", type=int, default=12000,
+                        help="recommendation requests logged per arm (x k impressions)")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--batch-rows", type=int, default=1024)
+    parser.add_argument("--arm-params", default="{}", help='JSON {kind: params}')
+    parser.add_argument("--train-config", default="{}",
+                        help='JSON TrainingConfig overrides, e.g. {"fold_batches": 1} (unknown fields are ignored)')
+    parser.add_argument("--code", action="append", default=[], metavar="NAME=PATH",
+                        help="a code tree to measure (repeatable); default: this checkout")
+    parser.add_argument("--database-url", default="postgres://127.0.0.1:5432/recsite_bench_training")
+    parser.add_argument("--inner", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        print("RESULTS " + json.dumps(_inner(args, Path(args.inner).resolve())), flush=True)
+        return
+
+    codes = [c.split("=", 1) if "=" in c else [Path(c).name, c] for c in args.code] or [["this", str(ROOT)]]
+    print(f"# bench_training  python {platform.python_version()}  cpus {os.cpu_count()}  batch_rows {args.batch_rows}"
+          f"  requests {args.requests}  arm params {args.arm_params}  training {args.train_config}"
+          f"  load average {os.getloadavg()[0]:.1f}")
+    rows = []
+    for i, (name, path) in enumerate(codes):
+        argv = [sys.executable, str(Path(__file__).resolve()), "--inner", str(Path(path).resolve()),
+                "--kinds", args.kinds, "--requests", str(args.requests), "--k", str(args.k),
+                "--batch-rows", str(args.batch_rows), "--arm-params", args.arm_params,
+                "--train-config", args.train_config, "--database-url", f"{args.database_url}_{i}"]
+        out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True,
+                             env={"LOG_LEVEL": "WARNING", **os.environ, "PYTHONPATH": str(Path(path).resolve())}).stdout
+        results = json.loads(next(line for line in out.splitlines() if line.startswith("RESULTS "))[8:])
+        rows.extend(_row(name, r) for r in results)
+    print(HEADER)
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

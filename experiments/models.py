@@ -11,7 +11,7 @@ import uuid
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class ShopUser(models.Model):
@@ -218,22 +218,22 @@ class Click(models.Model):
 
 
 class ModelCheckpoint(models.Model):
-    """A version of an arm's whole state, with the cursor of the training data it has seen."""
+    """A version of an arm's state (a full snapshot or a delta), with the cursors of the training data it has seen."""
 
     arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="checkpoints")
     version = models.IntegerField()
     state = models.BinaryField()
     metrics = models.JSONField(default=dict, blank=True)
-    # Id of the last impression this version was trained on (0 = none).
-    cursor = models.BigIntegerField(default=0)
-    # Id of the last click folded in after its impression had been trained on (delayed feedback).
-    click_cursor = models.BigIntegerField(default=0)
+    cursor = models.BigIntegerField(default=0)  # id of the last impression this version was trained on (0 = none)
+    click_cursor = models.BigIntegerField(default=0)  # id of the last click folded in (delayed feedback)
     examples_seen = models.BigIntegerField(default=0)
+    snapshot_version = models.IntegerField(null=True, blank=True)  # null: a snapshot; else the chain's (deltas)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["arm", "version"], name="checkpoint_unique_arm_version"),
+            models.CheckConstraint(condition=Q(snapshot_version__lt=F("version")), name="checkpoint_snapshot_first"),
             models.CheckConstraint(condition=Q(version__gte=1), name="checkpoint_version_positive"),
             models.CheckConstraint(condition=Q(cursor__gte=0), name="checkpoint_cursor_non_negative"),
             models.CheckConstraint(condition=Q(click_cursor__gte=0), name="checkpoint_click_cursor_non_negative"),

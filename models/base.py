@@ -131,8 +131,13 @@ class Arm:
         return out, np.asarray(p_before, dtype=np.float64)
 
     # ---------------------------------------------------------------- state
-    def to_bytes(self) -> bytes:
-        """Whole state (params, weights, optimizer slots, counters) as bytes."""
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The whole state as small JSON metadata plus named arrays (what :meth:`to_bytes` packs).
+
+        The arrays may be the arm's own buffers: read them, never write them.
+        ``from_state(*arm.state())`` rebuilds an equal arm; :mod:`models.deltas`
+        diffs these arrays between versions without knowing what they hold.
+        """
         meta = {
             "kind": self.kind,
             "params": self.params,
@@ -141,7 +146,11 @@ class Arm:
             "n_seen": self.n_seen,
             "extra": self._extra_state(),
         }
-        return serialization.pack(meta, self._arrays())
+        return meta, self._arrays()
+
+    def to_bytes(self) -> bytes:
+        """Whole state (params, weights, optimizer slots, counters) as bytes."""
+        return serialization.pack(*self.state())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Arm:

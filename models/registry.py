@@ -59,6 +59,11 @@ def make_arm(kind: str, params: dict[str, Any] | None = None, seed: int = 0) -> 
 def arm_from_bytes(data: bytes) -> Arm:
     """Restore any arm from :meth:`Arm.to_bytes` output (StateFormatError if it is not one)."""
     meta, arrays = serialization.unpack(data)
+    return arm_from_state(meta, arrays)
+
+
+def arm_from_state(meta: dict[str, Any], arrays: dict[str, Any]) -> Arm:
+    """Restore any arm from its metadata and arrays (:meth:`Arm.state`, or a chain in :mod:`models.deltas`)."""
     kind = meta.get("kind")
     classes = _classes()
     if kind not in classes:

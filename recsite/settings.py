@@ -240,4 +240,8 @@ RECSITE = {
     "SESSION_IDLE_S": env_float("RECSITE_SESSION_IDLE_S", 1800.0),
     # An open dashboard WebSocket re-checks its login this often (capped at 60 s) and closes with 4401 after logout.
     "WS_SESSION_RECHECK_S": env_float("RECSITE_WS_SESSION_RECHECK_S", 30.0),
+    # Serving processes hear of new model versions on Redis pub/sub and poll the database as a fallback:
+    # this often while subscribed, and at the fast interval while the subscription is down.
+    "SERVING_POLL_SUBSCRIBED_S": env_float("RECSITE_SERVING_POLL_SUBSCRIBED_S", 5.0),
+    "SERVING_POLL_S": env_float("RECSITE_SERVING_POLL_S", 0.25),
 }

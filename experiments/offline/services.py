@@ -89,13 +89,15 @@ def _fresh_model(*, kind: str, params: dict[str, Any], seed: int) -> Any:
 
 def _target_model(arm: Arm) -> tuple[Any, int]:
     """The arm's newest checkpoint, or version 0 built from its kind and params."""
-    from experiments.serving.arms import arm_build, arm_restore
+    from experiments.serving.arms import arm_build
 
     if arm.kind.startswith(LOGGED_KIND_PREFIX):
         raise OfflineEvaluationError(f"arm {arm.name!r} only holds imported logs; it has no policy", field="target_arm")
-    checkpoint = ModelCheckpoint.objects.filter(arm=arm).order_by("-version").first()
+    from experiments.services.checkpoints import checkpoint_model
+
+    checkpoint = ModelCheckpoint.objects.filter(arm=arm).order_by("-version").values("version").first()
     if checkpoint is not None:
-        return arm_restore(kind=arm.kind, state=bytes(checkpoint.state)), checkpoint.version
+        return checkpoint_model(arm_id=arm.pk, kind=arm.kind, version=checkpoint["version"]), checkpoint["version"]
     return arm_build(kind=arm.kind, params=arm.params, arm_id=arm.pk), 0
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from experiments.serving.versions import serving_config_notify
+
 
 @dataclass(frozen=True)
 class ItemRow:
@@ -82,6 +84,7 @@ def item_bulk_upsert(*, rows: list[ItemRow]) -> UpsertResult:
                 [r.active for r in rows],
             ],
         )
+        transaction.on_commit(lambda: serving_config_notify(what="catalogue"))
         return _counts(cursor.fetchall())
 
 

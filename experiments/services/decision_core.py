@@ -21,6 +21,7 @@ from experiments.models import AllocationEpoch, Arm, Decision, Experiment
 from experiments.selectors import results as result_selectors
 from experiments.selectors import rollups as rollup_selectors
 from experiments.services import stats_tick as tick_services
+from experiments.serving.versions import serving_config_notify
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ def commit_change(
 
 
 def _after_commit(experiment_id: int, slug: str, event: realtime.DecisionEvent, tick: bool) -> None:
+    serving_config_notify(what=f"decision:{slug}")
     realtime.publish(slug, event)
     if not tick:
         return

@@ -24,7 +24,7 @@ from django.utils import timezone
 from experiments import realtime
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment, ModelCheckpoint
-from experiments.services.checkpoints import checkpoint_announce
+from experiments.services.checkpoints import checkpoint_announce, checkpoint_model, state_compact
 from experiments.services.decision_core import (
     MAX_REASON,
     PERMISSION,
@@ -258,10 +258,14 @@ def checkpoint_rollback_apply(*, arm_id: int, version: int, user, reason: str, a
             "n": 0,
             **baseline.as_metrics(),
         }
+        # A delta version is rolled back to as a snapshot of its whole chain.
+        state = target.state if target.snapshot_version is None else state_compact(
+            checkpoint_model(arm_id=arm.id, kind=arm.kind, version=version).to_bytes()
+        )
         new = ModelCheckpoint.objects.create(
             arm=arm,
             version=head.version + 1,
-            state=target.state,
+            state=state,
             metrics=metrics,
             cursor=head.cursor,
             click_cursor=head.click_cursor,

@@ -6,16 +6,18 @@ A run of :func:`arm_train` (the Celery task ``recsite.training.train_arm``):
   (``pg_try_advisory_lock``): a second run for the same arm, on any worker of any
   machine, returns ``locked`` at once. Postgres drops the lock with the session,
   so a killed worker never leaves it behind;
-* takes **mini-batches** while there is a backlog and its time budget lasts. Each
-  mini-batch reads the impressions past ``cursor`` and the clicks past
-  ``click_cursor`` and builds the FNW batch from them (:mod:`training_data`,
-  which also explains why reads stop at a safe horizon); the guarded update
-  (:mod:`training_guard`) weights it (:mod:`training_feedback`), validates it
-  progressively and applies it;
-* writes **one checkpoint version per mini-batch** — state, metrics, both cursors
+* takes **steps** while there is a backlog and its time budget lasts. Each step
+  reads up to ``fold_batches`` mini-batches of impressions past ``cursor`` and
+  clicks past ``click_cursor`` (:mod:`training_data`, which also explains why
+  reads stop at a safe horizon); each mini-batch gets its own guarded update
+  (:mod:`training_guard`), weighted (:mod:`training_feedback`), validated
+  progressively and applied (:mod:`training_fold`);
+* writes **one checkpoint version per step** — state, metrics, both cursors
   and ``examples_seen`` in one transaction, after checking that the version it
   started from is still the latest (the unique ``(arm, version)`` constraint is
-  the last line of defence). So an update is applied exactly once, or not at all;
+  the last line of defence). So an update is applied exactly once, or not at all.
+  The state is a delta on the previous version (:mod:`models.deltas`), or a full
+  snapshot every ``snapshot_every`` versions (:mod:`experiments.services.checkpoints`);
 * after commit, announces the version to serving (Redis pub/sub) and to the
   dashboards (:func:`experiments.services.checkpoints.checkpoint_announce`).
 
@@ -53,13 +55,15 @@ from experiments.services.checkpoints import (
     checkpoint_announce,
     checkpoint_copy_insert,
     checkpoint_head,
+    checkpoint_model,
     state_compact,
 )
 from experiments.services.training_config import TrainingConfig
-from experiments.services.training_data import safe_horizon, step_batch, step_rows_read
-from experiments.services.training_guard import Baseline, step_guarded
+from experiments.services.training_data import safe_horizon, step_rows_read
+from experiments.services.training_fold import RetryUnfolded, fit_fold
+from experiments.services.training_guard import Baseline
 from models.base import Arm as Model
-from models.errors import BadBatchError
+from models.deltas import DeltaTracker, delta_of
 from models.types import Batch
 
 log = logging.getLogger(__name__)
@@ -69,11 +73,15 @@ _HOST = f"{socket.gethostname()}:{os.getpid()}"
 
 # arm id → (version, arm object): the model this worker process last wrote or loaded.
 _models: dict[int, tuple[int, Model]] = {}
+# arm id → (version, tracker): the arm's arrays as that version stored them, for the next delta.
+_trackers: dict[int, tuple[int, DeltaTracker]] = {}
+# Arms whose next step takes one mini-batch only (a folded step was refused part-way).
+_no_fold: set[int] = set()
 
 
 @dataclass
 class StepResult:
-    status: str  # "trained" | "rejected" | "idle" | "inflight"
+    status: str  # "trained" | "rejected" | "idle" | "inflight" | "retry"
     version: int | None = None
     n: int = 0
     reason: str = ""
@@ -114,18 +122,24 @@ def _unlock(arm_id: int) -> None:
 
 
 def _model_for(arm: Arm, version: int) -> Model:
-    from experiments.serving.arms import arm_build, arm_restore
+    from experiments.serving.arms import arm_build
 
     cached = _models.get(arm.id)
     if cached is not None and cached[0] == version:
         return cached[1]
+    _trackers.pop(arm.id, None)
     if version == 0:
         model = arm_build(kind=arm.kind, params=arm.params, arm_id=arm.id)
     else:
-        state = ModelCheckpoint.objects.filter(arm_id=arm.id, version=version).values_list("state", flat=True).get()
-        model = arm_restore(kind=arm.kind, state=bytes(state))
+        model = checkpoint_model(arm_id=arm.id, kind=arm.kind, version=version)
     _models[arm.id] = (version, model)
     return model
+
+
+def _tracker_for(arm_id: int, version: int) -> DeltaTracker | None:
+    """What this worker last wrote of the arm at ``version``; None when it must start from a snapshot."""
+    cached = _trackers.get(arm_id)
+    return cached[1] if cached is not None and cached[0] == version else None
 
 
 def _fault_pause(config: TrainingConfig, *, arm_id: int, version: int) -> None:
@@ -135,42 +149,65 @@ def _fault_pause(config: TrainingConfig, *, arm_id: int, version: int) -> None:
         time.sleep(config.test_pause_s)
 
 
+def _state_for_version(arm: Arm, model: Model, *, version: int, head: dict[str, Any],
+                       config: TrainingConfig) -> tuple[bytes, int | None]:
+    """The bytes to store for an accepted version, and its snapshot_version (None: a full snapshot)."""
+    base_version = head["version"]
+    chain_start = head.get("snapshot_version") or base_version
+    tracker = _tracker_for(arm.id, base_version)
+    if tracker is None or base_version == 0 or version % config.snapshot_every == 0 \
+            or version - chain_start >= config.snapshot_every:
+        _trackers[arm.id] = (version, DeltaTracker.of(model))
+        return state_compact(model.to_bytes()), None
+    state = delta_of(model, tracker)
+    _trackers[arm.id] = (version, tracker)
+    return state, chain_start
+
+
 def _step(arm: Arm, config: TrainingConfig) -> StepResult:
     t0 = time.perf_counter()
     head = checkpoint_head(arm_id=arm.id) or {"version": 0, "cursor": 0, "click_cursor": 0, "examples_seen": 0,
-                                               "metrics": {}}
+                                               "metrics": {}, "snapshot_version": None}
     base_version = head["version"]
     horizon = safe_horizon(wait_s=config.inflight_wait_s)
     if horizon is None:
         return StepResult("inflight")
+    fold_batches = 1 if arm.id in _no_fold else config.fold_batches
+    _no_fold.discard(arm.id)
     rows = step_rows_read(
         arm_id=arm.id,
         cursor=head["cursor"],
         click_cursor=head["click_cursor"],
         horizon=horizon,
-        limit=config.batch_rows,
+        limit=config.batch_rows * fold_batches,
     )
     t_read = time.perf_counter()
     if rows.n == 0:
         return StepResult("idle", timings_ms={"read": (t_read - t0) * 1e3})
     model = _model_for(arm, base_version)
+    # A tracker must exist before the arm moves: it is the state last written.
+    if _tracker_for(arm.id, base_version) is None and base_version > 0:
+        _trackers[arm.id] = (base_version, DeltaTracker.of(model))
     baseline = Baseline.from_metrics(head["metrics"])
     t_feat = time.perf_counter()
+    chunks = rows.chunks(config.batch_rows)
     try:
-        batch = step_batch(rows=rows, params=model.params)
-    except BadBatchError as exc:
-        outcome = None
-        reason = f"bad batch: {exc}"
-    else:
-        outcome = step_guarded(model=model, batch=batch, baseline=baseline, config=config)
-        reason = outcome.reason
+        fold = fit_fold(model, chunks, baseline, config)
+    except RetryUnfolded:
+        _models.pop(arm.id, None)
+        _trackers.pop(arm.id, None)
+        _no_fold.add(arm.id)
+        return StepResult("retry", more=True)
     t_fit = time.perf_counter()
-    accepted = outcome is not None and outcome.accepted
-    touched = outcome is not None and outcome.touched
-    new_baseline = outcome.baseline if outcome is not None else baseline
-    # Serialise outside the transaction: it is the slow part for the big arms.
+    accepted, touched, reason = fold.accepted, fold.touched, fold.reason
+    read, rows = rows, fold.rows
+    assert rows is not None and fold.baseline is not None
+    new_baseline = fold.baseline
+    # Serialise outside the transaction.
+    snapshot_version: int | None = None
+    version = base_version + 1
     if accepted:
-        state = state_compact(model.to_bytes())
+        state, snapshot_version = _state_for_version(arm, model, version=version, head=head, config=config)
     elif base_version == 0:
         from experiments.serving.arms import arm_build
 
@@ -178,7 +215,6 @@ def _step(arm: Arm, config: TrainingConfig) -> StepResult:
     else:
         state = None
     t_ser = time.perf_counter()
-    version = base_version + 1
     metrics: dict[str, Any] = {
         "accepted": accepted,
         "reject_reason": reason,
@@ -192,13 +228,16 @@ def _step(arm: Arm, config: TrainingConfig) -> StepResult:
         "n_clicks": len(rows.clicks),
         "first_click_at": rows.clicks[0]["clicked_at"].timestamp() if rows.clicks else None,
         "worker": _HOST,
+        "batches": fold.batches,
+        "state": "delta" if snapshot_version is not None else ("snapshot" if state is not None else "copy"),
+        "state_bytes": len(state) if state is not None else None,
         "timings_ms": {
             "read": round((t_read - t0) * 1e3, 2),
             "fit": round((t_fit - t_feat) * 1e3, 2),
             "serialise": round((t_ser - t_fit) * 1e3, 2),
             "inflight_wait": round(horizon.waited_s * 1e3, 2),
         },
-        **(outcome.metrics if outcome is not None else {"n": rows.n}),
+        **(fold.metrics or {"n": rows.n}),
         **new_baseline.as_metrics(),
     }
     try:
@@ -214,7 +253,8 @@ def _step(arm: Arm, config: TrainingConfig) -> StepResult:
                 "examples_seen": head["examples_seen"] + (rows.n if accepted else 0),
             }
             if state is not None:
-                ModelCheckpoint.objects.create(state=state, metrics=metrics, **common)
+                ModelCheckpoint.objects.create(state=state, snapshot_version=snapshot_version, metrics=metrics,
+                                               **common)
             else:
                 checkpoint_copy_insert(base_version=base_version, metrics=metrics, **common)
             if not accepted:
@@ -226,20 +266,26 @@ def _step(arm: Arm, config: TrainingConfig) -> StepResult:
             )
     except (StaleBase, IntegrityError):
         _models.pop(arm.id, None)
+        _trackers.pop(arm.id, None)
         raise
     t_write = time.perf_counter()
     if accepted or not touched:
         _models[arm.id] = (version, model)
+        if not accepted and arm.id in _trackers and _trackers[arm.id][0] == base_version:
+            _trackers[arm.id] = (version, _trackers[arm.id][1])  # a copy: the state written is unchanged
     else:
         _models.pop(arm.id, None)
+        _trackers.pop(arm.id, None)
     timings = {**metrics["timings_ms"], "write": round((t_write - t_ser) * 1e3, 2)}
-    more = len(rows.impressions) >= config.batch_rows or len(rows.clicks) >= config.batch_rows
+    limit = config.batch_rows * fold_batches
+    more = rows.n < read.n or len(read.impressions) >= limit or len(read.clicks) >= limit
     if accepted:
         log.info(
-            "train_step arm=%s version=%s n=%d clicks=%d logloss_before=%.4f loss=%.4f read_ms=%.1f fit_ms=%.1f "
-            "serialise_ms=%.1f write_ms=%.1f",
-            arm.id, version, rows.n, len(rows.clicks), metrics.get("logloss_before", float("nan")),
-            metrics.get("loss", float("nan")), timings["read"], timings["fit"], timings["serialise"], timings["write"],
+            "train_step arm=%s version=%s n=%d clicks=%d batches=%d state=%s bytes=%s logloss_before=%.4f loss=%.4f "
+            "read_ms=%.1f fit_ms=%.1f serialise_ms=%.1f write_ms=%.1f",
+            arm.id, version, rows.n, len(rows.clicks), fold.batches, metrics["state"], metrics["state_bytes"],
+            metrics.get("logloss_before", float("nan")), metrics.get("loss", float("nan")), timings["read"],
+            timings["fit"], timings["serialise"], timings["write"],
         )
         return StepResult("trained", version, rows.n, "", more, timings)
     log.warning(

@@ -42,9 +42,13 @@ class TrainingConfig:
     baseline_halflife: float = 10.0
     # How long to wait for in-flight writers of impressions/clicks before reading past them.
     inflight_wait_s: float = 2.0
-    # Retention: keep the last N versions and every Kth.
+    # Retention: keep the last N versions and every Kth (each with the chain of deltas it is restored from).
     keep_last: int = 20
     keep_every: int = 100
+    # Versions are deltas (changed rows + dense part) on the previous one; a full snapshot every N versions.
+    snapshot_every: int = 20
+    # A step trains on up to this many pending mini-batches (of batch_rows) and writes them as one version.
+    fold_batches: int = 4
     # The trainers' queue, and optionally arms spread over <queue>.<arm_id % shards> (0 = the one queue).
     queue: str = "training"
     shards: int = 0
@@ -66,6 +70,8 @@ class TrainingConfig:
             inflight_wait_s=_float("RECSITE_TRAIN_INFLIGHT_WAIT_S", d.inflight_wait_s),
             keep_last=_int("RECSITE_CHECKPOINT_KEEP_LAST", d.keep_last, lo=1),
             keep_every=_int("RECSITE_CHECKPOINT_KEEP_EVERY", d.keep_every, lo=1),
+            snapshot_every=_int("RECSITE_CHECKPOINT_SNAPSHOT_EVERY", d.snapshot_every, lo=1),
+            fold_batches=_int("RECSITE_TRAIN_FOLD_BATCHES", d.fold_batches, lo=1),
             queue=os.environ.get("RECSITE_TRAIN_QUEUE", "").strip() or d.queue,
             shards=_int("RECSITE_TRAIN_SHARDS", d.shards),
             test_pause_s=_float("RECSITE_TEST_TRAIN_PAUSE", d.test_pause_s),

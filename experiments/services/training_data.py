@@ -12,17 +12,19 @@ cursor there.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from django.db import connection
 
 from experiments import features
-from experiments.models import Click, Impression
+from experiments.models import Click, Impression, Item, ShopUser
 from experiments.services import sessions
+from models.errors import BadBatchError
 from models.types import Batch
 
 log = logging.getLogger(__name__)
@@ -88,50 +90,140 @@ def safe_horizon(*, wait_s: float) -> Horizon | None:
     return Horizon(int(imp_last or 0), int(click_last or 0), time.monotonic() - started)
 
 
-_ROW_FIELDS = (
-    "position",
-    "user__external_id",
-    "user__attributes",
-    "item__external_id",
-    "item__category",
-    "item__price",
-    "item__features",
-    "hist_clicked",
-    "hist_impressed",
-)
+# The impression columns a mini-batch learns from, read by both queries below (a new column goes
+# here and into step_batch): who, what, where, and the session it was ranked with.
+IMPRESSION_COLUMNS = ("user_id", "item_id", "position", "hist_clicked", "hist_impressed")
+
+_IMPRESSIONS_SQL = """
+SELECT id, {cols} FROM {imp} WHERE arm_id = %s AND id > %s AND id <= %s ORDER BY id LIMIT %s
+"""
+_CLICKS_SQL = """
+SELECT c.id, c.clicked_at, c.impression_id, {icols} FROM {click} c JOIN {imp} i ON i.id = c.impression_id
+WHERE c.id > %s AND c.id <= %s AND i.arm_id = %s AND NOT c.late ORDER BY c.id LIMIT %s
+"""
+_USERS_SQL = "SELECT id, external_id, attributes::text FROM {user} WHERE id = ANY(%s) ORDER BY id"
+_ITEMS_SQL = "SELECT id, external_id, category, price, features::text FROM {item} WHERE id = ANY(%s) ORDER BY id"
+
+
+@dataclass
+class Entities:
+    """The users and items of one read, each read and featurised once however many rows name them."""
+
+    user_pks: np.ndarray  # sorted
+    user_rows: list[tuple[str, dict]]  # (external_id, attributes)
+    item_pks: np.ndarray  # sorted
+    item_rows: list[tuple[str, str, Any, dict]]  # (external_id, category, price, features)
+    _memo: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def _index(self, pks: np.ndarray, have: np.ndarray, what: str) -> np.ndarray:
+        idx = np.searchsorted(have, pks)
+        if pks.size and (idx.max(initial=0) >= have.size or not np.array_equal(have[np.minimum(idx, have.size - 1)],
+                                                                                 pks)):
+            raise BadBatchError(f"a {what} of the batch vanished while it was read")
+        return idx
+
+    def users(self, pks: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, features [m, dim]) of these user pks."""
+        if ("u", dim) not in self._memo:
+            self._memo[("u", dim)] = (
+                features.external_keys([r[0] for r in self.user_rows]),
+                features.user_matrix([r[1] for r in self.user_rows], dim=dim),
+            )
+        keys, feats = self._memo[("u", dim)]
+        idx = self._index(pks, self.user_pks, "user")
+        return keys[idx], feats[idx]
+
+    def items(self, pks: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, features [m, dim]) of these item pks."""
+        if ("i", dim) not in self._memo:
+            self._memo[("i", dim)] = (
+                features.external_keys([r[0] for r in self.item_rows]),
+                features.item_matrix([r[1:] for r in self.item_rows], dim=dim),
+            )
+        keys, feats = self._memo[("i", dim)]
+        idx = self._index(pks, self.item_pks, "item")
+        return keys[idx], feats[idx]
+
+
+def _no_entities() -> Entities:
+    return Entities(np.zeros(0, np.int64), [], np.zeros(0, np.int64), [])
 
 
 @dataclass(frozen=True)
 class StepRows:
-    impressions: list[dict[str, Any]]  # trained as (fake) negatives
-    clicks: list[dict[str, Any]]  # trained as positives, with their impression's features
+    impressions: list[dict[str, Any]]  # trained as (fake) negatives: id + IMPRESSION_COLUMNS
+    clicks: list[dict[str, Any]]  # trained as positives: id, clicked_at, impression_id + IMPRESSION_COLUMNS
     cursor: int  # new impression cursor
     click_cursor: int  # new click cursor
+    entities: Entities = field(default_factory=_no_entities)
 
     @property
     def n(self) -> int:
         return len(self.impressions) + len(self.clicks)
 
+    def chunks(self, size: int) -> list[StepRows]:
+        """Consecutive mini-batches of up to ``size`` impressions and ``size`` clicks, each with the
+        cursors that mark it as read (the last one ends at this read's cursors)."""
+        imps, clicks = self.impressions, self.clicks
+        count = max(1, -(-len(imps) // size), -(-len(clicks) // size))
+        out = []
+        for i in range(count):
+            end = (i + 1) * size
+            out.append(StepRows(
+                imps[i * size:end],
+                clicks[i * size:end],
+                imps[end - 1]["id"] if end < len(imps) else self.cursor,
+                clicks[end - 1]["id"] if end < len(clicks) else self.click_cursor,
+                self.entities,
+            ))
+        return out
+
+    def merged(self, later: StepRows) -> StepRows:
+        """This mini-batch followed by ``later``, read as one."""
+        return StepRows(self.impressions + later.impressions, self.clicks + later.clicks, later.cursor,
+                        later.click_cursor, self.entities)
+
+
+def _tables() -> dict[str, str]:
+    return {"imp": Impression._meta.db_table, "click": Click._meta.db_table, "user": ShopUser._meta.db_table,
+            "item": Item._meta.db_table}
+
 
 def step_rows_read(*, arm_id: int, cursor: int, click_cursor: int, horizon: Horizon, limit: int) -> StepRows:
-    """The next mini-batch: up to ``limit`` impressions and ``limit`` counted clicks past the cursors."""
-    imps = list(
-        Impression.objects.filter(arm_id=arm_id, id__gt=cursor, id__lte=horizon.impression_id)
-        .order_by("id")
-        .values("id", *_ROW_FIELDS)[:limit]
+    """The next mini-batch: up to ``limit`` impressions and ``limit`` counted clicks past the cursors.
+
+    Four plain queries (impressions, clicks with their impression's columns, then each
+    distinct user and item once), no ORM rows: a user's or item's JSON is decoded once per
+    read, not once per row.
+    """
+    t = _tables()
+    cols = ", ".join(IMPRESSION_COLUMNS)
+    with connection.cursor() as cur:
+        cur.execute(_IMPRESSIONS_SQL.format(cols=cols, **t), [arm_id, cursor, horizon.impression_id, limit])
+        names = ("id", *IMPRESSION_COLUMNS)
+        imps = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        cur.execute(_CLICKS_SQL.format(icols=", ".join(f"i.{c}" for c in IMPRESSION_COLUMNS), **t),
+                    [click_cursor, horizon.click_id, arm_id, limit])
+        names = ("id", "clicked_at", "impression_id", *IMPRESSION_COLUMNS)
+        clicks = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        user_pks = sorted({r["user_id"] for r in imps} | {r["user_id"] for r in clicks})
+        item_pks = sorted({r["item_id"] for r in imps} | {r["item_id"] for r in clicks})
+        users, items = [], []
+        if user_pks:
+            cur.execute(_USERS_SQL.format(**t), [user_pks])
+            users = cur.fetchall()
+            cur.execute(_ITEMS_SQL.format(**t), [item_pks])
+            items = cur.fetchall()
+    entities = Entities(
+        np.array([u[0] for u in users], dtype=np.int64),
+        [(u[1], json.loads(u[2]) if u[2] else {}) for u in users],
+        np.array([i[0] for i in items], dtype=np.int64),
+        [(i[1], i[2], i[3], json.loads(i[4]) if i[4] else {}) for i in items],
     )
-    clicks = list(
-        Click.objects.filter(id__gt=click_cursor, id__lte=horizon.click_id, impression__arm_id=arm_id, late=False)
-        .order_by("id")
-        .values("id", "clicked_at", "impression_id", *(f"impression__{f}" for f in _ROW_FIELDS))[:limit]
-    )
-    for c in clicks:
-        for f in _ROW_FIELDS:
-            c[f] = c.pop(f"impression__{f}")
     # A full page may stop short of the horizon; otherwise every id up to it is final and read.
     new_cursor = imps[-1]["id"] if len(imps) == limit else max(cursor, horizon.impression_id)
     new_click_cursor = clicks[-1]["id"] if len(clicks) == limit else max(click_cursor, horizon.click_id)
-    return StepRows(imps, clicks, new_cursor, new_click_cursor)
+    return StepRows(imps, clicks, new_cursor, new_click_cursor, entities)
 
 
 def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Batch:
@@ -144,17 +236,17 @@ def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Batch:
     item_dim = int(params.get("item_dim", 16))
     history_len = sessions.HISTORY_LEN
     labels = np.concatenate([np.zeros(len(rows.impressions)), np.ones(len(rows.clicks))]).astype(np.float32)
+    user_keys, user_feats = rows.entities.users(np.array([r["user_id"] for r in all_rows], dtype=np.int64), user_dim)
+    item_keys, item_feats = rows.entities.items(np.array([r["item_id"] for r in all_rows], dtype=np.int64), item_dim)
     # The session each row was ranked with (null for arms that ignore it), as item keys.
     hist = [(r["hist_clicked"], r["hist_impressed"]) for r in all_rows]
     ids = {i for pair in hist for part in pair if part for i in part}
     clicked, impressed = sessions.history_matrix(hist, sessions.item_keys_of(ids)) if ids else (None, None)
     return Batch.make(
-        user_keys=features.external_keys([r["user__external_id"] for r in all_rows]),
-        user_feats=features.user_matrix([r["user__attributes"] for r in all_rows], dim=user_dim),
-        item_keys=features.external_keys([r["item__external_id"] for r in all_rows]),
-        item_feats=features.item_matrix(
-            [(r["item__category"], r["item__price"], r["item__features"]) for r in all_rows], dim=item_dim
-        ),
+        user_keys=user_keys,
+        user_feats=user_feats,
+        item_keys=item_keys,
+        item_feats=item_feats,
         labels=labels,
         position=np.array([r["position"] for r in all_rows], dtype=np.int64),
         clicked=clicked,

@@ -1,14 +1,23 @@
 """The per-process serving state: experiments, loaded arm models and the catalogue matrix.
 
 Requests read one immutable :class:`ServingState` snapshot (a single attribute
-read, no lock, no query). A background thread rebuilds it every
-``POLL_INTERVAL_S``: one query for the experiments, their arms and each arm's
-newest checkpoint version, one for a catalogue stamp. Anything slow —
-deserialising a checkpoint, building an arm, re-featurising the catalogue —
-happens in that thread, and the new snapshot is swapped in by one assignment,
-so requests never wait for a reload and always report the version that served
-them. A checkpoint that does not load is logged and skipped; the arm keeps
-serving the version it had.
+read, no lock, no query). A background thread rebuilds it: one query for the
+experiments, their arms and each arm's newest checkpoint version, one for a
+catalogue stamp. It runs when a new version is **announced** on Redis
+(:class:`experiments.serving.versions.VersionSubscriber`, started with the thread,
+lazily, in each process) and, as a fallback, every ``SERVING_POLL_SUBSCRIBED_S``
+(5 s) while subscribed or every ``SERVING_POLL_S`` (0.25 s) while the
+subscription is down. An arm whose version moved fetches only the deltas after
+the version it serves (:func:`experiments.services.checkpoints.checkpoint_model`),
+or its newest snapshot chain when it is too far behind or cold. Anything slow —
+applying deltas, deserialising a snapshot, building an arm, re-featurising the
+catalogue — happens in that thread, and the new snapshot is swapped in by one
+assignment, so requests never wait for a reload and always report the version
+that served them. A checkpoint that does not load is logged and skipped; the arm
+keeps serving the version it had.
+
+The thread, the subscriber and the locks belong to one process: after a fork
+(pre-fork servers) the child resets them and starts its own on first use.
 
 ``RECSITE["SERVING_REFRESH"] = "inline"`` refreshes synchronously on every read
 instead of in a thread: tests run inside a transaction the thread could not see.
@@ -20,19 +29,29 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
 
 import numpy as np
 from django.conf import settings
 from django.db import connection
 
 from experiments import features
-from experiments.services.assignment import ArmSlot, Layout, layout_of
-from experiments.serving.arms import arm_build, arm_restore
-from models.base import Arm
+from experiments.services.checkpoints import checkpoint_model
+from experiments.serving.arms import arm_build
+from experiments.serving.snapshot import (
+    Catalogue,
+    ConfigRow,
+    LoadedModel,
+    ServedExperiment,
+    ServingState,
+    catalogue_load,
+    config_read,
+    experiments_from_rows,
+    model_signature,
+)
+from experiments.serving.versions import VersionSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -42,137 +61,49 @@ FIRST_LOAD_TIMEOUT_S = 60.0
 FALLBACK_VERSIONS = 3
 
 
-@dataclass(frozen=True)
-class ServedArm:
-    id: int
-    name: str
-    kind: str
-    params: dict[str, Any]
-    weight: float
-    status: str
-
-
-@dataclass(frozen=True)
-class ServedExperiment:
-    id: int
-    slug: str
-    salt: str
-    status: str
-    winner_id: int | None
-    allocation_epoch: int
-    started_at: float
-    arms: dict[int, ServedArm]
-    # Sticky assignment's view of the configuration (services/assignment.py).
-    layout: Layout
-
-
-@dataclass
-class LoadedModel:
-    arm_id: int
-    signature: str
-    version: int
-    model: Arm
-    rng: np.random.Generator
-    loaded_at: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    stamp: tuple
-    pks: np.ndarray  # int64 [n] Item.id
-    keys: np.ndarray  # int64 [n] features.external_key(external_id)
-    external_ids: list[str]
-    rows: list[tuple[str, Any, dict]]  # (category, price, features) for featurising
-    feats: dict[int, np.ndarray]  # item_dim -> float32 [n, item_dim]
-
-    @property
-    def n(self) -> int:
-        return int(self.pks.shape[0])
-
-
-EMPTY_CATALOGUE = Catalogue((), np.zeros(0, np.int64), np.zeros(0, np.int64), [], [], {})
-
-
-@dataclass(frozen=True)
-class ServingState:
-    experiments: dict[str, ServedExperiment]
-    models: dict[int, LoadedModel]
-    catalogue: Catalogue
-    refreshed_at: float
-    # Arms whose model is still being built or loaded by the refresh in progress.
-    pending: frozenset[int] = frozenset()
-
-    def default_experiment(self) -> ServedExperiment | None:
-        running = [e for e in self.experiments.values() if e.status == "running"]
-        if len(running) == 1:
-            return running[0]
-        if running:
-            return None
-        # Concluded (winner) or stopped (control) experiments still serve, the newest first.
-        concluded = sorted((e for e in self.experiments.values()), key=lambda e: e.started_at, reverse=True)
-        return concluded[0] if concluded else None
-
-    def running_count(self) -> int:
-        return sum(1 for e in self.experiments.values() if e.status == "running")
-
-
-class ConfigRow(NamedTuple):
-    """One row of :data:`_CONFIG_SQL`: an arm of a running or concluded experiment."""
-
-    experiment_id: int
-    slug: str
-    salt: str
-    status: str
-    winner_id: int | None
-    allocation_epoch: int
-    started_at: float | None
-    control_arm_id: int | None
-    arm_id: int
-    arm_name: str
-    kind: str
-    params_text: str | None
-    weight: float
-    arm_status: str
-    newest_version: int | None
-
-
-_CONFIG_SQL = """
-SELECT e.id, e.slug, e.salt, e.status, e.winner_id, e.allocation_epoch,
-       EXTRACT(EPOCH FROM COALESCE(e.started_at, e.created_at))::float8, e.control_arm_id,
-       a.id, a.name, a.kind, a.params::text, a.weight, a.status,
-       (SELECT max(c.version) FROM experiments_modelcheckpoint c WHERE c.arm_id = a.id)
-FROM experiments_experiment e
-JOIN experiments_arm a ON a.experiment_id = e.id
-WHERE e.status IN ('running', 'concluded', 'stopped')
-ORDER BY e.id, a.id
-"""
-
-# Cheap enough to run four times a second on a 10k-item catalogue, and it moves on
-# every kind of change: insert (max id), update (max updated_at), deactivation (count).
-_CATALOGUE_STAMP_SQL = """
-SELECT count(*) FILTER (WHERE active), max(updated_at), max(id), count(*) FROM experiments_item
-"""
-
-_CATALOGUE_SQL = """
-SELECT id, external_id, category, price, features::text FROM experiments_item WHERE active ORDER BY id
-"""
-
-
-def _signature(kind: str, params: dict) -> str:
-    return kind + ":" + json.dumps(params, sort_keys=True)
-
-
 class ServingCache:
-    def __init__(self, poll_interval_s: float = POLL_INTERVAL_S) -> None:
-        self.poll_interval_s = poll_interval_s
+    def __init__(self, poll_interval_s: float | None = None, subscribed_poll_s: float | None = None) -> None:
+        self._poll_interval_s = poll_interval_s
+        self._subscribed_poll_s = subscribed_poll_s
         self._state: ServingState | None = None
+        self._last_error: Exception | None = None
+        self._bad: set[tuple[int, int]] = set()  # (arm_id, version) that failed to load
+        self._process_reset()
+        os.register_at_fork(after_in_child=self._process_reset)
+
+    def _process_reset(self) -> None:
+        """Fresh locks, events, thread and subscriber: this process's own (also run in a forked child)."""
         self._refresh_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._attempted = threading.Event()
-        self._last_error: Exception | None = None
-        self._bad: set[tuple[int, int]] = set()  # (arm_id, version) that failed to load
+        self.subscriber = VersionSubscriber(on_version=self._announced, on_connect=self._wake.set)
+        self.wakeups = 0
+
+    @property
+    def poll_interval_s(self) -> float:
+        """The fallback poll interval now: slow while subscribed to announcements, fast otherwise."""
+        if self.subscriber.connected:
+            return self._subscribed_poll_s or float(settings.RECSITE.get("SERVING_POLL_SUBSCRIBED_S", 5.0))
+        return self._poll_interval_s or float(settings.RECSITE.get("SERVING_POLL_S", POLL_INTERVAL_S))
+
+    def _announced(self, arm_id: int, version: int) -> None:
+        if arm_id == 0:  # a configuration change: always refresh
+            self.wakeups += 1
+            self._wake.set()
+            return
+        state = self._state
+        loaded = state.models.get(arm_id) if state is not None else None
+        if loaded is not None and loaded.version >= version:
+            return
+        if state is not None and loaded is None and arm_id not in state.pending and not any(
+            arm_id in e.arms for e in state.experiments.values()
+        ):
+            return  # an arm this process does not serve (another experiment's, or another deployment's)
+        self.wakeups += 1
+        self._wake.set()
 
     # ------------------------------------------------------------------ reads
     def current(self) -> ServingState:
@@ -202,9 +133,12 @@ class ServingCache:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="serving-cache", daemon=True)
             self._thread.start()
+        self.subscriber.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
+        self.subscriber.stop()
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
@@ -213,6 +147,7 @@ class ServingCache:
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
+                self._wake.clear()
                 try:
                     self.refresh()
                     self._last_error = None
@@ -221,7 +156,8 @@ class ServingCache:
                     log.warning("serving_refresh_failed error=%s", f"{type(exc).__name__}: {exc}".strip())
                     connection.close()
                 self._attempted.set()
-                self._stop.wait(max(0.0, self.poll_interval_s - (time.monotonic() - started)))
+                # An announcement (or stop) wakes the loop at once; otherwise the fallback poll.
+                self._wake.wait(max(0.0, self.poll_interval_s - (time.monotonic() - started)))
         finally:
             connection.close()
 
@@ -235,15 +171,11 @@ class ServingCache:
         """
         with self._refresh_lock:
             previous = self._state
-            with connection.cursor() as cursor:
-                cursor.execute(_CONFIG_SQL)
-                config_rows = [ConfigRow(*row) for row in cursor.fetchall()]
-                cursor.execute(_CATALOGUE_STAMP_SQL)
-                stamp = tuple(cursor.fetchone())
-            experiments = _experiments_from_rows(config_rows)
+            config_rows, stamp = config_read()
+            experiments = experiments_from_rows(config_rows)
             catalogue = previous.catalogue if previous is not None and previous.catalogue.stamp == stamp else None
             if catalogue is None:
-                catalogue = _catalogue_load(stamp)
+                catalogue = catalogue_load(stamp)
             wanted = [row for row in config_rows if row.arm_status != "retired" or row.arm_id == row.winner_id]
             old_models = previous.models if previous else {}
             models = {row.arm_id: old_models[row.arm_id] for row in wanted if row.arm_id in old_models}
@@ -284,7 +216,7 @@ class ServingCache:
     def _model_refresh(self, row: ConfigRow, old: LoadedModel | None) -> LoadedModel | None:
         arm_id, kind, params_text, newest = row.arm_id, row.kind, row.params_text, row.newest_version
         params = json.loads(params_text) if params_text else {}
-        signature = _signature(kind, params)
+        signature = model_signature(kind, params)
         if old is not None and old.signature != signature:
             old = None
         target = int(newest or 0)
@@ -303,15 +235,10 @@ class ServingCache:
             if (arm_id, version) in self._bad:
                 continue
             try:
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT state FROM experiments_modelcheckpoint WHERE arm_id = %s AND version = %s",
-                        [arm_id, version],
-                    )
-                    row = cursor.fetchone()
-                if row is None:
-                    raise LookupError("checkpoint row vanished")
-                model = arm_restore(kind=kind, state=row[0])
+                # Only the deltas after the version serving now, when the target's chain runs through it.
+                model = checkpoint_model(arm_id=arm_id, kind=kind, version=version,
+                                         have=have.model if have is not None else None,
+                                         have_version=have.version if have is not None else 0)
             except Exception as exc:
                 self._bad.add((arm_id, version))
                 log.error("checkpoint_load_failed arm=%s version=%s error=%s", arm_id, version,
@@ -327,40 +254,6 @@ class ServingCache:
             log.error("arm_build_failed arm=%s kind=%s error=%s", arm_id, kind, f"{type(exc).__name__}: {exc}".strip())
             return None
         return LoadedModel(arm_id, signature, 0, model, np.random.default_rng())
-
-
-def _experiments_from_rows(rows: list[ConfigRow]) -> dict[str, ServedExperiment]:
-    grouped: dict[int, list[ConfigRow]] = {}
-    for row in rows:
-        grouped.setdefault(row.experiment_id, []).append(row)
-    out: dict[str, ServedExperiment] = {}
-    for exp_rows in grouped.values():
-        first = exp_rows[0]
-        arms = {
-            r.arm_id: ServedArm(r.arm_id, r.arm_name, r.kind, json.loads(r.params_text) if r.params_text else {},
-                                float(r.weight), r.arm_status)
-            for r in exp_rows
-        }
-        override = {"concluded": first.winner_id, "stopped": first.control_arm_id}.get(first.status)
-        layout = layout_of(arms=[ArmSlot(a.id, a.weight, a.status) for a in arms.values()], override=override)
-        out[first.slug] = ServedExperiment(
-            id=first.experiment_id, slug=first.slug, salt=first.salt, status=first.status, winner_id=first.winner_id,
-            allocation_epoch=first.allocation_epoch, started_at=float(first.started_at or 0.0), arms=arms,
-            layout=layout,
-        )
-    return out
-
-
-def _catalogue_load(stamp: tuple) -> Catalogue:
-    with connection.cursor() as cursor:
-        cursor.execute(_CATALOGUE_SQL)
-        rows = cursor.fetchall()
-    if not rows:
-        return Catalogue(stamp, np.zeros(0, np.int64), np.zeros(0, np.int64), [], [], {})
-    pks = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    external_ids = [r[1] for r in rows]
-    feature_rows = [(r[2], r[3], json.loads(r[4]) if r[4] else {}) for r in rows]
-    return Catalogue(stamp, pks, features.external_keys(external_ids), external_ids, feature_rows, {})
 
 
 serving_cache = ServingCache()

@@ -59,7 +59,7 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_repeats_nothing(work
     traffic_log(world, requests=30, k=5, seed=1)
     queue = _queue()
     paused = worker_factory(
-        queues=queue, env=live.live_env({"RECSITE_TEST_TRAIN_PAUSE": "120", "RECSITE_TRAIN_BATCH_ROWS": "64"})
+        queues=queue, env=live.live_env({"RECSITE_TEST_TRAIN_PAUSE": "120", "RECSITE_TRAIN_BATCH_ROWS": "64", "RECSITE_TRAIN_FOLD_BATCHES": "1"})
     )
     live.wait_until(lambda: _ready(paused), timeout=90, what="the first worker to start")
 
@@ -70,7 +70,7 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_and_repeats_nothing(work
     assert _versions(world.arm) == []
     traffic_log(world, requests=20, k=5, seed=2)  # traffic goes on while the trainer is down
     fresh = worker_factory(
-        queues=queue, env=live.live_env({"RECSITE_TRAIN_BATCH_ROWS": "64", "RECSITE_TRAIN_BUDGET_S": "60"})
+        queues=queue, env=live.live_env({"RECSITE_TRAIN_BATCH_ROWS": "64", "RECSITE_TRAIN_FOLD_BATCHES": "1", "RECSITE_TRAIN_BUDGET_S": "60"})
     )
     live.wait_until(lambda: _ready(fresh), timeout=90, what="the second worker to start")
     last_imp = Impression.objects.filter(arm=world.arm).order_by("-id").values_list("id", flat=True).first()

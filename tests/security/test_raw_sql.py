@@ -29,6 +29,8 @@ REVIEWED: dict[tuple[str, str], str] = {
         "interpolates the model's table name and a fixed optional 'WHERE arm_id = %s' clause; values are parameters",
     ("experiments/services/training_data.py", "safe_horizon"):
         "interpolates sequence names returned by pg_get_serial_sequence() for our own tables",
+    ("experiments/services/training_data.py", "step_rows_read"):
+        "interpolates the models' _meta.db_table names and the fixed IMPRESSION_COLUMNS tuple; values are parameters",
     ("experiments/offline/services.py", "offline_evaluate"):
         "interpolates a fixed optional 'AND i.arm_id <> %s' clause; values are parameters",
     ("experiments/services/bulk.py", "events_import"):

@@ -15,7 +15,7 @@ from experiments import features
 from experiments.models import Arm, Impression, Item, ModelCheckpoint, ShopUser
 from experiments.services import events, sessions
 from experiments.services.events import click_record, recommendation_serve
-from experiments.services.training_data import StepRows, step_batch
+from experiments.services.training_data import Horizon, step_batch, step_rows_read
 from models.types import PAD
 from tests.support.serving import catalogue_make, experiment_make
 
@@ -36,12 +36,6 @@ def arena(serving_manual):
 def _pks(external_ids):
     by_ext = dict(Item.objects.values_list("external_id", "id"))
     return [by_ext[e] for e in external_ids]
-
-
-def _rows(user_id):
-    return list(Impression.objects.filter(user__external_id=user_id).order_by("id").values(
-        "id", "position", "user__external_id", "user__attributes", "item__external_id", "item__category",
-        "item__price", "item__features", "hist_clicked", "hist_impressed"))
 
 
 def test_the_next_slate_is_ranked_with_the_last_one_and_its_click(arena):
@@ -66,8 +60,11 @@ def test_training_reads_the_state_serving_ranked_with(arena):
     click_record(impression_id=first.items[0].impression_id)
     recommendation_serve(user_id="shopper", k=3)
 
-    rows = _rows("shopper")
-    batch = step_batch(rows=StepRows(rows, [], 0, 0), params=SMALL)
+    # The trainer's own read of the arm's impressions (no clicks: click horizon 0).
+    arm_id = Impression.objects.filter(user__external_id="shopper").values_list("arm_id", flat=True).first()
+    rows = step_rows_read(arm_id=arm_id, cursor=0, click_cursor=0, horizon=Horizon(10**15, 0, 0.0), limit=1000)
+    assert len(rows.impressions) == 6 and rows.clicks == []
+    batch = step_batch(rows=rows, params=SMALL)
 
     keys = features.external_keys([i.item_id for i in first.items])
     np.testing.assert_array_equal(batch.impressed[:3], PAD)  # the first slate saw an empty session

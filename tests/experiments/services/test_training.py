@@ -51,7 +51,7 @@ def test_a_backlog_is_taken_in_bounded_mini_batches_with_chained_cursors():
     world = world_make(seed=3)
     imps, clicks = traffic_log(world, requests=30, k=5, seed=4)  # 150 impressions
 
-    run = training.arm_train(arm_id=world.arm.id, config=TrainingConfig(batch_rows=40, budget_s=60.0))
+    run = training.arm_train(arm_id=world.arm.id, config=TrainingConfig(batch_rows=40, budget_s=60.0, fold_batches=1))
 
     versions = _versions(world.arm)
     assert run.versions == [1, 2, 3, 4]

@@ -22,7 +22,8 @@ def arm():
 
 @pytest.fixture
 def cache(arm):
-    cache = ServingCache(poll_interval_s=0.25)
+    # These tests write checkpoints without announcing them: the fallback poll must find them.
+    cache = ServingCache(poll_interval_s=0.25, subscribed_poll_s=0.25)
     cache.current()  # starts the thread and waits for the first snapshot
     cache.model_wait(arm.id)
     yield cache
