@@ -14,6 +14,7 @@ from django.db import connection
 from django.http import JsonResponse
 
 from experiments.api.errors import exception_detail
+from experiments.serving.startup import serving_warming
 
 log = logging.getLogger(__name__)
 
@@ -51,5 +52,10 @@ def healthz(request):
     if failed:
         log.warning("healthz_failed %s", " ".join(f"{name}={checks[name]}" for name in failed))
         body["error"] = {"code": "unavailable", "message": f"{', '.join(failed)} unavailable", "field": None}
+        return JsonResponse(body, status=503)
+    if serving_warming():
+        # Not ready for traffic yet: a balancer keeps requests away until every arm is loaded and warmed.
+        body["status"] = "warming"
+        body["error"] = {"code": "warming", "message": "loading and warming the models", "field": None}
         return JsonResponse(body, status=503)
     return JsonResponse(body)
