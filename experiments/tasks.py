@@ -91,6 +91,18 @@ def guardrails_check() -> list[int]:
 
 
 @worker_ready.connect
+def worker_checkin_start(sender=None, **_kwargs) -> None:
+    """Before anything slow: a worker checks in as the parts its queues make it (experiments/heartbeats.py)."""
+    from experiments.heartbeats import checkin_thread_start, worker_parts
+
+    try:
+        queues = [q.name for q in sender.task_consumer.queues]
+    except AttributeError:
+        return
+    checkin_thread_start(parts=worker_parts(queues))
+
+
+@worker_ready.connect
 def training_worker_warmup(sender=None, **_kwargs) -> None:
     """A worker that consumes a training queue loads its arms (and TensorFlow) before the first tick."""
     try:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlparse
@@ -113,8 +114,10 @@ class Supervisor:
         say("stopped everything it started")
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until /healthz says 200: the web processes have loaded and warmed every arm (503 "warming" until then)."""
     deadline = time.monotonic() + timeout
+    said_warming = False
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError("daphne exited during start-up; see var/log/web.log")
@@ -122,6 +125,10 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
             with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503 and not said_warming:
+                say("web is loading and warming the models (/healthz: 503 warming)")
+                said_warming = True
         except OSError:
             pass
         time.sleep(0.3)

@@ -130,6 +130,8 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat checks itself in from its loop, so /healthz and the dashboard name a beat that stopped (experiments/heartbeats.py).
+CELERY_BEAT_SCHEDULER = "experiments.heartbeats:CheckinScheduler"
 # Beat: the training dispatcher queues one train_arm per active arm (queue "training"); stats ticks and
 # checkpoint retention are light and run on "default". See docs/training.md.
 CELERY_BEAT_SCHEDULE: dict = {
@@ -238,4 +240,7 @@ RECSITE = {
     "USER_CACHE_TTL_S": env_float("RECSITE_USER_CACHE_TTL_S", 5.0),
     # An open dashboard WebSocket re-checks its login this often (capped at 60 s) and closes with 4401 after logout.
     "WS_SESSION_RECHECK_S": env_float("RECSITE_WS_SESSION_RECHECK_S", 30.0),
+    # Trainer, light worker and beat check in this often; one silent for CHECKIN_STALE_S is named as missing.
+    "CHECKIN_INTERVAL_S": env_float("RECSITE_CHECKIN_INTERVAL_S", 5.0),
+    "CHECKIN_STALE_S": env_float("RECSITE_CHECKIN_STALE_S", 20.0),
 }

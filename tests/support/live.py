@@ -117,9 +117,11 @@ def start_daphne(env: dict | None = None, port: int | None = None) -> tuple[Live
     def up() -> bool:
         if not proc.alive():
             raise RuntimeError(f"daphne exited:\n{proc.output()[-3000:]}")
-        return requests.get(f"{url}/healthz", timeout=2).status_code in (200, 503)
+        response = requests.get(f"{url}/healthz", timeout=2)
+        # Ready (200), or down for a reason a test may be about (503 unavailable); never while still warming.
+        return response.status_code == 200 or (response.status_code == 503 and response.json()["status"] != "warming")
 
-    wait_until(up, timeout=60, what="daphne to answer /healthz")
+    wait_until(up, timeout=120, what="daphne to answer /healthz (warm)")
     return proc, url
 
 
@@ -141,4 +143,13 @@ def manage(*args: str, env: dict | None = None, timeout: float = 600) -> subproc
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
         env=env or live_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def start_beat(*, schedule: Path, env: dict | None = None) -> LiveProcess:
+    """Celery beat with its schedule file at ``schedule`` (a tmp path: runs never share one)."""
+    return LiveProcess(
+        "celery-beat",
+        [str(VENV_BIN / "celery"), "-A", "recsite", "beat", "-l", "INFO", "-s", str(schedule)],
+        env or live_env(),
     )
