@@ -201,6 +201,11 @@ class ServingCache:
         return self._thread is not None and self._thread.is_alive()
 
     @property
+    def failing(self) -> bool:
+        """The last background refresh failed (typically: the database is down)."""
+        return self._last_error is not None
+
+    @property
     def ready(self) -> bool:
         """Every arm of the first complete refresh is loaded and warmed (``/healthz`` says ``warming`` until then)."""
         return self._ready.is_set()

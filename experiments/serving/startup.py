@@ -70,8 +70,9 @@ def serving_warming() -> bool:
 async def _warm_wait() -> None:
     # A server with a lifespan (uvicorn) accepts from its socket only after start-up completes: a worker that
     # is still warming takes no connection its warm siblings could serve.
+    # A database that is down ends the wait: the process then answers, and /healthz says what is down.
     deadline = time.monotonic() + LIFESPAN_WARM_TIMEOUT_S
-    while serving_warming() and time.monotonic() < deadline:
+    while serving_warming() and not serving_cache.failing and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     if serving_warming():
         log.warning("serving_warm_timeout seconds=%.0f", LIFESPAN_WARM_TIMEOUT_S)
