@@ -101,3 +101,17 @@ def test_healthz_says_warming_until_every_demo_arm_is_warm_then_the_first_100_re
     assert set(seen[:-1]) == {(503, "warming")}
     assert len(latencies) == 100
     assert max(latencies) < 0.300, sorted(latencies)[-5:]
+
+
+@pytest.mark.e2e
+def test_under_gunicorn_the_first_100_requests_after_healthz_200_are_quick(transactional_db):
+    """Two workers: each accepts only once warm, so no request reaches a worker that is still loading."""
+    seeded = live.manage("seed_demo", "--items", "600", "--users", "50")
+    assert seeded.returncode == 0, seeded.stderr
+    server, url = live.start_gunicorn(workers=2)
+    try:
+        latencies = _first_requests(url, clients=4, per_client=25)
+    finally:
+        server.stop()
+    assert len(latencies) == 100
+    assert max(latencies) < 0.300, sorted(latencies)[-5:]
