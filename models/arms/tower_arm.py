@@ -143,10 +143,13 @@ class TowerArm(Arm):
         multi = size < m or self.params["epochs"] > 1
         p_before = self._click_prob(self.tower.forward(rows), rows.exam) if multi else None
         snapshot = self.tower.snapshot(rows) if multi else None
+        # Micro-batches and later epochs take the rows in a shuffled order: a training step's rows arrive grouped
+        # (every fake negative, then every positive), and steps on one-label slices only chase the bias.
+        order = np.random.default_rng([self.seed, self.n_updates]).permutation(m) if multi else slice(None)
         total, wsum, steps = 0.0, 0.0, 0
         for epoch in range(self.params["epochs"]):
             for s in range(0, m, size):
-                sl = slice(s, s + size)
+                sl = order[s : s + size] if multi else slice(None)
                 out, loss, ok = self.tower.train(rows.take(sl), y[sl], w[sl])
                 if not ok:
                     if snapshot is not None:
