@@ -50,6 +50,10 @@ def main() -> None:
 
     from experiments.models import Arm, Experiment, Item, ShopUser
     from experiments.services.bulk import events_import
+    from experiments.services.partitions import impression_partition_ensure
+
+    # The rows' day gets its partition, as beat's maintenance gives every live day (not the DEFAULT one).
+    impression_partition_ensure(day=datetime(2026, 1, 1, tzinfo=UTC).date())
 
     experiment = Experiment.objects.create(slug="bench", salt="bench", status="running")
     arms = [Arm.objects.create(experiment=experiment, name=n, kind="popularity") for n in ("a", "b", "c")]

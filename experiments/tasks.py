@@ -71,6 +71,16 @@ def checkpoint_retention() -> int:
     return checkpoint_retention_apply()
 
 
+@shared_task(name="recsite.impressions.partitions", queue="default", ignore_result=True, expires=3600)
+def impression_partitions() -> dict:
+    """Day partitions of the impression log: create ahead, drop past the retention (beat, hourly)."""
+    from django.conf import settings
+
+    from experiments.services.partitions import impression_partitions_maintain
+
+    return impression_partitions_maintain(keep_days=int(settings.RECSITE["IMPRESSION_RETENTION_DAYS"]))
+
+
 @shared_task(name="recsite.policy.tick", queue="default", ignore_result=True, expires=30)
 def policy_tick() -> dict[str, str]:
     """Beat, every RECSITE_POLICY_TICK_S: re-evaluate the allocation policies that are due (queue ``default``)."""

@@ -150,6 +150,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": env_float("RECSITE_CHECKPOINT_RETENTION_INTERVAL_S", 60.0),
         "options": {"queue": "default", "expires": 60},
     },
+    # The impression log's day partitions: created a week ahead, dropped past the retention (docs/serving.md).
+    "impression-partitions": {
+        "task": "recsite.impressions.partitions",
+        "schedule": env_float("RECSITE_PARTITION_INTERVAL_S", 3600.0),
+        "options": {"queue": "default", "expires": 3600},
+    },
     # Allocation policies re-evaluate when each experiment's interval is due; guardrails check every arm (issue 12).
     "policy-tick": {
         "task": "recsite.policy.tick",
@@ -245,4 +251,6 @@ RECSITE = {
     # Trainer, light worker and beat check in this often; one silent for CHECKIN_STALE_S is named as missing.
     "CHECKIN_INTERVAL_S": env_float("RECSITE_CHECKIN_INTERVAL_S", 5.0),
     "CHECKIN_STALE_S": env_float("RECSITE_CHECKIN_STALE_S", 20.0),
+    # Impressions older than this many days are dropped, a day partition at a time (0 keeps everything).
+    "IMPRESSION_RETENTION_DAYS": int(os.environ.get("RECSITE_IMPRESSION_RETENTION_DAYS", 90)),
 }
