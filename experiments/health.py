@@ -59,7 +59,9 @@ def healthz(request):
         # Not ready for traffic yet: a balancer keeps requests away until every arm is loaded and warmed.
         body["status"] = "warming"
         body["error"] = {"code": "warming", "message": "loading and warming the models", "field": None}
-        return JsonResponse(body, status=503)
+        response = JsonResponse(body, status=503)
+        response._has_been_logged = True  # expected while starting: not one django.request ERROR line per probe
+        return response
     try:
         missing = parts_missing()
     except redis.RedisError as exc:  # Redis answered a moment ago; say so in the log, not as an outage
