@@ -127,6 +127,16 @@ class TowerArm(Arm):
         return p if exam is None else p * exam
 
     # --------------------------------------------------------------- arm
+    def feedback_reference(self, batch: Batch) -> np.ndarray:
+        """The counts' P(click) (item relevance × slot examination), not the network's personal estimate.
+
+        Measured on an own-traffic loop of the ids-only world with FNW steps of ~190 rows (the live
+        stack's size): last-20% expected CTR 0.269 with the network's own p, 0.308 with this one,
+        0.3115 with exact labels (popularity: 0.301).
+        """
+        self._check_batch(batch, labelled=False)
+        return self.counts.mean(batch.item_keys) * self.counts.examination(batch.position)
+
     def _predict(self, batch: Batch) -> np.ndarray:
         rows = self._rows(batch)
         return self._click_prob(self.tower.forward(rows), rows.exam)
