@@ -54,7 +54,7 @@ def model_warm(*, loaded: Any, catalogue: Any) -> float:
         history_len = int(model.params.get("history_len", 10))
         keys, feats = _warm_candidates(catalogue, item_dim)
         rng = np.random.default_rng(0)  # the model's own generator stays untouched
-        user_feats = features.user_features({}, dim=user_dim)
+        user_feats = np.zeros(user_dim, np.float32)  # only shapes and dtypes matter to tracing
         for size in range(_WARM_SIZES):
             n = keys.shape[0] - size
             ctx = Context.make(features.external_key(f"warmup-{size}"), user_feats, keys[:n], feats[:n],

@@ -33,6 +33,8 @@ REVIEWED: dict[tuple[str, str], str] = {
         "interpolates a fixed optional 'AND i.arm_id <> %s' clause; values are parameters",
     ("experiments/services/bulk.py", "events_import"):
         "COPY column list: every name checked by _columns() against the fixed REQUIRED/OPTIONAL sets",
+    ("experiments/services/partitions.py", "impression_partition_drop"):
+        "interpolates a partition name built from a datetime.date (experiments_impression_YYYYMMDD), never input",
     ("recsite/demo.py", "ensure_database"):
         "CREATE DATABASE with the name from the operator's own DATABASE_URL (make demo), never from a request",
 }
