@@ -1,5 +1,6 @@
 """A missing part is visible: trainer, light worker and beat check in; /healthz and the dashboard name the silent ones."""
 
+import threading
 import uuid
 
 import pytest
@@ -102,3 +103,55 @@ def test_a_real_beat_checks_in_and_is_missing_soon_after_it_stops(transactional_
     finally:
         beat.stop()
     _wait_part("beat", present=False, timeout=5)
+
+
+@pytest.mark.e2e
+def test_the_open_dashboard_banner_follows_the_parts_live_in_chromium(transactional_db, checkins, monkeypatch):
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.experiments.dashboard.test_e2e_browser import CHROMIUM
+    from tests.experiments.stats_support import PASSWORD, make_login
+    from tests.support.serving import catalogue_make, experiment_make
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: make browser"
+    catalogue_make(n=5)
+    experiment_make(slug="banner")
+    make_login(username="analyst", promoter=False)
+    alive = {"trainer"}  # the parts "running": checked in every 0.5 s, as their processes would
+    stop = threading.Event()
+
+    def check_in() -> None:
+        while not stop.wait(0.5):
+            for part in list(alive):
+                part_checkin(part=part)
+
+    beating = threading.Thread(target=check_in, daemon=True)
+    beating.start()
+    daphne, url = live.start_daphne(env=live.live_env(FAST))
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"{url}/accounts/login/?next=/dashboard/banner/")
+            page.fill("#id_username", "analyst")
+            page.fill("#id_password", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{url}/dashboard/banner/")
+            shown = page.inner_text("[data-testid=stack-missing]")
+            alive.update(PARTS)
+            page.wait_for_selector("[data-testid=stack-banner]", state="hidden", timeout=15_000)
+            alive.clear()
+            page.wait_for_selector("[data-testid=stack-banner]", state="visible", timeout=15_000)
+            again = page.inner_text("[data-testid=stack-missing]")
+            why = page.inner_text("[data-testid=stack-why]")
+            browser.close()
+    finally:
+        stop.set()
+        beating.join()
+        daphne.stop()
+    assert shown == "light worker, beat"
+    assert again == "trainer, light worker, beat"
+    assert "nothing is dispatched for training" in why
