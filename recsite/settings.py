@@ -251,6 +251,7 @@ RECSITE = {
     # Trainer, light worker and beat check in this often; one silent for CHECKIN_STALE_S is named as missing.
     "CHECKIN_INTERVAL_S": env_float("RECSITE_CHECKIN_INTERVAL_S", 5.0),
     "CHECKIN_STALE_S": env_float("RECSITE_CHECKIN_STALE_S", 20.0),
-    # Impressions older than this many days are dropped, a day partition at a time (0 keeps everything).
-    "IMPRESSION_RETENTION_DAYS": int(os.environ.get("RECSITE_IMPRESSION_RETENTION_DAYS", 90)),
+    # Impressions older than this many days are dropped, a day partition at a time (0, the default, keeps everything:
+    # an upgrade never deletes history on its own).
+    "IMPRESSION_RETENTION_DAYS": int(os.environ.get("RECSITE_IMPRESSION_RETENTION_DAYS", 0)),
 }
