@@ -1,4 +1,5 @@
-"""Liveness of the parts the product cannot work without: Postgres and Redis.
+"""Liveness: the parts the product cannot work without (Postgres, Redis: 503), whether this process is still
+warming its models (503 ``warming``), and the background parts that have not checked in (200 ``degraded``).
 
 ``/healthz`` is public (load balancers and probes call it without a login), so it says only which
 part is down; the driver's error (host names, ports, database user, server messages) goes to the log.
@@ -14,6 +15,8 @@ from django.db import connection
 from django.http import JsonResponse
 
 from experiments.api.errors import exception_detail
+from experiments.heartbeats import PARTS, parts_missing
+from experiments.serving.startup import serving_warming
 
 log = logging.getLogger(__name__)
 
@@ -52,4 +55,22 @@ def healthz(request):
         log.warning("healthz_failed %s", " ".join(f"{name}={checks[name]}" for name in failed))
         body["error"] = {"code": "unavailable", "message": f"{', '.join(failed)} unavailable", "field": None}
         return JsonResponse(body, status=503)
+    if serving_warming():
+        # Not ready for traffic yet: a balancer keeps requests away until every arm is loaded and warmed.
+        body["status"] = "warming"
+        body["error"] = {"code": "warming", "message": "loading and warming the models", "field": None}
+        response = JsonResponse(body, status=503)
+        response._has_been_logged = True  # expected while starting: not one django.request ERROR line per probe
+        return response
+    try:
+        missing = parts_missing()
+    except redis.RedisError as exc:  # Redis answered a moment ago; say so in the log, not as an outage
+        log.warning("healthz_parts_unknown error=%s", exception_detail(exc))
+        return JsonResponse(body)
+    body["parts"] = {part: ("missing" if part in missing else "ok") for part in PARTS}
+    if missing:
+        # Still 200: this process serves. But with the light worker down nothing trains; an operator must know.
+        body["status"] = "degraded"
+        body["missing"] = missing
+        body["message"] = f"not checked in recently: {', '.join(missing)}"
     return JsonResponse(body)

@@ -189,7 +189,7 @@ class Impression(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["request_id", "position"], name="impression_unique_request_position"),
+            models.UniqueConstraint(fields=["request_id", "position", "served_at"], name="impression_unique_request_position"),
             models.CheckConstraint(condition=Q(position__gte=1), name="impression_position_positive"),
             models.CheckConstraint(
                 condition=Q(propensity__gt=0) & Q(propensity__lte=1), name="impression_propensity_range"
@@ -200,7 +200,6 @@ class Impression(models.Model):
             # The training cursor walks an arm's impressions by id.
             models.Index(fields=["arm", "id"], name="impression_arm_id"),
             models.Index(fields=["experiment", "served_at"], name="impression_experiment_served"),
-            models.Index(fields=["arm", "served_at"], name="impression_arm_served"),
             models.Index(fields=["user", "served_at"], name="impression_user_served"),
         ]
 
@@ -209,7 +208,8 @@ class Click(models.Model):
     """At most one click per impression; a late click is kept but not counted."""
 
     # Its own increasing id lets training keep a cursor over clicks that arrive after their impression was trained on.
-    impression = models.OneToOneField(Impression, on_delete=models.CASCADE, related_name="click")
+    # No database FK: impressions are partitioned by day (migration 0011, services/partitions.py).
+    impression = models.OneToOneField(Impression, on_delete=models.CASCADE, related_name="click", db_constraint=False)
     clicked_at = models.DateTimeField()
     late = models.BooleanField(default=False)
 

@@ -71,6 +71,16 @@ def checkpoint_retention() -> int:
     return checkpoint_retention_apply()
 
 
+@shared_task(name="recsite.impressions.partitions", queue="default", ignore_result=True, expires=3600)
+def impression_partitions() -> dict:
+    """Day partitions of the impression log: create ahead, drop past the retention (beat, hourly)."""
+    from django.conf import settings
+
+    from experiments.services.partitions import impression_partitions_maintain
+
+    return impression_partitions_maintain(keep_days=int(settings.RECSITE["IMPRESSION_RETENTION_DAYS"]))
+
+
 @shared_task(name="recsite.policy.tick", queue="default", ignore_result=True, expires=30)
 def policy_tick() -> dict[str, str]:
     """Beat, every RECSITE_POLICY_TICK_S: re-evaluate the allocation policies that are due (queue ``default``)."""
@@ -88,6 +98,18 @@ def guardrails_check() -> list[int]:
     from experiments.services.guardrails import guardrails_check as check
 
     return [decision.id for decision in check()]
+
+
+@worker_ready.connect
+def worker_checkin_start(sender=None, **_kwargs) -> None:
+    """Before anything slow: a worker checks in as the parts its queues make it (experiments/heartbeats.py)."""
+    from experiments.heartbeats import checkin_thread_start, worker_parts
+
+    try:
+        queues = [q.name for q in sender.task_consumer.queues]
+    except AttributeError:
+        return
+    checkin_thread_start(parts=worker_parts(queues))
 
 
 @worker_ready.connect

@@ -20,6 +20,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from experiments.api.asgi import api_fast_path  # noqa: E402
 from experiments.routing import websocket_urlpatterns  # noqa: E402
+from experiments.serving.startup import warm_on_start  # noqa: E402
 
 # Daphne serves static/ itself unless a proxy or CDN in front does (RECSITE_SERVE_STATIC=0).
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.RECSITE_SERVE_STATIC else django_asgi_app
@@ -31,5 +32,7 @@ django_application = ProtocolTypeRouter(
     }
 )
 # The hot event endpoints skip Django's middleware stack (docs/serving.md); RECSITE_API_FAST_PATH=0 turns it off.
-fast_application = api_fast_path(django_application)
+# Both start warming every arm when the server starts; /healthz says "warming" until it is done.
+fast_application = warm_on_start(api_fast_path(django_application))
+django_application = warm_on_start(django_application)
 application = fast_application if settings.RECSITE_API_FAST_PATH else django_application

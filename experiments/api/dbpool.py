@@ -58,3 +58,17 @@ async def run_db(request: HttpRequest, fn: Callable[..., T], *args: Any, **kwarg
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_pool(), functools.partial(_in_pool_thread, fn, args, kwargs))
     return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
+
+
+def pool_warm(timeout: float = 30.0) -> None:
+    """Opens every pool thread's persistent connection now, so that no request pays a connection set-up."""
+    workers = int(settings.RECSITE.get("API_DB_THREADS", 4))
+    barrier = threading.Barrier(workers, timeout=timeout)
+
+    def connect() -> None:
+        barrier.wait()  # one job per thread: none may finish before all have started
+        connection.ensure_connection()
+
+    futures = [_pool().submit(connect) for _ in range(workers)]
+    for future in futures:
+        future.result(timeout=timeout)

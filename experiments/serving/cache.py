@@ -52,6 +52,7 @@ from experiments.serving.snapshot import (
     model_signature,
 )
 from experiments.serving.versions import VersionSubscriber
+from experiments.serving.warmup import model_warm
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class ServingCache:
         self._state: ServingState | None = None
         self._last_error: Exception | None = None
         self._bad: set[tuple[int, int]] = set()  # (arm_id, version) that failed to load
+        self._ready = threading.Event()  # set once a refresh has loaded and warmed every arm
         self._process_reset()
         os.register_at_fork(after_in_child=self._process_reset)
 
@@ -124,6 +126,20 @@ class ServingCache:
             # Typically OperationalError: the caller answers 503 at once instead of hanging.
             raise self._last_error
         raise TimeoutError("serving state did not load")
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def failing(self) -> bool:
+        """The last background refresh failed (typically: the database is down)."""
+        return self._last_error is not None
+
+    @property
+    def ready(self) -> bool:
+        """Every arm of the first complete refresh is loaded and warmed (``/healthz`` says ``warming`` until then)."""
+        return self._ready.is_set()
 
     # ----------------------------------------------------------- background
     def start(self) -> None:
@@ -183,11 +199,16 @@ class ServingCache:
             state = self._publish(experiments, models, catalogue, pending)
             for row in wanted:
                 loaded = self._model_refresh(row, models.get(row.arm_id))
-                pending.discard(row.arm_id)
                 if loaded is not None and loaded is not models.get(row.arm_id):
+                    # Warmed before it is published: the version serving now keeps serving meanwhile.
+                    model_warm(loaded=loaded, catalogue=state.catalogue)
                     models[row.arm_id] = loaded
+                    pending.discard(row.arm_id)
                     state = self._publish(experiments, models, state.catalogue, pending)
-            return self._publish(experiments, models, state.catalogue, pending)
+                pending.discard(row.arm_id)
+            state = self._publish(experiments, models, state.catalogue, pending)
+            self._ready.set()
+            return state
 
     def _publish(self, experiments: dict[str, ServedExperiment], models: dict[int, LoadedModel],
                  catalogue: Catalogue, pending: set[int]) -> ServingState:

@@ -8,10 +8,10 @@ from tests.support.live import free_port, live_env, start_daphne
 
 
 @pytest.mark.django_db
-def test_healthz_is_ok_when_database_and_redis_answer(client):
+def test_healthz_is_200_when_database_and_redis_answer(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+    assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
 @pytest.mark.django_db

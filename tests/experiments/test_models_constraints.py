@@ -146,11 +146,13 @@ def test_impression_model_version_non_negative(world):
 
 
 def test_impression_unique_request_position(world):
-    request_id = uuid.uuid4()
-    Impression.objects.create(**impression_kwargs(world, request_id=request_id))
+    """A replayed row (same request, position and served_at) is refused; served_at is in the key because the
+    table is partitioned on it (migration 0011)."""
+    request_id, served_at = uuid.uuid4(), timezone.now()
+    Impression.objects.create(**impression_kwargs(world, request_id=request_id, served_at=served_at))
     refuses(
-        lambda: Impression.objects.create(**impression_kwargs(world, request_id=request_id)),
-        "impression_unique_request_position",
+        lambda: Impression.objects.create(**impression_kwargs(world, request_id=request_id, served_at=served_at)),
+        '(request_id, "position", served_at)',  # Postgres names the partition's copy of the constraint
     )
 
 

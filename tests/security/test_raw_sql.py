@@ -41,6 +41,8 @@ REVIEWED: dict[tuple[str, str], str] = {
         "_IMPRESSIONS_SQL joins module constants (the async-commit prefix, sessions.IMPRESSIONS_CTE); values are parameters",
     ("experiments/services/events.py", "click_record"):
         "_CLICK_SQL joins module constants (sessions.CLICK_CTE); values are parameters",
+    ("experiments/services/partitions.py", "impression_partition_drop"):
+        "interpolates a partition name built from a datetime.date (experiments_impression_YYYYMMDD), never input",
     ("recsite/demo.py", "ensure_database"):
         "CREATE DATABASE with the name from the operator's own DATABASE_URL (make demo), never from a request",
 }

@@ -117,9 +117,11 @@ def start_daphne(env: dict | None = None, port: int | None = None) -> tuple[Live
     def up() -> bool:
         if not proc.alive():
             raise RuntimeError(f"daphne exited:\n{proc.output()[-3000:]}")
-        return requests.get(f"{url}/healthz", timeout=2).status_code in (200, 503)
+        response = requests.get(f"{url}/healthz", timeout=2)
+        # Ready (200), or down for a reason a test may be about (503 unavailable); never while still warming.
+        return response.status_code == 200 or (response.status_code == 503 and response.json()["status"] != "warming")
 
-    wait_until(up, timeout=60, what="daphne to answer /healthz")
+    wait_until(up, timeout=120, what="daphne to answer /healthz (warm)")
     return proc, url
 
 
@@ -142,3 +144,63 @@ def manage(*args: str, env: dict | None = None, timeout: float = 600) -> subproc
         [sys.executable, str(ROOT / "manage.py"), *args],
         env=env or live_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def start_beat(*, schedule: Path, env: dict | None = None) -> LiveProcess:
+    """Celery beat with its schedule file at ``schedule`` (a tmp path: runs never share one)."""
+    return LiveProcess(
+        "celery-beat",
+        [str(VENV_BIN / "celery"), "-A", "recsite", "beat", "-l", "INFO", "-s", str(schedule)],
+        env or live_env(),
+    )
+
+
+def start_gunicorn(*, workers: int, env: dict | None = None, port: int | None = None) -> tuple[LiveProcess, str]:
+    """The production web server (recsite/gunicorn_conf.py): ``workers`` uvicorn processes on one port; waits
+    until /healthz answers 200 (a worker accepts only once it is warm)."""
+    port = port or free_port()
+    env = dict(env or live_env())
+    env.update({"WEB_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers)})
+    proc = LiveProcess("gunicorn", [str(VENV_BIN / "gunicorn"), "-c", str(ROOT / "recsite" / "gunicorn_conf.py"),
+                                    "recsite.asgi:application"], env)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"gunicorn exited:\n{proc.output()[-3000:]}")
+        return requests.get(f"{url}/healthz", timeout=5).status_code == 200
+
+    wait_until(up, timeout=180, interval=0.2, what="gunicorn to answer /healthz 200")
+    return proc, url
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (gunicorn's workers), from /proc."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def connection_owner(*, server_port: int, client_port: int, pids: Sequence[int]) -> int | None:
+    """Which of ``pids`` holds the server side of the TCP connection from ``client_port`` (Linux /proc)."""
+    wanted = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, remote_port = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+            if local_port == server_port and remote_port == client_port:
+                wanted = fields[9]
+    if wanted is None:
+        return None
+    return next((pid for pid in pids if wanted in _socket_inodes(pid)), None)

@@ -118,8 +118,10 @@ def test_sticky_assignment_across_processes_policy_markers_guardrail_banner_and_
                             headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert created.status_code == 201, created.text
     operator(url_a, token, f"/api/v1/experiments/{SLUG}/start", {"reason": "launched from CI"})
-    live.wait_until(lambda: requests.post(f"{url_b}/api/v1/recommendations", json={"user_id": "warm", "experiment": SLUG},
-                                          timeout=30).status_code == 200, timeout=90, what="serving ready")
+    for base in (url_a, url_b):  # each process sees the started experiment on its own poll
+        live.wait_until(lambda b=base: requests.post(f"{b}/api/v1/recommendations",
+                                                     json={"user_id": "warm", "experiment": SLUG},
+                                                     timeout=30).status_code == 200, timeout=90, what="serving ready")
 
     # 2. First seen on A, back on B: the same arms. Then a re-weight, a pause and a resume.
     first = serve(url_a, USERS)
