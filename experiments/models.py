@@ -74,6 +74,8 @@ class Experiment(models.Model):
     # Bumped whenever traffic weights change, so statistics can stratify by allocation period.
     allocation_epoch = models.IntegerField(default=0)
     concluded_at = models.DateTimeField(null=True, blank=True)
+    # The operator's written conclusion (services.lifecycle.experiment_conclude), kept with the results.
+    conclusion = models.TextField(blank=True, default="")
     # Feedback control (opt-in): the allocation policy that re-weights the arms every few minutes
     # (experiments/services/allocation.py); every arm keeps at least ``policy_floor`` of the traffic.
     policy = models.CharField(max_length=32, choices=Policy.choices, default=Policy.FIXED)
@@ -250,6 +252,7 @@ class Decision(models.Model):
         STOP = "stop"
         PARAMS = "params"
         POLICY = "policy"
+        CONCLUDE = "conclude"
         # Made by the system (user null): the allocation policy and the guardrails.
         REALLOCATE = "reallocate"
         GUARDRAIL_PAUSE = "guardrail_pause"

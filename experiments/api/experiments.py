@@ -93,6 +93,7 @@ def experiments(request: HttpRequest, user, body: dict) -> HttpResponse:
         mode="ab" if body.get("mode") is None else v.identifier(body["mode"], "mode"),
         arms=[_arm_spec(arm, f"arms[{i}]") for i, arm in enumerate(arms)],
         control=None if control is None else v.identifier(control, "control"),
+        salt=None if body.get("salt") is None else v.text(body["salt"], "salt", max_length=64),
         user=user,
         reason=_reason(body),
     )
@@ -124,6 +125,14 @@ def experiment_start(request: HttpRequest, user, body: dict, slug: str) -> HttpR
 def experiment_stop(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
     experiment = _experiment(slug)
     decision = lifecycle.experiment_stop(experiment=experiment, user=user, reason=_reason(body))
+    return _decision_response(decision, experiment, user)
+
+
+@operator_view(methods=["POST"])
+def experiment_conclude(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
+    experiment = _experiment(slug)
+    conclusion = v.text(body.get("conclusion"), "conclusion", max_length=lifecycle.MAX_CONCLUSION)
+    decision = lifecycle.experiment_conclude(experiment=experiment, conclusion=conclusion, user=user)
     return _decision_response(decision, experiment, user)
 
 

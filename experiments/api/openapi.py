@@ -201,6 +201,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                     "status": {"enum": ["draft", "running", "stopped", "concluded"]},
                     "winner": {"type": ["string", "null"]},
                     "allocation_epoch": {"type": "integer", "minimum": 0},
+                    "conclusion": {"type": "string", "description": "the operator's written conclusion (empty "
+                                   "until concluded)"},
                 },
             },
             "computed_at": {"type": "string", "format": "date-time"},
@@ -274,8 +276,16 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                      "description": "only \"ab\" is available; \"interleaved\" is refused (400 mode_unsupported)"},
             "arms": {"type": ["array", "null"], "maxItems": 20, "items": ref("ArmSpec")},
             "control": {"type": ["string", "null"], "description": "arm name; default the first arm"},
+            "salt": {"type": ["string", "null"], "pattern": "^[-a-zA-Z0-9_.:]{1,64}$",
+                     "description": "hashed with each user id into a bucket; random when omitted; fixed for good"},
             "reason": {"type": ["string", "null"], "maxLength": 2000},
         },
+    },
+    "ConcludeRequest": {
+        "type": "object",
+        "required": ["conclusion"],
+        "properties": {"conclusion": {"type": "string", "minLength": 1, "maxLength": 10000,
+                                      "description": "what was learnt and what ships; kept with the results"}},
     },
     "ArmSummary": {
         "type": "object",
@@ -311,6 +321,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "created_at": {"type": "string", "format": "date-time"},
             "started_at": {"type": ["string", "null"], "format": "date-time"},
             "concluded_at": {"type": ["string", "null"], "format": "date-time"},
+            "conclusion": {"type": "string"},
             "policy": {
                 "type": "object",
                 "required": ["kind", "floor", "interval_minutes", "next_at"],
@@ -595,6 +606,21 @@ PATHS: dict[str, dict[str, Any]] = {
                 "200": json_body(ref("DecisionResult"), "stopped"),
                 **OPERATOR_ERRORS,
                 "409": {**ERROR, "description": "not running, or no active control arm"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/conclude": {
+        "post": {
+            "summary": "Write the conclusion, kept with the results: after a promotion, or ending a stopped "
+            "experiment on its control (which already serves everyone); audited as a conclude decision",
+            "operationId": "experimentConclude",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "requestBody": {"required": True, **json_body(ref("ConcludeRequest"))},
+            "responses": {
+                "200": json_body(ref("DecisionResult"), "concluded"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "draft or running (promote an arm or stop it first: not_concludable)"},
             },
         }
     },

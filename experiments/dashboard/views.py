@@ -65,9 +65,9 @@ def _form_submit(request: HttpRequest, form, call: Callable[[dict], str]) -> tup
 @login_required
 def experiment_list(request: HttpRequest) -> HttpResponse:
     experiments = dashboard_selectors.experiments_for_dashboard()
-    if len(experiments) == 1:
+    if len(experiments) == 1 and "all" not in request.GET:
         return redirect("dashboard:detail", slug=experiments[0].slug)
-    return render(request, "dashboard/list.html", {"experiments": experiments})
+    return render(request, "dashboard/list.html", {"experiments": experiments, "can_decide": can_decide(request.user)})
 
 
 @login_required

@@ -231,6 +231,7 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
             "status": experiment.status,
             "winner": next((a.name for a in arms if a.id == experiment.winner_id), None),
             "allocation_epoch": experiment.allocation_epoch,
+            "conclusion": experiment.conclusion,
         },
         "computed_at": at,
         "seq": int((previous or {}).get("seq", 0)) + 1,

@@ -268,3 +268,28 @@ def test_other_methods_are_405_with_allow(api):
 
     assert response.status_code == 405 and response["Allow"] == "POST"
     documented("/api/v1/experiments/{slug}/start", "post", response)
+
+
+def test_conclude_keeps_the_written_conclusion_with_the_results_after_a_promotion(api, launched):
+    early = api.post("/api/v1/experiments/launch/conclude", {"conclusion": "too early"})
+    api.post("/api/v1/experiments/launch/promote", {"arm": "ftrl", "reason": "better"})
+    missing = api.post("/api/v1/experiments/launch/conclude", {})
+    concluded = api.post("/api/v1/experiments/launch/conclude", {"conclusion": "FTRL ships: +12% CTR."})
+
+    assert documented("/api/v1/experiments/{slug}/conclude", "post", early)["error"]["code"] == "not_concludable"
+    assert early.status_code == 409
+    assert missing.status_code == 400 and missing.json()["error"]["field"] == "conclusion"
+    body = documented("/api/v1/experiments/{slug}/conclude", "post", concluded, "DecisionResult")
+    assert (body["decision"]["action"], body["experiment"]["winner"], body["experiment"]["conclusion"]) == (
+        "conclude", "ftrl", "FTRL ships: +12% CTR.")
+    decision = Decision.objects.get(experiment=launched, action="conclude")
+    assert decision.stats_snapshot["conclusion"] == "FTRL ships: +12% CTR." and "report" in decision.stats_snapshot
+    assert Experiment.objects.get(slug="launch").status == "concluded"
+
+
+def test_create_takes_a_salt_and_refuses_a_bad_one(api):
+    made = api.post("/api/v1/experiments", {**ARENA, "salt": "fixed-salt"})
+    bad = api.post("/api/v1/experiments", {**ARENA, "slug": "other", "salt": "no spaces"})
+
+    assert made.status_code == 201 and Experiment.objects.get(slug="launch").salt == "fixed-salt"
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "salt")

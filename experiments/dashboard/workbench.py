@@ -1,0 +1,179 @@
+"""The operator's workbench in the dashboard: create an experiment, add arms, set weights, start, stop, conclude.
+
+Each page is the twin of a staff JSON endpoint (``experiments/api/experiments.py``) and calls the same service
+(``services.lifecycle``, ``services.decisions``), which checks the permission and records the audited decision;
+so a button and its endpoint cannot drift. Analysts get 403 on every page here.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from experiments.dashboard import arm_form
+from experiments.dashboard.forms import DecisionForm
+from experiments.dashboard.views import _form_submit, _require_decider
+from experiments.errors import ApplicationError
+from experiments.models import Experiment
+from experiments.services import decisions as decision_services
+from experiments.services import lifecycle
+
+# A service's dotted field → the form field it belongs to.
+_FIELD_OF = {"slug": "slug", "name": "name", "salt": "salt", "control": "arm_name", "reason": "reason",
+             "weight": "weight", "conclusion": "conclusion"}
+
+
+def _put_error(form, fieldsets, kind: str | None, exc: ApplicationError) -> None:
+    """A service refusal next to its field: ``arms[0].name`` → arm_name, ``arm.params`` → the kind's fieldset."""
+    where = (exc.field or "").rsplit(".", 1)[-1]
+    if where == "params" and kind:
+        chosen = next((f for f in fieldsets if f.kind == kind), None)
+        if chosen and chosen.params:
+            chosen.params[0].error = exc.message
+            return
+    target = {"name": "arm_name" if "." in (exc.field or "") else "name"}.get(where, _FIELD_OF.get(where))
+    form.add_error(target if target in form.fields else None, exc.message)
+
+
+def _arm_page(request, form, call) -> tuple[bool, int, list]:
+    """Validates the base form and the chosen kind's params, then ``call(cleaned, params)``."""
+    data = request.POST if request.method == "POST" else None
+    fieldsets = arm_form.kind_fieldsets(data)
+    if request.method != "POST":
+        return False, 200, fieldsets
+    valid = form.is_valid()
+    kind = form.cleaned_data.get("kind") if valid else request.POST.get("kind")
+    params = arm_form.params_clean(kind, request.POST, fieldsets) if kind else None
+    if not valid or params is None:
+        return False, 400, fieldsets
+    try:
+        call(form.cleaned_data, params)
+    except ApplicationError as exc:
+        _put_error(form, fieldsets, kind, exc)
+        return False, exc.status, fieldsets
+    return True, 201, fieldsets
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def experiment_new(request: HttpRequest) -> HttpResponse:
+    _require_decider(request)
+    form = arm_form.ExperimentCreateForm(request.POST or None)
+    made = {}
+
+    def create(data: dict, params: dict) -> None:
+        made["experiment"] = lifecycle.experiment_create(
+            slug=data["slug"], name=data["name"], salt=data["salt"] or None, control=data["arm_name"],
+            arms=[lifecycle.ArmSpec(name=data["arm_name"], kind=data["kind"], params=params, weight=1.0)],
+            user=request.user, reason=data["reason"] or None,
+        )
+
+    done, status, fieldsets = _arm_page(request, form, create)
+    if done:
+        return redirect("dashboard:detail", slug=made["experiment"].slug)
+    return render(request, "dashboard/new.html", {"form": form, "fieldsets": fieldsets,
+                                                  "chosen": form["kind"].value() or fieldsets[0].kind}, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def arm_new(request: HttpRequest, slug: str) -> HttpResponse:
+    _require_decider(request)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    form = arm_form.ArmAddForm(request.POST or None)
+
+    def add(data: dict, params: dict) -> None:
+        lifecycle.arm_create(
+            experiment=experiment, user=request.user, reason=data["reason"] or None,
+            spec=lifecycle.ArmSpec(name=data["arm_name"], kind=data["kind"], params=params, weight=data["weight"]),
+        )
+
+    done, status, fieldsets = _arm_page(request, form, add)
+    if done:
+        return redirect("dashboard:detail", slug=experiment.slug)
+    return render(request, "dashboard/arm_new.html",
+                  {"experiment": experiment, "form": form, "fieldsets": fieldsets,
+                   "chosen": form["kind"].value() or fieldsets[0].kind}, status=status)
+
+
+LIFECYCLE_ACTIONS = {
+    "start": ("Start", lifecycle.experiment_start,
+              "Every arm with a weight takes new users; returning users get their own arm back."),
+    "stop": ("Stop", lifecycle.experiment_stop,
+             "Every request is served by the control arm, without a winner, until a start; assignments are kept."),
+}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def experiment_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
+    """Start or stop: a confirmation page with a reason (the JSON twins: POST …/start, …/stop)."""
+    _require_decider(request)
+    if action not in LIFECYCLE_ACTIONS:
+        return HttpResponse(status=404)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    label, service, explain = LIFECYCLE_ACTIONS[action]
+    form = DecisionForm(request.POST or None, initial={"reason": f"{label} {experiment.slug}"})
+
+    def run(data: dict) -> str:
+        decision = service(experiment=experiment, user=request.user, reason=data["reason"])
+        return f"{label}: recorded as decision #{decision.id}."
+
+    done, status = _form_submit(request, form, run)
+    if done:
+        return redirect("dashboard:detail", slug=experiment.slug)
+    return render(request, "dashboard/lifecycle.html",
+                  {"experiment": experiment, "form": form, "label": label, "explain": explain, "action": action},
+                  status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def experiment_weights(request: HttpRequest, slug: str) -> HttpResponse:
+    """Every arm's weight at once, as one decision and one period (the JSON twin: POST …/weights).
+
+    ``?launch=<arm>`` is the candidate's "Launch": the same page with that arm's field focused and preset."""
+    _require_decider(request)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    form = arm_form.weights_form(experiment, request.POST or None)
+    arms = {f"w-{arm.id}": arm for arm in experiment.arms.all()}
+    launch = request.GET.get("launch")
+    for key, arm in arms.items():
+        if request.method != "POST" and arm.name == launch and arm.weight == 0:
+            form.fields[key].initial = 1.0
+            form.fields[key].widget.attrs["autofocus"] = True
+    if request.method != "POST":
+        form.fields["reason"].initial = f"launch {launch}" if launch else ""
+
+    def save(data: dict) -> str:
+        weights = {arms[key].name: value for key, value in data.items() if key in arms}
+        decision = decision_services.experiment_reweight(experiment=experiment, weights=weights, user=request.user,
+                                                         reason=data["reason"])
+        return f"Weights set: recorded as decision #{decision.id}."
+
+    done, status = _form_submit(request, form, save)
+    if done:
+        return redirect("dashboard:detail", slug=experiment.slug)
+    return render(request, "dashboard/weights.html", {"experiment": experiment, "form": form, "launch": launch},
+                  status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def experiment_conclude(request: HttpRequest, slug: str) -> HttpResponse:
+    """The written conclusion, kept with the results (the JSON twin: POST …/conclude)."""
+    _require_decider(request)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    form = arm_form.ConcludeForm(request.POST or None, initial={"conclusion": experiment.conclusion})
+
+    def conclude(data: dict) -> str:
+        decision = lifecycle.experiment_conclude(experiment=experiment, conclusion=data["conclusion"],
+                                                 user=request.user)
+        return f"Concluded: recorded as decision #{decision.id}."
+
+    done, status = _form_submit(request, form, conclude)
+    if done:
+        return redirect("dashboard:detail", slug=experiment.slug)
+    return render(request, "dashboard/conclude.html", {"experiment": experiment, "form": form}, status=status)

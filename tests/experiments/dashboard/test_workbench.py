@@ -1,0 +1,152 @@
+"""The operator's workbench pages: the whole lifecycle from /dashboard/, through the same services as the JSON API."""
+
+import json
+
+import pytest
+from django.test import Client
+
+from experiments.models import Arm, Decision, Experiment
+from models.registry import kinds, param_docs
+
+pytestmark = pytest.mark.django_db
+
+
+def post(client: Client, url: str, data: dict):
+    client.get(url)
+    return client.post(url, {**data, "csrfmiddlewaretoken": client.cookies["csrftoken"].value})
+
+
+def create_form(**extra) -> dict:
+    return {"slug": "shoes", "name": "Shoes", "salt": "pepper-1", "arm_name": "control", "kind": "popularity",
+            "reason": "", **extra}
+
+
+def test_the_kind_picker_shows_every_registry_kind_with_its_defaults_and_help(login):
+    page = login("admin", promoter=True).get("/dashboard/new/")
+    html = page.content.decode()
+
+    assert page.status_code == 200
+    for kind, defaults in kinds().items():
+        assert f'data-kind="{kind}"' in html
+        for name in defaults:
+            assert f'name="param-{kind}-{name}"' in html
+    assert param_docs("deep_ctr")["lr"] in html
+    assert 'id="id_param-deep_ctr-lr"' in html and 'value="0.003"' in html
+
+
+def test_create_from_the_dashboard_makes_the_audited_draft_with_its_salt_control_and_params(login):
+    client = login("admin", promoter=True)
+
+    response = post(client, "/dashboard/new/", create_form(**{"param-popularity-epsilon": "0.1"}))
+
+    experiment = Experiment.objects.get(slug="shoes")
+    control = Arm.objects.get(experiment=experiment)
+    decision = Decision.objects.get(experiment=experiment)
+    assert response.status_code == 302 and response["Location"] == "/dashboard/shoes/"
+    assert (experiment.name, experiment.salt, experiment.status, experiment.control_arm_id) == (
+        "Shoes", "pepper-1", "draft", control.id)
+    assert (control.name, control.kind, control.params["epsilon"], control.weight) == ("control", "popularity", 0.1, 1.0)
+    assert (decision.action, decision.user.username) == ("create", "admin")
+
+
+def test_a_bad_param_shows_the_registry_message_next_to_its_field_and_writes_nothing(login):
+    client = login("admin", promoter=True)
+
+    response = post(client, "/dashboard/new/", create_form(**{"param-popularity-epsilon": "7",
+                                                              "param-popularity-heads": "many"}))
+    html = response.content.decode()
+
+    assert response.status_code == 400
+    assert "param &#x27;epsilon&#x27; of kind &#x27;popularity&#x27; must be &lt;= " in html
+    assert 'data-param="epsilon"' in html and 'data-param="heads"' in html
+    assert "param &#x27;heads&#x27; of kind &#x27;popularity&#x27; must be a finite int, got &#x27;many&#x27;" in html
+    assert not Experiment.objects.exists()
+
+
+def test_a_taken_slug_is_refused_next_to_the_slug_field(login, experiment):
+    client = login("admin", promoter=True)
+
+    response = post(client, "/dashboard/new/", create_form(slug="homepage"))
+
+    assert response.status_code == 409
+    assert response.context["form"].errors["slug"] == ["An experiment 'homepage' exists already."]
+
+
+def test_add_a_candidate_then_start_set_weights_stop_and_conclude_all_from_the_dashboard(login):
+    client = login("admin", promoter=True)
+    post(client, "/dashboard/new/", create_form())
+
+    added = post(client, "/dashboard/shoes/arms/new/", {"arm_name": "cand", "kind": "ftrl_logreg", "weight": "0",
+                                                        "param-ftrl_logreg-alpha": "0.1", "reason": "try FTRL"})
+    post(client, "/dashboard/shoes/arms/new/", {"arm_name": "deep", "kind": "deep_ctr", "weight": "1", "reason": ""})
+    started = post(client, "/dashboard/shoes/start/", {"reason": "go"})
+    experiment = Experiment.objects.get(slug="shoes")
+    cand, deep = Arm.objects.get(name="cand"), Arm.objects.get(name="deep")
+    control = Arm.objects.get(name="control")
+    launched = post(client, "/dashboard/shoes/weights/", {f"w-{control.id}": "1", f"w-{deep.id}": "1",
+                                                          f"w-{cand.id}": "2", "reason": "launch cand"})
+    stopped = post(client, "/dashboard/shoes/stop/", {"reason": "enough"})
+    concluded = post(client, "/dashboard/shoes/conclude/", {"conclusion": "Nothing beat the control; keep it."})
+
+    experiment.refresh_from_db()
+    cand.refresh_from_db()
+    assert [r.status_code for r in (added, started, launched, stopped, concluded)] == [302] * 5
+    assert (cand.kind, cand.params["alpha"], cand.weight) == ("ftrl_logreg", 0.1, 2.0)
+    assert (experiment.status, experiment.winner_id, experiment.conclusion) == (
+        "concluded", control.id, "Nothing beat the control; keep it.")
+    assert list(Decision.objects.filter(experiment=experiment).order_by("id").values_list("action", flat=True)) == [
+        "create", "arm_add", "arm_add", "start", "reweight", "stop", "conclude"]
+    page = client.get("/dashboard/shoes/")
+    assert b'data-testid="conclusion"' in page.content and b"Nothing beat the control" in page.content
+    assert json.loads(client.get("/dashboard/shoes/export.json").content)["experiment"]["conclusion"] == (
+        "Nothing beat the control; keep it.")
+
+
+def test_conclude_on_a_running_experiment_says_to_promote_or_stop_first(login, experiment):
+    client = login("admin", promoter=True)
+
+    response = post(client, "/dashboard/homepage/conclude/", {"conclusion": "too early"})
+
+    assert response.status_code == 409
+    assert "promote the winning arm" in response.content.decode()
+    assert Experiment.objects.get(slug="homepage").conclusion == ""
+
+
+@pytest.mark.parametrize("path", ["/dashboard/new/", "/dashboard/homepage/arms/new/", "/dashboard/homepage/start/",
+                                  "/dashboard/homepage/stop/", "/dashboard/homepage/weights/",
+                                  "/dashboard/homepage/conclude/"])
+def test_analysts_cannot_open_or_post_any_workbench_page(login, experiment, path):
+    client = login("analyst", promoter=False)
+    client.get("/dashboard/homepage/")
+
+    opened = client.get(path)
+    posted = client.post(path, {"reason": "x", "conclusion": "x", **create_form(slug="sneaky")})
+
+    assert (opened.status_code, posted.status_code) == (403, 403)
+    assert not Experiment.objects.filter(slug="sneaky").exists()
+    assert Experiment.objects.get(slug="homepage").status == "running"
+
+
+def test_analysts_see_no_operator_buttons_and_admins_do(login, experiment):
+    analyst = login("analyst", promoter=False).get("/dashboard/homepage/")
+    admin = login("admin", promoter=True).get("/dashboard/homepage/")
+
+    assert b'data-testid="operator-bar"' not in analyst.content
+    assert b'data-testid="operator-bar"' in admin.content and b'data-testid="stop"' in admin.content
+
+
+def test_the_empty_list_offers_creation_instead_of_a_command(login):
+    page = login("admin", promoter=True).get("/dashboard/")
+
+    assert b"seed_demo" not in page.content and b'href="/dashboard/new/"' in page.content
+
+
+def test_launch_presets_the_candidate_weight(login, experiment):
+    client = login("admin", promoter=True)
+    Arm.objects.create(experiment=experiment, name="cand", kind="popularity", weight=0.0)
+
+    page = client.get("/dashboard/homepage/weights/?launch=cand")
+
+    form = page.context["form"]
+    key = f"w-{Arm.objects.get(name='cand').id}"
+    assert form.fields[key].initial == 1.0 and form.fields["reason"].initial == "launch cand"
