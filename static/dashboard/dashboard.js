@@ -50,8 +50,10 @@
 
   // The newest off-policy estimate (manage.py evaluate_offline) next to the live CTR.
   function offlineText(o) {
-    if (!o || !isNum(o.value)) return "—";
-    return pct(o.value) + " [" + pct(o.ci_low) + ", " + pct(o.ci_high) + "] " + o.estimator.toUpperCase() + " v" + o.model_version;
+    if (!o) return "";
+    if (o.insufficient_overlap) return "offline: insufficient overlap";
+    if (!isNum(o.value)) return "";
+    return "offline " + pct(o.value) + " [" + pct(o.ci_low) + ", " + pct(o.ci_high) + "] " + o.estimator.toUpperCase() + " v" + o.model_version;
   }
 
   function renderTable(stats) {
@@ -62,25 +64,27 @@
       const r = report.arms[name];
       const m = stats.arms[name] || {};
       const tr = el("tr", { "data-arm": name, class: (m.is_winner ? "winner " : "") + (m.status || "") });
+      const candidate = m.status === "active" && r.weight === 0 && !m.is_winner;
+      // [field, main text, second line]: grouped so that the table fits 1,280 px.
       const cells = [
-        ["name", name + (r.is_control ? " (control)" : "") + (m.is_winner ? " ★" : "")],
-        ["status", m.status || "—"],
+        ["name", name + (r.is_control ? " (control)" : "") + (m.is_winner ? " ★" : ""),
+          (candidate ? "candidate" : m.status || "—") + (m.kind ? " · " + m.kind : "")],
         ["weight", pct(r.weight, 0)],
         ["impressions", int(r.impressions)],
         ["clicks", int(r.clicks)],
-        ["ctr", pct(r.ctr) + (r.ctr_ci ? " ± " + pct((r.ctr_ci[1] - r.ctr_ci[0]) / 2) : "")],
-        ["offline", offlineText(m.offline_estimate)],
-        ["lift", r.is_control ? "—" : signed(r.lift) + (r.lift_ci ? " [" + signed(r.lift_ci[0]) + ", " + signed(r.lift_ci[1]) + "]" : "")],
-        ["always_valid_p", r.is_control ? "—" : pval(r.always_valid_p) + " (" + pval(r.always_valid_p_holm) + ")"],
+        ["ctr", pct(r.ctr) + (r.ctr_ci ? " ± " + pct((r.ctr_ci[1] - r.ctr_ci[0]) / 2) : ""), offlineText(m.offline_estimate)],
+        ["lift", r.is_control ? "—" : signed(r.lift), !r.is_control && r.lift_ci ? "[" + signed(r.lift_ci[0]) + ", " + signed(r.lift_ci[1]) + "]" : ""],
+        ["always_valid_p", r.is_control ? "—" : pval(r.always_valid_p), r.is_control ? "" : "Holm " + pval(r.always_valid_p_holm)],
         ["p_best", pct(r.p_best, 1)],
         ["expected_loss", pct(r.expected_loss, 3)],
-        ["model_version", m.model_version === undefined || m.model_version === null ? "—" : "v" + m.model_version],
-        ["freshness", secs(m.seconds_since_update) + (isNum(m.serving_lag_s) ? " · lag " + m.serving_lag_s.toFixed(1) + " s" : "")],
+        ["model_version", m.model_version === undefined || m.model_version === null ? "—" : "v" + m.model_version,
+          secs(m.seconds_since_update) + (isNum(m.serving_lag_s) ? " · lag " + m.serving_lag_s.toFixed(1) + " s" : "")],
         ["logloss", num(m.logloss) + " / " + num(m.auc)],
         ["health", m.health || "—"],
       ];
-      for (const [field, text] of cells) {
+      for (const [field, text, sub] of cells) {
         const td = el("td", { "data-field": field }, text);
+        if (sub) td.appendChild(el("span", { class: "sub", "data-field": field + "_detail" }, sub));
         if (field === "ctr") td.dataset.value = isNum(r.ctr) ? String(r.ctr) : "";
         if (field === "health" && m.health === "unhealthy") { td.className = "flag"; td.title = m.health_reason || ""; }
         if (field === "always_valid_p" && r.significant_sequential) td.className = "good";
