@@ -90,6 +90,18 @@ def guardrails_check() -> list[int]:
     return [decision.id for decision in check()]
 
 
+@shared_task(name="recsite.offline.evaluate", queue="default", ignore_result=True, acks_late=True)
+def offline_evaluate(arm_id: int, job: str, n_bootstrap: int = 300, logging_arms: list[str] | None = None) -> int | None:
+    """A candidate's offline evaluation (queue ``default``); progress goes to the dashboard over the WebSocket.
+
+    Returns the id of the stored estimate. A redelivery stores one more estimate (the newest is shown): harmless.
+    """
+    from experiments.offline.candidates import candidate_evaluation_run
+
+    estimate = candidate_evaluation_run(arm_id=arm_id, job=job, n_bootstrap=n_bootstrap, logging_arms=logging_arms)
+    return estimate.id if estimate is not None else None
+
+
 @worker_ready.connect
 def training_worker_warmup(sender=None, **_kwargs) -> None:
     """A worker that consumes a training queue loads its arms (and TensorFlow) before the first tick."""

@@ -170,6 +170,27 @@ def arm_resume(request: HttpRequest, user, body: dict, slug: str, arm: str) -> H
 
 
 @operator_view(methods=["POST"])
+def arm_evaluate(request: HttpRequest, user, body: dict, slug: str, arm: str) -> HttpResponse:
+    """Queue a candidate's offline evaluation (a Celery job); its progress arrives on the dashboard's WebSocket."""
+    from experiments.offline.candidates import DEFAULT_BOOTSTRAP, candidate_evaluation_request
+
+    experiment = _experiment(slug)
+    target = _arm(experiment, arm, field=None)
+    n_bootstrap = body.get("n_bootstrap")
+    logging_arms = body.get("logging_arms")
+    if logging_arms is not None and (not isinstance(logging_arms, list) or not logging_arms):
+        raise ApplicationError("invalid_type", "logging_arms must be a non-empty list of arm names",
+                               field="logging_arms")
+    job = candidate_evaluation_request(
+        experiment=experiment, arm=target, user=user,
+        n_bootstrap=DEFAULT_BOOTSTRAP if n_bootstrap is None else v.integer(n_bootstrap, "n_bootstrap", lo=2, hi=5000),
+        logging_arms=None if logging_arms is None else [v.identifier(a, f"logging_arms[{i}]")
+                                                         for i, a in enumerate(logging_arms)],
+    )
+    return JsonResponse({"job": job, "arm": target.name, "experiment": experiment.slug, "state": "queued"}, status=202)
+
+
+@operator_view(methods=["POST"])
 def experiment_promote(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
     experiment = _experiment(slug)
     arm_name = v.identifier(body.get("arm"), "arm")

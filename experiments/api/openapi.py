@@ -281,6 +281,20 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "reason": {"type": ["string", "null"], "maxLength": 2000},
         },
     },
+    "EvaluateRequest": {
+        "type": "object",
+        "properties": {
+            "n_bootstrap": {"type": ["integer", "null"], "minimum": 2, "maximum": 5000, "default": 300},
+            "logging_arms": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1,
+                             "description": "evaluate on these arms' logs only (default: every other arm's)"},
+        },
+    },
+    "EvaluationQueued": {
+        "type": "object",
+        "required": ["job", "arm", "experiment", "state"],
+        "properties": {"job": {"type": "string"}, "arm": {"type": "string"}, "experiment": {"type": "string"},
+                       "state": {"const": "queued"}},
+    },
     "ConcludeRequest": {
         "type": "object",
         "required": ["conclusion"],
@@ -606,6 +620,24 @@ PATHS: dict[str, dict[str, Any]] = {
                 "200": json_body(ref("DecisionResult"), "stopped"),
                 **OPERATOR_ERRORS,
                 "409": {**ERROR, "description": "not running, or no active control arm"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/arms/{arm}/evaluate": {
+        "post": {
+            "summary": "Queue an offline (off-policy) evaluation of an arm, usually a weight-0 candidate, on the other "
+            "arms' logged traffic (a Celery job on the default queue); progress goes to the dashboard's WebSocket as "
+            "offline_progress events, and the estimate (DR, SNIPS, IPS with CIs, clipped to [0, 1]; effective sample "
+            "size; max importance weight) is stored for the candidates table",
+            "operationId": "armEvaluate",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG, ARM],
+            "requestBody": {"required": False, **json_body(ref("EvaluateRequest"))},
+            "responses": {
+                "202": json_body(ref("EvaluationQueued"), "queued"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "no other arm has logged traffic (no_logs), or the arm only holds "
+                        "imported logs (not_a_policy)"},
             },
         }
     },

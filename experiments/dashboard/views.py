@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from experiments.api.errors import application_error_response
+from experiments.dashboard.common import can_decide, form_submit, require_decider
 from experiments.dashboard.forms import DecisionForm, ModelRollbackForm, PolicyForm, ReweightForm
+from experiments.dashboard.workbench import candidates_context
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment
 from experiments.selectors import dashboard as dashboard_selectors
@@ -35,31 +34,6 @@ ARM_ACTIONS = {
     "resume": ("Resume", decision_services.arm_resume),
     "reweight": ("Re-weight", decision_services.arm_reweight),
 }
-
-
-def can_decide(user) -> bool:
-    return bool(user.is_authenticated and user.is_staff and user.has_perm(decision_services.PERMISSION))
-
-
-def _require_decider(request: HttpRequest) -> None:
-    if not can_decide(request.user):
-        raise PermissionDenied("Only staff with the promote_arm permission can change traffic.")
-
-
-def _form_submit(request: HttpRequest, form, call: Callable[[dict], str]) -> tuple[bool, int]:
-    """``(done, status)`` of a decision form: a valid POST runs ``call(cleaned_data)``, which returns the message to
-    flash; a refusal goes next to its field (or the whole form) with its status; an invalid form is a 400."""
-    if request.method != "POST":
-        return False, 200
-    if not form.is_valid():
-        return False, 400
-    try:
-        message = call(form.cleaned_data)
-    except ApplicationError as exc:
-        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-        return False, exc.status
-    messages.success(request, message)
-    return True, 200
 
 
 @login_required
@@ -82,10 +56,13 @@ def experiment_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "armActionUrl": reverse("dashboard:arm_decide", args=[experiment.slug, 0, "ACTION"]),
         "armIds": {arm.name: arm.id for arm in arms},
     }
+    config["candidatesUrl"] = reverse("dashboard:candidates", args=[experiment.slug])
+    config["evaluateUrl"] = f"/api/v1/experiments/{experiment.slug}/arms/ARM/evaluate"
     return render(
         request,
         "dashboard/detail.html",
-        {"experiment": experiment, "arms": arms, "can_decide": allowed, "config": config},
+        {"experiment": experiment, "arms": arms, "can_decide": allowed, "config": config,
+         **candidates_context(experiment, request.user)},
     )
 
 
@@ -158,7 +135,7 @@ def export_csv(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def arm_decide(request: HttpRequest, slug: str, arm_id: int, action: str) -> HttpResponse:
     """GET: the confirmation page with the current numbers; POST: the decision itself."""
-    _require_decider(request)
+    require_decider(request)
     if action not in ARM_ACTIONS:
         return HttpResponse(status=404)
     experiment = get_object_or_404(Experiment, slug=slug)
@@ -176,7 +153,7 @@ def arm_decide(request: HttpRequest, slug: str, arm_id: int, action: str) -> Htt
         )
         return f"{label} {arm.name}: recorded as decision #{decision.id}."
 
-    done, status = _form_submit(request, form, decide)
+    done, status = form_submit(request, form, decide)
     if done:
         return redirect("dashboard:detail", slug=experiment.slug)
     payload = result_selectors.experiment_payload_current(experiment=experiment)
@@ -196,7 +173,7 @@ def arm_decide(request: HttpRequest, slug: str, arm_id: int, action: str) -> Htt
 @login_required
 @require_http_methods(["GET", "POST"])
 def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> HttpResponse:
-    _require_decider(request)
+    require_decider(request)
     decision = get_object_or_404(Decision, pk=decision_id, experiment__slug=slug)
     form = DecisionForm(request.POST or None, initial={"reason": f"Roll back decision #{decision.id}"})
 
@@ -204,7 +181,7 @@ def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> Http
         new = decision_services.decision_rollback(decision=decision, user=request.user, reason=data["reason"])
         return f"Rolled back decision #{decision.id} as decision #{new.id}."
 
-    done, status = _form_submit(request, form, roll_back)
+    done, status = form_submit(request, form, roll_back)
     if done:
         return redirect("dashboard:audit", slug=slug)
     restore = json.dumps(decision.previous_state, indent=2, sort_keys=True)
@@ -220,7 +197,7 @@ def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> Http
 @require_http_methods(["GET", "POST"])
 def arm_model(request: HttpRequest, slug: str, arm_id: int) -> HttpResponse:
     """GET: the arm's kept model versions; POST: roll the model back to one of them (audited)."""
-    _require_decider(request)
+    require_decider(request)
     experiment = get_object_or_404(Experiment, slug=slug)
     arm = get_object_or_404(Arm, pk=arm_id, experiment=experiment)
     form = ModelRollbackForm(request.POST or None)
@@ -230,7 +207,7 @@ def arm_model(request: HttpRequest, slug: str, arm_id: int) -> HttpResponse:
                                                            reason=data["reason"])
         return f"{arm.name} serves the state of version {data['version']} again, as version {new.version}."
 
-    done, status = _form_submit(request, form, roll_back)
+    done, status = form_submit(request, form, roll_back)
     if done:
         return redirect("dashboard:detail", slug=experiment.slug)
     versions = training_selectors.arm_versions(arm_id=arm.id)
@@ -243,7 +220,7 @@ def arm_model(request: HttpRequest, slug: str, arm_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def policy(request: HttpRequest, slug: str) -> HttpResponse:
     """GET: the allocation policy and guardrail settings; POST: change them (audited)."""
-    _require_decider(request)
+    require_decider(request)
     experiment = get_object_or_404(Experiment, slug=slug)
     initial = {"policy": experiment.policy, "floor": experiment.policy_floor,
                "interval_minutes": experiment.policy_interval_minutes, "guardrails": experiment.guardrails,
@@ -258,7 +235,7 @@ def policy(request: HttpRequest, slug: str) -> HttpResponse:
         )
         return f"Allocation policy set: recorded as decision #{decision.id}."
 
-    done, status = _form_submit(request, form, set_policy)
+    done, status = form_submit(request, form, set_policy)
     if done:
         return redirect("dashboard:detail", slug=experiment.slug)
     return render(request, "dashboard/policy.html", {"experiment": experiment, "form": form}, status=status)

@@ -7,16 +7,20 @@ so a button and its endpoint cannot drift. Analysts get 403 on every page here.
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from experiments.dashboard import arm_form
+from experiments.dashboard.common import can_decide, form_submit, require_decider
 from experiments.dashboard.forms import DecisionForm
-from experiments.dashboard.views import _form_submit, _require_decider
 from experiments.errors import ApplicationError
-from experiments.models import Experiment
+from experiments.models import Arm, Experiment
+from experiments.offline import candidates as candidate_services
+from experiments.offline.services import MIN_EFFECTIVE_SAMPLE_SIZE
+from experiments.selectors import candidates as candidate_selectors
 from experiments.services import decisions as decision_services
 from experiments.services import lifecycle
 
@@ -59,7 +63,7 @@ def _arm_page(request, form, call) -> tuple[bool, int, list]:
 @login_required
 @require_http_methods(["GET", "POST"])
 def experiment_new(request: HttpRequest) -> HttpResponse:
-    _require_decider(request)
+    require_decider(request)
     form = arm_form.ExperimentCreateForm(request.POST or None)
     made = {}
 
@@ -80,7 +84,7 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def arm_new(request: HttpRequest, slug: str) -> HttpResponse:
-    _require_decider(request)
+    require_decider(request)
     experiment = get_object_or_404(Experiment, slug=slug)
     form = arm_form.ArmAddForm(request.POST or None)
 
@@ -110,7 +114,7 @@ LIFECYCLE_ACTIONS = {
 @require_http_methods(["GET", "POST"])
 def experiment_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
     """Start or stop: a confirmation page with a reason (the JSON twins: POST …/start, …/stop)."""
-    _require_decider(request)
+    require_decider(request)
     if action not in LIFECYCLE_ACTIONS:
         return HttpResponse(status=404)
     experiment = get_object_or_404(Experiment, slug=slug)
@@ -121,7 +125,7 @@ def experiment_action(request: HttpRequest, slug: str, action: str) -> HttpRespo
         decision = service(experiment=experiment, user=request.user, reason=data["reason"])
         return f"{label}: recorded as decision #{decision.id}."
 
-    done, status = _form_submit(request, form, run)
+    done, status = form_submit(request, form, run)
     if done:
         return redirect("dashboard:detail", slug=experiment.slug)
     return render(request, "dashboard/lifecycle.html",
@@ -135,7 +139,7 @@ def experiment_weights(request: HttpRequest, slug: str) -> HttpResponse:
     """Every arm's weight at once, as one decision and one period (the JSON twin: POST …/weights).
 
     ``?launch=<arm>`` is the candidate's "Launch": the same page with that arm's field focused and preset."""
-    _require_decider(request)
+    require_decider(request)
     experiment = get_object_or_404(Experiment, slug=slug)
     form = arm_form.weights_form(experiment, request.POST or None)
     arms = {f"w-{arm.id}": arm for arm in experiment.arms.all()}
@@ -153,7 +157,7 @@ def experiment_weights(request: HttpRequest, slug: str) -> HttpResponse:
                                                          reason=data["reason"])
         return f"Weights set: recorded as decision #{decision.id}."
 
-    done, status = _form_submit(request, form, save)
+    done, status = form_submit(request, form, save)
     if done:
         return redirect("dashboard:detail", slug=experiment.slug)
     return render(request, "dashboard/weights.html", {"experiment": experiment, "form": form, "launch": launch},
@@ -164,7 +168,7 @@ def experiment_weights(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def experiment_conclude(request: HttpRequest, slug: str) -> HttpResponse:
     """The written conclusion, kept with the results (the JSON twin: POST …/conclude)."""
-    _require_decider(request)
+    require_decider(request)
     experiment = get_object_or_404(Experiment, slug=slug)
     form = arm_form.ConcludeForm(request.POST or None, initial={"conclusion": experiment.conclusion})
 
@@ -173,7 +177,38 @@ def experiment_conclude(request: HttpRequest, slug: str) -> HttpResponse:
                                                  user=request.user)
         return f"Concluded: recorded as decision #{decision.id}."
 
-    done, status = _form_submit(request, form, conclude)
+    done, status = form_submit(request, form, conclude)
     if done:
         return redirect("dashboard:detail", slug=experiment.slug)
     return render(request, "dashboard/conclude.html", {"experiment": experiment, "form": form}, status=status)
+
+
+def candidates_context(experiment: Experiment, user) -> dict:
+    return {"experiment": experiment, "candidates": candidate_selectors.candidate_rows(experiment=experiment),
+            "shown_estimators": candidate_selectors.SHOWN_ESTIMATORS, "min_ess": MIN_EFFECTIVE_SAMPLE_SIZE,
+            "can_decide": can_decide(user)}
+
+
+@login_required
+@require_http_methods(["GET"])
+def candidates(request: HttpRequest, slug: str) -> HttpResponse:
+    """The candidates table alone: the page redraws it when an evaluation finishes."""
+    experiment = get_object_or_404(Experiment, slug=slug)
+    return render(request, "dashboard/_candidates.html", candidates_context(experiment, request.user))
+
+
+@login_required
+@require_http_methods(["POST"])
+def arm_evaluate(request: HttpRequest, slug: str, arm_id: int) -> HttpResponse:
+    """"Evaluate offline" without JavaScript (the page's script calls the JSON twin,
+    ``POST /api/v1/experiments/<slug>/arms/<arm>/evaluate``): queue the job and go back to the live page."""
+    require_decider(request)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    arm = get_object_or_404(Arm, pk=arm_id, experiment=experiment)
+    try:
+        candidate_services.candidate_evaluation_request(experiment=experiment, arm=arm, user=request.user)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Offline evaluation of {arm.name} queued; its row updates when it is done.")
+    return redirect("dashboard:detail", slug=experiment.slug)

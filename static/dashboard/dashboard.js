@@ -244,6 +244,66 @@
     $("banners").prepend(banner);
   }
 
+  // Candidates: "Evaluate offline" calls the JSON twin; the job's progress arrives over this page's WebSocket.
+  function csrfToken() {
+    const m = document.cookie.match(/(?:^|; )csrftoken=([^;]+)/);
+    return m ? decodeURIComponent(m[1]) : "";
+  }
+
+  function candidateRow(arm) {
+    for (const tr of document.querySelectorAll("#candidates tr[data-candidate]")) if (tr.dataset.candidate === arm) return tr;
+    return null;
+  }
+
+  function showProgress(arm, fraction, stage, state) {
+    const tr = candidateRow(arm);
+    if (!tr) return;
+    const box = tr.querySelector(".progress");
+    if (!box) return;
+    box.hidden = false;
+    box.dataset.state = state;
+    box.querySelector("progress").value = fraction;
+    box.querySelector(".stage").textContent = stage;
+  }
+
+  async function refreshCandidates() {
+    const response = await fetch(config.candidatesUrl, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const holder = document.createElement("div");
+    holder.innerHTML = await response.text();
+    const fresh = holder.querySelector("#candidates");
+    if (fresh) { $("candidates").replaceWith(fresh); bindCandidates(); }
+  }
+
+  function bindCandidates() {
+    for (const form of document.querySelectorAll("#candidates form.evaluate")) {
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const arm = form.dataset.arm;
+        const button = form.querySelector("button");
+        button.disabled = true;
+        showProgress(arm, 0, "queueing…", "queued");
+        const url = config.evaluateUrl.replace("ARM", encodeURIComponent(arm));
+        const response = await fetch(url, {
+          method: "POST", credentials: "same-origin", body: "{}",
+          headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+        });
+        const body = await response.json().catch(() => ({}));
+        if (!response.ok) {
+          showProgress(arm, 0, (body.error && body.error.message) || "refused (" + response.status + ")", "failed");
+          button.disabled = false;
+        }
+      });
+    }
+  }
+
+  function onOfflineProgress(msg) {
+    const stage = msg.state === "running" ? msg.stage + " (" + Math.round(msg.fraction * 100) + "%)" : msg.stage;
+    showProgress(msg.arm, msg.fraction, stage, msg.state);
+    if (msg.state === "done") refreshCandidates();
+    if (msg.state === "failed") { const tr = candidateRow(msg.arm); if (tr) tr.querySelector("button").disabled = false; }
+  }
+
   function connect() {
     const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + window.location.host + config.wsPath);
@@ -258,6 +318,7 @@
       if (msg.type === "snapshot") onSnapshot(msg);
       else if (msg.type === "stats") onStats(msg);
       else if (msg.type === "decision") onDecision(msg);
+      else if (msg.type === "offline_progress") onOfflineProgress(msg);
     };
     socket.onclose = (event) => {
       if (event.code === 4401) {
@@ -272,5 +333,6 @@
     };
   }
 
+  if ($("candidates")) bindCandidates();
   connect();
 })();

@@ -5,7 +5,6 @@ import plotly.graph_objects as go
 import pytest
 
 from experiments import charts
-
 from experiments.charts import (
     apply_update,
     arm_order,
@@ -142,7 +141,7 @@ def test_apply_update_checks_shape():
 def test_arm_colours_are_plotlys_colour_blind_safe_qualitative_palette():
     from plotly.colors import qualitative
 
-    safe = ["#%02x%02x%02x" % tuple(int(c) for c in rgb[4:-1].split(",")) for rgb in qualitative.Safe]
+    safe = ["#" + "".join(f"{int(c):02x}" for c in rgb[4:-1].split(",")) for rgb in qualitative.Safe]
 
     assert list(charts.PALETTE) == safe[: len(charts.PALETTE)]
     assert len(set(charts.PALETTE)) == len(charts.PALETTE) == 10

@@ -293,3 +293,24 @@ def test_create_takes_a_salt_and_refuses_a_bad_one(api):
 
     assert made.status_code == 201 and Experiment.objects.get(slug="launch").salt == "fixed-salt"
     assert (bad.status_code, bad.json()["error"]["field"]) == (400, "salt")
+
+
+def test_evaluate_queues_the_offline_job_for_a_candidate_and_refuses_without_logs(
+        api, launched, monkeypatch, django_capture_on_commit_callbacks):
+    sent = []  # the queue is the boundary; the job itself runs in a real worker in the end-to-end test
+    monkeypatch.setattr("experiments.offline.candidates.current_app.send_task",
+                        lambda name, kwargs, queue: sent.append((name, kwargs, queue)))
+    api.post("/api/v1/experiments/launch/arms", {"name": "cand", "kind": "popularity", "weight": 0})
+    refused = api.post("/api/v1/experiments/launch/arms/cand/evaluate")
+    for i in range(6):
+        recommendation_serve(user_id=f"u{i}", k=2, experiment_slug="launch")
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = api.post("/api/v1/experiments/launch/arms/cand/evaluate", {"n_bootstrap": 50})
+    bad = api.post("/api/v1/experiments/launch/arms/cand/evaluate", {"n_bootstrap": 1})
+
+    assert documented("/api/v1/experiments/{slug}/arms/{arm}/evaluate", "post", refused)["error"]["code"] == "no_logs"
+    body = documented("/api/v1/experiments/{slug}/arms/{arm}/evaluate", "post", queued, "EvaluationQueued")
+    assert (queued.status_code, body["arm"], body["state"]) == (202, "cand", "queued")
+    assert sent == [("recsite.offline.evaluate", {"arm_id": Arm.objects.get(name="cand").id, "job": body["job"],
+                                                  "n_bootstrap": 50, "logging_arms": None}, "default")]
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "n_bootstrap")
