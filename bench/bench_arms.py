@@ -33,8 +33,8 @@ from models.types import Context  # noqa: E402
 LAST = 0.2
 
 
-def make_stream(n: int, seed: int) -> tuple[SyntheticWorld, list]:
-    world = SyntheticWorld(seed=seed)
+def make_stream(n: int, seed: int, config=None) -> tuple[SyntheticWorld, list]:
+    world = SyntheticWorld(config, seed=seed)
     rng = np.random.default_rng(seed + 1)
     # Built once at the finest granularity; learners re-batch by concatenation.
     return world, [b for b, _ in world.stream(n, 256, rng)]
@@ -251,9 +251,9 @@ def verdicts(rows: list[tuple[str, dict]], lat: dict, keras_rate: float, paired_
     return out
 
 
-def write_section(path: Path, body: str) -> None:
+def write_section(path: Path, body: str, heading: str = "## Arms\n") -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find("## Arms")
+    start = text.find(heading)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + body
     else:
@@ -269,7 +269,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rank-calls", type=int, default=200)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"))
+    ap.add_argument("--ids-world", default="200x600", metavar="USERSxITEMS",
+                    help="also run the ids-only world of this size ('' to skip)")
+    ap.add_argument("--only-ids", action="store_true", help="run only the ids-only section")
     args = ap.parse_args()
+    if args.ids_world:
+        from arms_ids import ids_only_section
+
+        ids_only_section(args)
+    if args.only_ids:
+        return
 
     load_start = os.getloadavg()[0]
     world, batches = make_stream(args.n, args.seed)

@@ -1,8 +1,7 @@
 """The data model: shop users, the catalogue, experiments and arms, and the event log.
 
-Every invariant that a row can break on its own is a database constraint, so a
-bug in any writer (API, import, admin, a migration) is refused by Postgres.
-No business logic here: writes go through ``experiments.services``.
+Every invariant that a row can break on its own is a database constraint, so a bug in any
+writer (API, import, admin, a migration) is refused by Postgres. No business logic here.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
@@ -20,6 +20,10 @@ class ShopUser(models.Model):
     external_id = models.CharField(max_length=255, unique=True)
     attributes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The current session, Item ids most recent first (see experiments.services.sessions).
+    session_clicked = ArrayField(models.BigIntegerField(), default=list, db_default=[], blank=True)
+    session_impressed = ArrayField(models.BigIntegerField(), default=list, db_default=[], blank=True)
+    session_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.CheckConstraint(condition=~Q(external_id=""), name="shopuser_external_id_not_empty")]
@@ -179,6 +183,9 @@ class Impression(models.Model):
     propensity = models.FloatField()
     model_version = models.IntegerField(default=0)
     served_at = models.DateTimeField()
+    # The session the arm ranked with (null for arms that ignore it): training learns on the served state.
+    hist_clicked = ArrayField(models.BigIntegerField(), null=True, blank=True)
+    hist_impressed = ArrayField(models.BigIntegerField(), null=True, blank=True)
     # The experiment's allocation_epoch when served: a click counts in the rollup of its impression's period.
     epoch = models.IntegerField(default=0, db_default=0)
 

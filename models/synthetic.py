@@ -14,6 +14,11 @@ Observable features are noisy linear functions of the latent factors, so
 content features are informative but not sufficient (ids still help):
 ``user_feats = A·z_u + noise``, ``item_feats = B·[v_i, item_bias_i] + noise``.
 Optional ``drift`` moves item biases as a random walk per example served.
+
+``observable="none"`` gives the *ids-only* world: the same latent truth, but the
+features are independent noise (drawn from their own generator, so the truth is
+the seed's), so whatever an arm learns about who likes what it must learn from
+the user and item ids.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.types import PAD, Batch, Context
+
+OBSERVABLE = ("latent", "none")
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,11 @@ class WorldConfig:
     history_affinity: float = 0.8
     session_len: int = 5
     drift: float = 0.0
+    observable: str = "latent"  # "latent": features are noisy views of the latents; "none": pure noise
+
+    def __post_init__(self) -> None:
+        if self.observable not in OBSERVABLE:
+            raise ValueError(f"observable must be one of {OBSERVABLE}, not {self.observable!r}")
 
 
 class SyntheticWorld:
@@ -65,6 +77,11 @@ class SyntheticWorld:
         )
         item_src = np.concatenate([self.item_latent, self.item_bias[:, None]], axis=1)
         self.item_feats = (item_src @ b + rng.normal(0, c.feature_noise, (c.n_items, c.item_dim))).astype(np.float32)
+        if c.observable == "none":
+            # Same truth, same spread of feature values, no information in them.
+            noise = np.random.default_rng([seed, 0x1D5])
+            self.user_feats = noise.normal(0, self.user_feats.std(), self.user_feats.shape).astype(np.float32)
+            self.item_feats = noise.normal(0, self.item_feats.std(), self.item_feats.shape).astype(np.float32)
         self._item_index = {int(k): i for i, k in enumerate(self.item_keys)}
 
     # ----------------------------------------------------------- truth

@@ -174,10 +174,11 @@ def main() -> int:
         # Enough shoppers that every arm passes the sequential test's 100-user gate within minutes.
         shoppers = env.get("DEMO_SHOPPERS", "1000")
         rate = env.get("DEMO_RATE", "20")
+        world = env.get("DEMO_WORLD", "latent")
         supervisor.start(
             "shoppers",
             [*manage, "simulate", "--base-url", url, "--users", shoppers, "--rate", rate, "--duration", "0", "--seed", "1",
-             "--items", "0"],
+             "--items", "0", "--world", world],
         )
         print(
             "\n".join(

@@ -236,6 +236,8 @@ RECSITE = {
     # Per-serving-process cache of returning users (id, attributes): a byte budget and an age limit.
     "USER_CACHE_MAX_BYTES": int(env_float("RECSITE_USER_CACHE_MB", 32.0) * 1024 * 1024),
     "USER_CACHE_TTL_S": env_float("RECSITE_USER_CACHE_TTL_S", 5.0),
+    # A shopper's session history (for arms that rank on it) starts over after this long without an impression.
+    "SESSION_IDLE_S": env_float("RECSITE_SESSION_IDLE_S", 1800.0),
     # An open dashboard WebSocket re-checks its login this often (capped at 60 s) and closes with 4401 after logout.
     "WS_SESSION_RECHECK_S": env_float("RECSITE_WS_SESSION_RECHECK_S", 30.0),
 }

@@ -39,6 +39,8 @@ DEMO_ARMS = [
     ("ftrl", "ftrl_logreg", {}),
     ("deep", "deep_ctr", _DEMO_TABLES),
     ("bandit", "neural_bandit", _DEMO_TABLES),
+    # Ranks on each shopper's session (recent clicks and impressions) and plans for the session's later clicks.
+    ("session", "q_learning", _DEMO_TABLES),
 ]
 
 

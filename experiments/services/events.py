@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from django.conf import settings
@@ -21,6 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from experiments import features
 from experiments.bounded_cache import BoundedCache, json_tree_bytes
 from experiments.errors import ApplicationError
+from experiments.services import sessions
 from experiments.services.assignment import KEEP, MOVE, NoEligibleArm, arm_sticky, bucket_of
 from experiments.services.impression_ids import impression_id_decode, impression_ids_encode
 from experiments.serving.assignments import NOT_CACHED, assignment_cache
@@ -66,9 +67,9 @@ class Recommendation:
         }
 
 
-# The user and their sticky assignment in this experiment, in one round trip.
-_USER_SQL = """
-SELECT u.id, u.attributes::text, a.arm_id FROM experiments_shopuser u
+# The user, their session and their sticky assignment in this experiment, in one round trip.
+_USER_SQL = f"""
+SELECT u.id, u.attributes::text, a.arm_id, {sessions.SELECT_COLUMNS} FROM experiments_shopuser u
 LEFT JOIN experiments_assignment a ON a.user_id = u.id AND a.experiment_id = %s
 WHERE u.external_id = %s
 """
@@ -99,25 +100,45 @@ def _user_cache_ttl() -> float:
     return float(settings.RECSITE.get("USER_CACHE_TTL_S", 5.0))
 
 
-def _user_lookup(user_id: str, *, experiment_id: int, epoch: int) -> tuple[int, dict, int | None] | None:
-    """``(pk, attributes, arm id of the user's Assignment row or None)``; None for an unknown user."""
+class UserRow(NamedTuple):
+    pk: int
+    attributes: dict
+    arm_id: int | None  # of the user's Assignment row in this experiment
+    session: sessions.Session
+
+
+def _user_cache_put(user_id: str, pk: int, attributes: dict, session: sessions.Session) -> None:
+    _user_cache.max_bytes = int(settings.RECSITE.get("USER_CACHE_MAX_BYTES", 32 * 1024 * 1024))
+    size = json_tree_bytes(attributes) + 64 + 16 * (len(session.clicked) + len(session.impressed))
+    _user_cache.put(user_id, (pk, attributes, session), size=size, ttl_s=_user_cache_ttl())
+
+
+def _user_lookup(user_id: str, *, experiment_id: int, epoch: int) -> UserRow | None:
+    """The user, their session and their assignment; None for an unknown user."""
     ttl = _user_cache_ttl()
     hit = _user_cache.get(user_id) if ttl > 0 else None
     if hit is not None:
         recorded = assignment_cache.get(experiment_id=experiment_id, user_id=user_id, epoch=epoch)
         if recorded is not NOT_CACHED:
-            return hit[0], hit[1], recorded
+            return UserRow(hit[0], hit[1], recorded, hit[2])
     with connection.cursor() as cursor:
-        cursor.execute(_USER_SQL, [experiment_id, user_id])
+        cursor.execute(_USER_SQL, [sessions.idle_s(), experiment_id, user_id])
         row = cursor.fetchone()
     if row is None:
         return None
     attributes = json.loads(row[1]) if row[1] else {}
+    session = sessions.session_of(row[3], row[4], row[5])
     if ttl > 0:
-        _user_cache.max_bytes = int(settings.RECSITE.get("USER_CACHE_MAX_BYTES", 32 * 1024 * 1024))
-        _user_cache.put(user_id, (row[0], attributes), size=json_tree_bytes(attributes) + 64, ttl_s=ttl)
+        _user_cache_put(user_id, row[0], attributes, session)
         assignment_cache.put(experiment_id=experiment_id, user_id=user_id, epoch=epoch, arm_id=row[2])
-    return row[0], attributes, row[2]
+    return UserRow(row[0], attributes, row[2], session)
+
+
+def _user_session_refresh(user_id: str, session: sessions.Session) -> None:
+    """This process wrote the user's session: keep the cached copy equal to what Postgres returned."""
+    hit = _user_cache.get(user_id)
+    if hit is not None:
+        _user_cache_put(user_id, hit[0], hit[1], session)
 
 
 def _user_forget(user_id: str) -> None:
@@ -130,9 +151,10 @@ _IMPRESSIONS_SQL = """
 WITH imp AS (
     INSERT INTO experiments_impression
         (request_id, user_id, item_id, experiment_id, arm_id, position, score, propensity,
-         model_version, served_at, epoch)
+         model_version, served_at, epoch, hist_clicked, hist_impressed)
     SELECT %(request_id)s::uuid, %(user_id)s, t.item_id, %(experiment_id)s, %(arm_id)s, t.position,
-           t.score, t.propensity, %(model_version)s, now(), %(epoch)s
+           t.score, t.propensity, %(model_version)s, now(), %(epoch)s,
+           %(hist_clicked)s::bigint[], %(hist_impressed)s::bigint[]
     FROM unnest(%(items)s::bigint[], %(positions)s::int[], %(scores)s::float8[], %(propensities)s::float8[])
          AS t(item_id, position, score, propensity)
     RETURNING id, position
@@ -149,8 +171,9 @@ WITH imp AS (
     WHERE experiments_assignment.arm_id = %(moved_from)s
       AND (SELECT e.allocation_epoch FROM experiments_experiment e WHERE e.id = %(experiment_id)s) = %(epoch)s
     RETURNING 1
-)
-SELECT id, (SELECT count(*) FROM assigned) FROM imp ORDER BY position
+)""" + sessions.IMPRESSIONS_CTE + """
+SELECT id, (SELECT count(*) FROM assigned), (SELECT session_clicked FROM sess), (SELECT session_impressed FROM sess)
+FROM imp ORDER BY position
 """
 
 _ASSIGNMENT_SQL = "SELECT arm_id FROM experiments_assignment WHERE user_id = %s AND experiment_id = %s"
@@ -204,7 +227,7 @@ def recommendation_serve(
     state = serving_cache.current()
     experiment = experiment_resolve(state=state, slug=experiment_slug)
     row = _user_lookup(user_id, experiment_id=experiment.id, epoch=experiment.allocation_epoch)
-    recorded = row[2] if row is not None else None
+    recorded = row.arm_id if row is not None else None
     bucket = bucket_of(salt=experiment.salt, user_id=user_id)
     try:
         arm_id, write = arm_sticky(layout=experiment.layout, salt=experiment.salt, user_id=user_id, bucket=bucket,
@@ -224,17 +247,21 @@ def recommendation_serve(
 
     # Inline attributes (``"user": {...}``) describe this request only; they are never written (finding: anyone
     # could rewrite any shopper's stored attributes through this open endpoint).
-    attributes = user_attributes if user_attributes is not None else (row[1] if row is not None else {})
+    attributes = user_attributes if user_attributes is not None else (row.attributes if row is not None else {})
 
     from models.types import Context
 
     model = loaded.model
+    tracked = bool(getattr(model, "uses_session", False))
+    session = row.session if row is not None and tracked else sessions.EMPTY
     ctx = Context.make(
         features.external_key(user_id),
         features.user_features(attributes, dim=int(model.params["user_dim"])),
         catalogue.keys,
         catalogue.feats[int(model.params["item_dim"])],
-        history_len=int(model.params.get("history_len", 10)),
+        clicked=sessions.history_keys(session.clicked, catalogue.pks, catalogue.keys) if tracked else None,
+        impressed=sessions.history_keys(session.impressed, catalogue.pks, catalogue.keys) if tracked else None,
+        history_len=sessions.HISTORY_LEN,
     )
     ranking = model.rank(ctx, min(k, catalogue.n), loaded.rng)
     indices = np.asarray(ranking.indices, dtype=np.int64)
@@ -258,6 +285,7 @@ def recommendation_serve(
         "bucket": bucket,
         "assign": write != KEEP,
         "moved_from": recorded if write == MOVE else None,
+        **sessions.impression_params(tracked=tracked, session=session),
     }
     impressions_sql = (_ASYNC_COMMIT if settings.RECSITE.get("IMPRESSIONS_ASYNC_COMMIT", True) else "") + _IMPRESSIONS_SQL
     user_created = False
@@ -279,6 +307,8 @@ def recommendation_serve(
             written = cursor.fetchall()
         _user_forget(user_id)
     impression_ids = [r[0] for r in written]
+    if tracked and written and written[0][2] is not None:
+        _user_session_refresh(user_id, sessions.Session(tuple(written[0][2]), tuple(written[0][3])))
     _assignment_settle(user_id=user_id, user_pk=params["user_id"], experiment=experiment, write=write, arm_id=arm_id,
                        recorded=recorded, written=bool(written) and written[0][1] > 0)
     items = [
@@ -294,7 +324,8 @@ def recommendation_serve(
 
 _CLICK_SQL = """
 WITH imp AS (
-    SELECT id, arm_id, user_id, epoch, served_at FROM experiments_impression WHERE id = %(impression_id)s
+    SELECT id, arm_id, user_id, epoch, served_at, item_id, hist_impressed IS NOT NULL AS tracked
+    FROM experiments_impression WHERE id = %(impression_id)s
 ), ins AS (
     INSERT INTO experiments_click (impression_id, clicked_at, late)
     SELECT id, now(), now() - served_at > make_interval(secs => %(window)s) FROM imp
@@ -305,9 +336,10 @@ WITH imp AS (
     FROM imp, ins
     WHERE NOT ins.late AND s.arm_id = imp.arm_id AND s.user_id = imp.user_id AND s.epoch = imp.epoch
     RETURNING s.id
-)
-SELECT (SELECT count(*) FROM imp), ins.late, ins.clicked_at, (SELECT count(*) FROM counted)
-FROM (SELECT 1) AS one LEFT JOIN ins ON true
+)""" + sessions.CLICK_CTE + """
+SELECT (SELECT count(*) FROM imp), ins.late, ins.clicked_at, (SELECT count(*) FROM counted),
+       sess.external_id, sess.session_clicked, sess.session_impressed
+FROM (SELECT 1) AS one LEFT JOIN ins ON true LEFT JOIN sess ON true
 """
 
 
@@ -348,10 +380,13 @@ def click_record(*, impression_id: str) -> ClickResult:
     window = float(settings.RECSITE["ATTRIBUTION_WINDOW_S"])
     # One statement: atomic on its own (autocommit), with a synchronous commit.
     with connection.cursor() as cursor:
-        cursor.execute(_CLICK_SQL, {"impression_id": pk, "window": window})
-        found, late, clicked_at, _counted = cursor.fetchone()
+        cursor.execute(_CLICK_SQL, {"impression_id": pk, "window": window, "history_len": sessions.HISTORY_LEN,
+                                    "session_idle": sessions.idle_s()})
+        found, late, clicked_at, _counted, session_user, s_clicked, s_impressed = cursor.fetchone()
         if not found:
             raise UnknownImpression(impression_id)
+        if session_user is not None:
+            _user_session_refresh(session_user, sessions.Session(tuple(s_clicked), tuple(s_impressed)))
         if late is not None:
             return ClickResult(impression_id, True, bool(late), clicked_at)
         cursor.execute("SELECT late, clicked_at FROM experiments_click WHERE impression_id = %s", [pk])

@@ -22,6 +22,7 @@ from django.db import connection
 
 from experiments import features
 from experiments.models import Click, Impression
+from experiments.services import sessions
 from models.types import Batch
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ _ROW_FIELDS = (
     "item__category",
     "item__price",
     "item__features",
+    "hist_clicked",
+    "hist_impressed",
 )
 
 
@@ -139,8 +142,12 @@ def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Batch:
     all_rows = rows.impressions + rows.clicks
     user_dim = int(params.get("user_dim", 8))
     item_dim = int(params.get("item_dim", 16))
-    history_len = int(params.get("history_len", 10))
+    history_len = sessions.HISTORY_LEN
     labels = np.concatenate([np.zeros(len(rows.impressions)), np.ones(len(rows.clicks))]).astype(np.float32)
+    # The session each row was ranked with (null for arms that ignore it), as item keys.
+    hist = [(r["hist_clicked"], r["hist_impressed"]) for r in all_rows]
+    ids = {i for pair in hist for part in pair if part for i in part}
+    clicked, impressed = sessions.history_matrix(hist, sessions.item_keys_of(ids)) if ids else (None, None)
     return Batch.make(
         user_keys=features.external_keys([r["user__external_id"] for r in all_rows]),
         user_feats=features.user_matrix([r["user__attributes"] for r in all_rows], dim=user_dim),
@@ -150,5 +157,7 @@ def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Batch:
         ),
         labels=labels,
         position=np.array([r["position"] for r in all_rows], dtype=np.int64),
+        clicked=clicked,
+        impressed=impressed,
         history_len=history_len,
     )

@@ -72,6 +72,7 @@ class SimulationConfig:
     api_key: str = ""
     prefix: str = "sim-"
     timeout_s: float = 30.0
+    world: str = "latent"
 
 
 @dataclass
@@ -134,7 +135,7 @@ class Simulation:
     def __init__(self, config: SimulationConfig) -> None:
         self.config = config
         self.world = ShopperWorld(seed=config.seed, n_users=config.users, n_items=config.items, prefix=config.prefix,
-                                  drift_at=config.drift_at)
+                                  drift_at=config.drift_at, world=config.world)
         self.catalogue = CatalogueView(self.world)
         self.user_ids = self.world.user_ids
         self.item_ids = self.world.item_ids

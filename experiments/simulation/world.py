@@ -15,7 +15,9 @@ shopper's latent vector is redrawn: tastes change under the arms' feet.
 
 What the simulator publishes through the API are the world's *observable*
 features (noisy linear views of the latents): item ``features.vec`` and a
-category, user ``attributes.vec`` and a segment. The oracle ranks the whole
+category, user ``attributes.vec`` and a segment. In the ``ids`` world the same
+fields are published but are independent noise: the truth is identical, and
+only the ids tell shoppers apart. The oracle ranks the whole
 known catalogue by true relevance (optimal, since examination decreases with
 the slot); a slate's regret is the oracle's expected clicks minus its own.
 """
@@ -30,6 +32,8 @@ import numpy as np
 from models.synthetic import SyntheticWorld, WorldConfig
 
 N_SEGMENTS = 4
+# The simulator's world names → WorldConfig.observable.
+WORLDS = {"latent": "latent", "ids": "none"}
 
 
 def _key(text: str) -> int:
@@ -43,10 +47,14 @@ class ShopperWorld:
     n_items: int = 200
     prefix: str = "sim-"
     drift_at: float | None = None
+    world: str = "latent"  # "latent", or "ids": the published features carry no signal (WorldConfig.observable)
 
     def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise ValueError(f"world must be one of {sorted(WORLDS)}, not {self.world!r}")
         self.synthetic = SyntheticWorld(
-            WorldConfig(n_users=max(1, self.n_users), n_items=max(1, self.n_items)), seed=self.seed
+            WorldConfig(n_users=max(1, self.n_users), n_items=max(1, self.n_items), observable=WORLDS[self.world]),
+            seed=self.seed,
         )
         c = self.synthetic.config
         self.dim = c.latent_dim

@@ -4,7 +4,9 @@ The network of ``deep_ctr`` with ``heads`` output heads on the shared trunk
 (Osband et al., "Deep Exploration via Bootstrapped DQN", applied to a bandit).
 Each training row enters head h with a double-or-nothing bootstrap weight
 (0 or 2, hashed from the row and the update count, so replay is exact), so
-the heads approximate samples from the posterior over CTR functions.
+the heads approximate samples from the posterior over CTR functions. Head h's
+base margin is bootstrap replicate h of the item counts, resampled with the
+same weights, so the heads disagree about unseen items and explore them.
 
 Ranking draws one head uniformly and shows its greedy slate; with prob ``epsilon``
 a uniform random slate instead (full support for off-policy evaluation). The
@@ -32,15 +34,23 @@ class NeuralBanditArm(TowerArm):
         **TOWER_PARAMS,
         "heads": Param(8, lo=1, hi=64, doc="bootstrapped heads (posterior samples)"),
         "epsilon": Param(0.01, lo=0.0, hi=1.0, doc="uniform-slate mixing"),
+        # Each head's count replicate starts from a prior scaled by U(0, 2): a stronger prior keeps
+        # the heads from chasing an unseen item's first lucky click (measured in the bandit loop).
+        "prior_strength": Param(20.0, lo=1e-6, hi=1e6, doc="pseudo-views behind init_ctr in the item counts"),
     }
+
+    count_replicates = True
 
     def _n_logit_heads(self) -> int:
         return self.params["heads"]
 
+    def _count_omega(self, batch: Batch) -> np.ndarray:
+        # Head h and count replicate h see the same resample of the data.
+        return hashing.double_or_nothing(batch.user_keys, batch.item_keys, self.params["heads"], self.n_updates + 17)
+
     def _targets(self, batch: Batch, rows: RowInputs) -> tuple[np.ndarray, np.ndarray]:
         y, w = super()._targets(batch, rows)
-        omega = hashing.double_or_nothing(batch.user_keys, batch.item_keys, self.params["heads"], self.n_updates + 17)
-        return y, w * omega
+        return y, w * self._count_omega(batch)
 
     def _head_probs(self, users: Users, item_keys: np.ndarray, item_feats: np.ndarray) -> np.ndarray:
         out = self._matrix(users, item_keys, item_feats).astype(np.float64)

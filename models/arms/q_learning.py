@@ -37,7 +37,7 @@ class QLearningArm(EpsilonGreedyRanking, TowerArm):
     PARAMS = {
         **TOWER_PARAMS,
         "gamma": Param(0.5, lo=0.0, hi=0.99, doc="discount γ (0 = contextual bandit)"),
-        "epsilon": Param(0.05, lo=0.0, hi=1.0, doc="ε of slate ε-greedy"),
+        "epsilon": Param(0.02, lo=0.0, hi=1.0, doc="ε of slate ε-greedy"),
         "target_pool": Param(32, lo=1, hi=4096, doc="candidate actions for max_a' Q(s', a')"),
     }
 

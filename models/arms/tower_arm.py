@@ -1,4 +1,10 @@
-"""Common plumbing of the TensorFlow arms (encoding, warm-up, checkpoints)."""
+"""Common plumbing of the TensorFlow arms (encoding, base margin, warm-up, checkpoints).
+
+Each TF arm keeps item counts (:mod:`models.layers.counts`) beside its network:
+their log-odds is the network's base margin and their slot model its
+examination probability, so the arm starts as good as ``popularity`` and its
+gradient steps only have to learn what the counts cannot (who likes what).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import numpy as np
 
 from models.base import Arm
 from models.errors import DivergedUpdateError
+from models.layers.counts import ItemCounts
 from models.layers.tower import RowInputs, Tower, UserInputs
 from models.params import Param
 from models.types import Batch, Users
@@ -17,9 +24,14 @@ TOWER_PARAMS: dict[str, Param] = {
     "hidden": Param(256, lo=1, hi=8192, doc="width of the Dense(relu) layer"),
     "user_buckets": Param(1 << 15, lo=1, hi=1 << 24, doc="hashed user embedding rows"),
     "item_buckets": Param(1 << 15, lo=1, hi=1 << 24, doc="hashed item embedding rows"),
-    "max_position": Param(20, lo=1, hi=1000, doc="slots beyond this share an offset"),
-    "lr": Param(0.003, lo=1e-7, hi=1.0, doc="Adam learning rate"),
-    "init_ctr": Param(0.1, lo=1e-4, hi=0.9999, doc="prior CTR the output bias starts at"),
+    "max_position": Param(20, lo=1, hi=1000, doc="slots beyond this share an examination estimate"),
+    "lr": Param(0.003, lo=1e-7, hi=1.0, doc="Adam learning rate of the dense weights"),
+    "sparse_lr": Param(0.05, lo=1e-7, hi=10.0, doc="Adagrad rate of the embedding, cross and bias columns"),
+    "factor_lr": Param(0.3, lo=1e-7, hi=10.0, doc="Adagrad rate of the user·item factor columns"),
+    "factors": Param(8, lo=1, hi=256, doc="size of the user·item factorisation term"),
+    "init_ctr": Param(0.1, lo=1e-4, hi=0.9999, doc="prior CTR of an unseen item (base margin)"),
+    "prior_strength": Param(2.0, lo=1e-6, hi=1e6, doc="pseudo-views behind init_ctr in the item counts"),
+    "epochs": Param(1, lo=1, hi=16, doc="passes over each training batch"),
     "warmup_examples": Param(20000, lo=0, hi=10**9, doc="examples learnt in small steps"),
     "warmup_batch": Param(128, lo=1, hi=1 << 20, doc="micro-batch size during warm-up"),
 }
@@ -31,10 +43,20 @@ class TowerArm(Arm):
     logit_heads = 1
     value_heads = 0
     use_history = False
+    # Bootstrap replicates of the counts, one per logit head (neural_bandit's posterior samples).
+    count_replicates = False
 
     def __init__(self, params: dict[str, Any], seed: int) -> None:
         super().__init__(params, seed)
         p = self.params
+        a = p["init_ctr"] * p["prior_strength"]
+        self.counts = ItemCounts(
+            buckets=p["item_buckets"],
+            max_position=p["max_position"],
+            prior_alpha=a,
+            prior_beta=p["prior_strength"] - a,
+            heads=self._n_logit_heads() if self.count_replicates else 0,
+        )
         self.tower = Tower(
             user_dim=p["user_dim"],
             item_dim=p["item_dim"],
@@ -42,14 +64,20 @@ class TowerArm(Arm):
             hidden=p["hidden"],
             user_buckets=p["user_buckets"],
             item_buckets=p["item_buckets"],
-            max_position=p["max_position"],
             logit_heads=self._n_logit_heads(),
             value_heads=self.value_heads,
             use_history=self.use_history,
             lr=p["lr"],
-            init_ctr=p["init_ctr"],
+            sparse_lr=p["sparse_lr"],
+            factor_lr=p["factor_lr"],
+            factors=p["factors"],
             seed=self.seed,
         )
+
+    @property
+    def uses_session(self) -> bool:
+        """Whether ranking reads the user's session history (serving fetches it only then)."""
+        return self.use_history
 
     def _n_logit_heads(self) -> int:
         return self.logit_heads
@@ -58,16 +86,26 @@ class TowerArm(Arm):
     def _user_rows(self, users: Users) -> UserInputs:
         return self.tower.encode_users(users.keys, users.feats, users.clicked, users.impressed)
 
+    def _base(self, item_keys: np.ndarray) -> np.ndarray:
+        """Base margins ``[n, logit_heads]``: the counts' log-odds (per replicate, if any)."""
+        if self.count_replicates:
+            return self.counts.replicate_log_odds(item_keys).astype(np.float32)
+        lo = self.counts.log_odds(item_keys).astype(np.float32)
+        return np.repeat(lo[:, None], self._n_logit_heads(), axis=1)
+
     def _rows(self, batch: Batch) -> RowInputs:
         t = self.tower
         return RowInputs(
             t.encode_users(batch.user_keys, batch.user_feats, batch.clicked, batch.impressed),
             t.encode_items(batch.item_keys, batch.item_feats),
-            t.slots(batch.position),
+            self._base(batch.item_keys),
+            self.counts.examination(batch.position).astype(np.float32),
         )
 
     def _matrix(self, users: Users, item_keys: np.ndarray, item_feats: np.ndarray) -> np.ndarray:
-        return self.tower.matrix(self._user_rows(users), self.tower.encode_items(item_keys, item_feats))
+        """Outputs ``[m, n, heads]`` at slot 1 (logits of relevance, then value heads)."""
+        t = self.tower
+        return t.matrix(self._user_rows(users), t.encode_items(item_keys, item_feats), self._base(item_keys))
 
     # -------------------------------------------------------------- hooks
     def _targets(self, batch: Batch, rows: RowInputs) -> tuple[np.ndarray, np.ndarray]:
@@ -77,40 +115,56 @@ class TowerArm(Arm):
         w = np.repeat(batch.weights()[:, None], self._n_logit_heads(), axis=1)
         return y, w
 
-    def _click_prob(self, out: np.ndarray) -> np.ndarray:
+    def _count_omega(self, batch: Batch) -> np.ndarray | None:
+        """Double-or-nothing weights of the count replicates (None without replicates)."""
+        return None
+
+    def _click_prob(self, out: np.ndarray, exam: np.ndarray | None = None) -> np.ndarray:
+        """Mean over logit heads of P(click) = e·σ(logit); slot 1 (e = 1) without ``exam``."""
         lh = self._n_logit_heads()
-        return (1.0 / (1.0 + np.exp(-out[..., :lh].astype(np.float64)))).mean(axis=-1)
+        with np.errstate(over="ignore"):  # exp overflow is σ = 0, exactly what 1/(1+inf) gives
+            p = (1.0 / (1.0 + np.exp(-out[..., :lh].astype(np.float64)))).mean(axis=-1)
+        return p if exam is None else p * exam
 
     # --------------------------------------------------------------- arm
     def _predict(self, batch: Batch) -> np.ndarray:
-        return self._click_prob(self.tower.forward(self._rows(batch)))
+        rows = self._rows(batch)
+        return self._click_prob(self.tower.forward(rows), rows.exam)
 
     def _fit(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, float]]:
-        rows = self._rows(batch)
+        assert batch.labels is not None
+        rows = self._rows(batch)  # base margins from the counts *before* this batch
         y, w = self._targets(batch, rows)
+        # Validate the counts' update first; apply it only once the network's steps succeeded.
+        staged = self.counts.stage(batch.item_keys, batch.position, batch.labels, batch.weights(), self._count_omega(batch))
         m, mb = len(batch), self.params["warmup_batch"]
-        if self.n_seen < self.params["warmup_examples"] and m > mb:
-            # Early on, many small steps learn much faster than one big step; the
-            # "before" numbers still come from the model before the whole batch.
-            p_before = self._click_prob(self.tower.forward(rows))
-            snapshot = self.tower.snapshot(rows)
-            total, wsum = 0.0, 0.0
-            for s in range(0, m, mb):
-                sl = slice(s, s + mb)
-                _, loss, ok = self.tower.train(rows.take(sl), y[sl], w[sl])
+        # Early on, many small steps learn much faster than one big step.
+        size = mb if self.n_seen < self.params["warmup_examples"] and m > mb else m
+        multi = size < m or self.params["epochs"] > 1
+        p_before = self._click_prob(self.tower.forward(rows), rows.exam) if multi else None
+        snapshot = self.tower.snapshot(rows) if multi else None
+        total, wsum, steps = 0.0, 0.0, 0
+        for epoch in range(self.params["epochs"]):
+            for s in range(0, m, size):
+                sl = slice(s, s + size)
+                out, loss, ok = self.tower.train(rows.take(sl), y[sl], w[sl])
                 if not ok:
-                    self.tower.restore(snapshot)
-                    raise DivergedUpdateError(f"{self.kind}: non-finite update (state restored)")
-                ws = float(w[sl, 0].sum())
-                total, wsum = total + loss * ws, wsum + ws
-            return p_before, total / max(wsum, 1e-12), {"steps": float(-(-m // mb))}
-        out, loss, ok = self.tower.train(rows, y, w)
-        if not ok:
-            raise DivergedUpdateError(f"{self.kind}: non-finite update (state unchanged)")
-        return self._click_prob(out), loss, {"steps": 1.0}
+                    if snapshot is not None:
+                        self.tower.restore(snapshot)
+                    raise DivergedUpdateError(f"{self.kind}: non-finite update (state unchanged)")
+                if p_before is None:
+                    p_before = self._click_prob(out, rows.exam)
+                if epoch == 0:
+                    ws = float(w[sl, 0].sum())
+                    total, wsum = total + loss * ws, wsum + ws
+                steps += 1
+        self.counts.apply(staged)
+        assert p_before is not None
+        return p_before, total / max(wsum, 1e-12), {"steps": float(steps)}
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return self.tower.arrays()
+        return {**self.tower.arrays(), **self.counts.arrays("counts/")}
 
     def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.tower.load(arrays)
+        self.counts.load(arrays, "counts/")

@@ -41,7 +41,7 @@ def test_seed_demo_twice_creates_nothing_twice():
     first = demo_seed(n_items=30, n_users=12, seed=3, admin_password="pw-a-123456", analyst_password="pw-b-123456")
     second = demo_seed(n_items=30, n_users=12, seed=3, admin_password="pw-a-123456", analyst_password="pw-b-123456")
 
-    assert (first.items_created, first.users_created, first.experiment_created, first.arms_created) == (30, 12, True, 4)
+    assert (first.items_created, first.users_created, first.experiment_created, first.arms_created) == (30, 12, True, 5)
     assert (second.items_created, second.users_created, second.experiment_created, second.arms_created) == (0, 0, False, 0)
     assert [login.username for login in second.logins] == ["admin", "analyst"]
 

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from experiments.simulation.runner import Simulation, SimulationConfig, SimulationError, SimulationReport
+from experiments.simulation.world import WORLDS
 
 
 class Command(BaseCommand):
@@ -38,6 +39,9 @@ class Command(BaseCommand):
         parser.add_argument("--prefix", default="sim-", help="prefix of the simulated user and item ids")
         parser.add_argument("--api-key", default=None, help="defaults to RECSITE_API_KEY")
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--world", choices=sorted(WORLDS), default="latent",
+                            help="latent: features are noisy views of the tastes; ids: features are noise, "
+                                 "only user and item ids tell shoppers apart")
 
     def handle(self, *args, **opts):
         if opts["users"] < 1:
@@ -47,7 +51,7 @@ class Command(BaseCommand):
             seed=opts["seed"], drift_at=opts["drift_at"], k=opts["k"], items=opts["items"],
             concurrency=max(1, opts["concurrency"]), experiment=opts["experiment"],
             api_key=opts["api_key"] if opts["api_key"] is not None else settings.RECSITE.get("API_KEY", ""),
-            prefix=opts["prefix"],
+            prefix=opts["prefix"], world=opts["world"],
         )
         simulation = Simulation(config)
         previous = signal.signal(signal.SIGTERM, lambda *_: simulation.stop.set())

@@ -9,9 +9,9 @@ from models.layers.tower import ItemInputs, RowInputs, Tower, UserInputs
 
 def _randomised_tower(seed: int) -> Tower:
     tower = Tower(
-        user_dim=3, item_dim=4, emb_dim=5, hidden=7, user_buckets=11, item_buckets=13, max_position=6,
-        logit_heads=2, value_heads=1, use_history=True, lr=1e-3, init_ctr=0.1, seed=seed,
-    )
+        user_dim=3, item_dim=4, emb_dim=5, hidden=7, user_buckets=11, item_buckets=13,
+        logit_heads=2, value_heads=1, use_history=True, lr=1e-3, sparse_lr=0.05, factor_lr=0.3, factors=3, seed=seed,
+    )  # fmt: skip
     rng = np.random.default_rng(seed)
     # Fresh towers start the wide weights at zero; give every parameter a value so each term counts.
     for var in tower.state["w"].values():
@@ -19,35 +19,63 @@ def _randomised_tower(seed: int) -> Tower:
     return tower
 
 
-def test_rows_at_slot_one_equal_the_serving_matrix():
-    tower = _randomised_tower(seed=3)
-    rng = np.random.default_rng(4)
-    m, n, h = 4, 6, 3
+def _inputs(tower: Tower, rng: np.random.Generator, m: int, n: int, h: int) -> tuple[UserInputs, ItemInputs]:
     users = tower.encode_users(
         rng.integers(0, 1 << 40, m),
         rng.normal(size=(m, 3)).astype(np.float32),
         np.where(rng.random((m, h)) < 0.7, rng.integers(0, 1 << 40, (m, h)), -1),
         np.where(rng.random((m, h)) < 0.7, rng.integers(0, 1 << 40, (m, h)), -1),
     )
-    items = tower.encode_items(rng.integers(0, 1 << 40, n), rng.normal(size=(n, 4)).astype(np.float32))
+    return users, tower.encode_items(rng.integers(0, 1 << 40, n), rng.normal(size=(n, 4)).astype(np.float32))
 
-    matrix = tower.matrix(users, items)
+
+def test_rows_equal_the_serving_matrix():
+    tower = _randomised_tower(seed=3)
+    rng = np.random.default_rng(4)
+    m, n = 4, 6
+    users, items = _inputs(tower, rng, m, n, 3)
+    base = rng.normal(size=(n, 2)).astype(np.float32)
+
+    matrix = tower.matrix(users, items, base)
 
     ui, ii = np.repeat(np.arange(m), n), np.tile(np.arange(n), m)
-    rows = RowInputs(UserInputs(*(a[ui] for a in users)), ItemInputs(*(a[ii] for a in items)), np.zeros(m * n, np.int64))
+    rows = RowInputs(
+        UserInputs(*(a[ui] for a in users)), ItemInputs(*(a[ii] for a in items)), base[ii], np.ones(m * n, np.float32)
+    )
     per_row = tower.forward(rows).reshape(m, n, -1)
     assert matrix.shape == (m, n, 3)
     np.testing.assert_allclose(per_row, matrix, rtol=1e-5, atol=1e-5)
 
 
-def test_a_later_slot_moves_only_the_logit_heads_by_its_offset():
+def test_the_base_margin_moves_only_the_logit_heads():
     tower = _randomised_tower(seed=5)
     rng = np.random.default_rng(6)
-    users = tower.encode_users(rng.integers(0, 99, 2), rng.normal(size=(2, 3)).astype(np.float32),
-                               np.full((2, 3), -1), np.full((2, 3), -1))
-    items = tower.encode_items(rng.integers(0, 99, 2), rng.normal(size=(2, 4)).astype(np.float32))
-    at = {slot: tower.forward(RowInputs(users, items, np.full(2, slot, np.int64))) for slot in (0, 3)}
+    users, items = _inputs(tower, rng, 2, 2, 3)
+    ones = np.ones(2, np.float32)
+    at = {b: tower.forward(RowInputs(users, items, np.full((2, 2), b, np.float32), ones)) for b in (0.0, 1.5)}
+    np.testing.assert_allclose(at[1.5][:, :2] - at[0.0][:, :2], 1.5, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(at[1.5][:, 2], at[0.0][:, 2], rtol=1e-6)
 
-    pos = tower.state["w"]["dense"].numpy()[tower.graphs.layout["pos"][0]:][:6]
-    np.testing.assert_allclose(at[3][:, :2] - at[0][:, :2], pos[3] - pos[0], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(at[3][:, 2], at[0][:, 2], rtol=1e-6)
+
+def test_the_factor_columns_learn_a_user_item_interaction_the_other_columns_cannot():
+    # Two users with opposite tastes over two items, no features: only the ids (biases
+    # cannot, the pattern is an XOR) and the factor dot product can fit it.
+    tower = Tower(
+        user_dim=1, item_dim=1, emb_dim=2, hidden=4, user_buckets=64, item_buckets=64,
+        logit_heads=1, value_heads=0, use_history=False, lr=1e-3, sparse_lr=0.05, factor_lr=0.3, factors=4, seed=1,
+    )  # fmt: skip
+    u = np.array([1, 1, 2, 2] * 64)
+    i = np.array([7, 8, 7, 8] * 64)
+    y = np.array([1, 0, 0, 1] * 64, np.float32)[:, None]
+    zeros = np.zeros((u.shape[0], 1), np.float32)
+    rows = RowInputs(
+        tower.encode_users(u, zeros, np.zeros((u.shape[0], 0)), np.zeros((u.shape[0], 0))),
+        tower.encode_items(i, zeros),
+        zeros,
+        np.ones(u.shape[0], np.float32),
+    )
+    for _ in range(30):
+        _, loss, ok = tower.train(rows, y, np.ones_like(y))
+        assert ok
+    p = 1 / (1 + np.exp(-tower.forward(rows.take(slice(0, 4)))[:, 0]))
+    assert p[0] > 0.8 and p[3] > 0.8 and p[1] < 0.2 and p[2] < 0.2, p
