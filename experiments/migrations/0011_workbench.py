@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('experiments', '0009_integrity'),
+        ('experiments', '0010_session_history'),
     ]
 
     operations = [
