@@ -78,8 +78,7 @@ class Experiment(models.Model):
     # Bumped whenever traffic weights change, so statistics can stratify by allocation period.
     allocation_epoch = models.IntegerField(default=0)
     concluded_at = models.DateTimeField(null=True, blank=True)
-    # The operator's written conclusion (services.lifecycle.experiment_conclude), kept with the results.
-    conclusion = models.TextField(blank=True, default="")
+    conclusion = models.TextField(blank=True, default="")  # written by services.lifecycle.experiment_conclude
     # Feedback control (opt-in): the allocation policy that re-weights the arms every few minutes
     # (experiments/services/allocation.py); every arm keeps at least ``policy_floor`` of the traffic.
     policy = models.CharField(max_length=32, choices=Policy.choices, default=Policy.FIXED)
@@ -370,10 +369,9 @@ class ArmEpochSums(models.Model):
 
 
 class OfflineEstimate(models.Model):
-    """An off-policy estimate of an arm's CTR from logged traffic (``manage.py evaluate_offline``).
+    """An off-policy estimate of an arm's CTR from logged traffic (``evaluate_offline``, or a candidate's job).
 
-    ``arm`` is null when a not-yet-created arm (``--kind``) was evaluated; ``arm_name`` keeps its name.
-    """
+    ``arm`` is null when a not-yet-created arm (``--kind``) was evaluated; ``arm_name`` keeps its name."""
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="offline_estimates")
     arm = models.ForeignKey(Arm, null=True, blank=True, on_delete=models.SET_NULL, related_name="offline_estimates")
@@ -396,7 +394,6 @@ class OfflineEstimate(models.Model):
             models.CheckConstraint(condition=Q(rows__gte=0), name="offlineestimate_rows_non_negative"),
         ]
         indexes = [models.Index(fields=["experiment", "arm_name", "-computed_at"], name="offline_estimate_latest")]
-
 
 
 # Split by sub-domain: the operator API's tokens live in their own module, registered with this app from here.

@@ -17,11 +17,12 @@ from django.views.decorators.http import require_http_methods
 
 from experiments.api.errors import application_error_response
 from experiments.dashboard.common import can_decide, form_submit, require_decider
-from experiments.dashboard.forms import DecisionForm, ModelRollbackForm, PolicyForm, ReweightForm
+from experiments.dashboard.forms import DecisionForm, ModelRollbackForm, PlanForm, PolicyForm, ReweightForm
 from experiments.dashboard.workbench import candidates_context
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment
 from experiments.selectors import dashboard as dashboard_selectors
+from experiments.selectors import planning as planning_selectors
 from experiments.selectors import policy as policy_selectors
 from experiments.selectors import results as result_selectors
 from experiments.selectors import training as training_selectors
@@ -56,13 +57,16 @@ def experiment_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "armActionUrl": reverse("dashboard:arm_decide", args=[experiment.slug, 0, "ACTION"]),
         "armIds": {arm.name: arm.id for arm in arms},
     }
+    plan_form = PlanForm(request.GET if "mde" in request.GET else None)
+    plan = (planning_selectors.experiment_plan_current(experiment=experiment, **plan_form.values())
+            if experiment.status != Experiment.Status.DRAFT else None)
     config["candidatesUrl"] = reverse("dashboard:candidates", args=[experiment.slug])
     config["evaluateUrl"] = f"/api/v1/experiments/{experiment.slug}/arms/ARM/evaluate"
     return render(
         request,
         "dashboard/detail.html",
-        {"experiment": experiment, "arms": arms, "can_decide": allowed, "config": config,
-         **candidates_context(experiment, request.user)},
+        {"experiment": experiment, "arms": arms, "can_decide": allowed, "config": config, "plan_form": plan_form,
+         "plan": plan, **candidates_context(experiment, request.user)},
     )
 
 

@@ -150,3 +150,16 @@ def test_launch_presets_the_candidate_weight(login, experiment):
     form = page.context["form"]
     key = f"w-{Arm.objects.get(name='cand').id}"
     assert form.fields[key].initial == 1.0 and form.fields["reason"].initial == "launch cand"
+
+
+def test_the_planning_calculator_answers_on_the_experiment_page(login, experiment):
+    client = login("analyst", promoter=False)
+
+    default = client.get("/dashboard/homepage/")
+    asked = client.get("/dashboard/homepage/?mde=0.5&alpha=0.05&power=0.9")
+
+    plan = asked.context["plan"]
+    assert default.context["plan"]["mde"] == 0.05 and plan["mde"] == 0.5 and plan["power"] == 0.9
+    assert plan["impressions_per_arm"] > 0 and plan["users_per_arm"] > 0
+    assert 0 <= plan["progress"] <= 1
+    assert b'data-testid="plan-result"' in asked.content and b'data-testid="plan-progress"' in asked.content
