@@ -21,6 +21,7 @@ from experiments.models import Arm, Experiment
 from experiments.offline import candidates as candidate_services
 from experiments.offline.services import MIN_EFFECTIVE_SAMPLE_SIZE
 from experiments.selectors import candidates as candidate_selectors
+from experiments.selectors import segments as segment_selectors
 from experiments.services import decisions as decision_services
 from experiments.services import lifecycle
 
@@ -212,3 +213,18 @@ def arm_evaluate(request: HttpRequest, slug: str, arm_id: int) -> HttpResponse:
     else:
         messages.success(request, f"Offline evaluation of {arm.name} queued; its row updates when it is done.")
     return redirect("dashboard:detail", slug=experiment.slug)
+
+
+@login_required
+@require_http_methods(["GET"])
+def segments(request: HttpRequest, slug: str) -> HttpResponse:
+    """CTR per arm broken down by one user attribute chosen on the page (exploratory; Holm across its values)."""
+    experiment = get_object_or_404(Experiment, slug=slug)
+    attributes = segment_selectors.segment_attributes(experiment=experiment)
+    attribute = request.GET.get("attribute") or attributes[0]
+    if attribute not in attributes:
+        attribute = attributes[0]
+    report = segment_selectors.experiment_segments(experiment=experiment, attribute=attribute)
+    rows = [(seg, [(arm, report["rows"][seg][arm]) for arm in report["arms"]]) for seg in report["segments"]]
+    return render(request, "dashboard/segments.html", {"experiment": experiment, "attributes": attributes,
+                                                       "report": report, "segment_rows": rows})

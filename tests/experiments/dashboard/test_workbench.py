@@ -163,3 +163,37 @@ def test_the_planning_calculator_answers_on_the_experiment_page(login, experimen
     assert plan["impressions_per_arm"] > 0 and plan["users_per_arm"] > 0
     assert 0 <= plan["progress"] <= 1
     assert b'data-testid="plan-result"' in asked.content and b'data-testid="plan-progress"' in asked.content
+
+
+def test_segments_come_from_the_rollups_by_a_chosen_attribute_with_holm(login):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from experiments.models import ShopUser
+    from tests.experiments.stats_support import add_rollup, make_experiment
+
+    experiment, (control, treat) = make_experiment(slug="seg")
+    made = add_rollup(arm=control, impressions=[10, 10, 10, 10], clicks=[1, 2, 1, 0])
+    made += add_rollup(arm=treat, impressions=[10, 10, 10, 10], clicks=[4, 5, 1, 2])
+    for user, country in zip(made, ["FR", "FR", "DE", "DE"] * 2, strict=True):
+        user.attributes = {"country": country}
+        user.save(update_fields=["attributes"])
+    ShopUser.objects.filter(pk__in=[made[0].pk, made[4].pk]).update(created_at=timezone.now() - timedelta(days=3))
+    experiment.started_at = timezone.now() - timedelta(days=1)
+    experiment.save(update_fields=["started_at"])
+    client = login("analyst", promoter=False)
+
+    by_country = client.get("/dashboard/seg/segments/?attribute=country")
+    by_age = client.get("/dashboard/seg/segments/?attribute=new_vs_returning")
+
+    report = by_country.context["report"]
+    assert by_country.context["attributes"] == ["new_vs_returning", "country"]
+    assert report["segments"] == ["DE", "FR"]
+    fr = report["rows"]["FR"]
+    assert (fr["control"]["clicks"], fr["control"]["impressions"], fr["treat"]["clicks"]) == (3, 20, 9)
+    assert fr["treat"]["lift"] == pytest.approx((9 / 20) / (3 / 20) - 1)
+    assert b"Holm-corrected across the 2 values" in by_country.content
+    assert b'data-testid="exploratory"' in by_country.content
+    assert set(by_age.context["report"]["segments"]) == {"new", "returning"}
+    assert by_age.context["report"]["rows"]["returning"]["control"]["users"] == 1
