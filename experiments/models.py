@@ -259,6 +259,7 @@ class Decision(models.Model):
         PARAMS = "params"
         POLICY = "policy"
         CONCLUDE = "conclude"
+        WEBHOOK = "webhook"
         # Made by the system (user null): the allocation policy and the guardrails.
         REALLOCATE = "reallocate"
         GUARDRAIL_PAUSE = "guardrail_pause"
@@ -369,9 +370,7 @@ class ArmEpochSums(models.Model):
 
 
 class OfflineEstimate(models.Model):
-    """An off-policy estimate of an arm's CTR from logged traffic (``evaluate_offline``, or a candidate's job).
-
-    ``arm`` is null when a not-yet-created arm (``--kind``) was evaluated; ``arm_name`` keeps its name."""
+    """An off-policy estimate of an arm's CTR from logs; ``arm`` is null for a not-yet-created arm (``--kind``)."""
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="offline_estimates")
     arm = models.ForeignKey(Arm, null=True, blank=True, on_delete=models.SET_NULL, related_name="offline_estimates")
@@ -396,5 +395,5 @@ class OfflineEstimate(models.Model):
         indexes = [models.Index(fields=["experiment", "arm_name", "-computed_at"], name="offline_estimate_latest")]
 
 
-# Split by sub-domain: the operator API's tokens live in their own module, registered with this app from here.
-from experiments.api_tokens import ApiToken  # noqa: E402,F401
+from experiments.api_tokens import ApiToken  # noqa: E402,F401  (split by sub-domain, registered from here)
+from experiments.webhook_models import WebhookDelivery, WebhookEndpoint  # noqa: E402,F401

@@ -102,6 +102,19 @@ def offline_evaluate(arm_id: int, job: str, n_bootstrap: int = 300, logging_arms
     return estimate.id if estimate is not None else None
 
 
+@shared_task(name="recsite.webhooks.deliver", queue="default", bind=True, ignore_result=True, max_retries=5,
+             acks_late=True)
+def webhook_deliver(self, delivery_id: int) -> bool:
+    """Posts one webhook notification (queue ``default``); retried 2, 4, 8, 16, 32 s later until it is accepted.
+
+    Idempotent: a delivered row is not sent again."""
+    from experiments.services.webhooks import webhook_deliver as deliver
+
+    if deliver(delivery_id=delivery_id):
+        return True
+    raise self.retry(countdown=2 ** (self.request.retries + 1))
+
+
 @worker_ready.connect
 def training_worker_warmup(sender=None, **_kwargs) -> None:
     """A worker that consumes a training queue loads its arms (and TensorFlow) before the first tick."""

@@ -9,6 +9,7 @@ CSRF, or ``Authorization: Bearer <staff token>``. Views only translate JSON.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -134,6 +135,23 @@ def experiment_conclude(request: HttpRequest, user, body: dict, slug: str) -> Ht
     conclusion = v.text(body.get("conclusion"), "conclusion", max_length=lifecycle.MAX_CONCLUSION)
     decision = lifecycle.experiment_conclude(experiment=experiment, conclusion=conclusion, user=user)
     return _decision_response(decision, experiment, user)
+
+
+@operator_view(methods=["POST"])
+def experiment_webhook(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
+    """Set (or, with an empty url, remove) the experiment's webhook; answers with its signing secret."""
+    from experiments.models import WebhookEndpoint
+
+    experiment = _experiment(slug)
+    secret = body.get("secret")
+    decision = lifecycle.experiment_webhook_set(
+        experiment=experiment, url=v.text(body.get("url"), "url", max_length=500),
+        secret=None if secret is None else v.text(secret, "secret", max_length=128), user=user, reason=_reason(body))
+    endpoint = WebhookEndpoint.objects.filter(experiment=experiment).first()
+    response = _decision_response(decision, experiment, user)
+    data = json.loads(response.content)
+    data["webhook"] = None if endpoint is None else {"url": endpoint.url, "secret": endpoint.secret}
+    return JsonResponse(data)
 
 
 @operator_view(methods=["POST"])

@@ -295,6 +295,17 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         "properties": {"job": {"type": "string"}, "arm": {"type": "string"}, "experiment": {"type": "string"},
                        "state": {"const": "queued"}},
     },
+    "WebhookRequest": {
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "maxLength": 500, "description": "http(s) URL (a Slack incoming webhook works); "
+                    "empty removes the webhook"},
+            "secret": {"type": ["string", "null"], "minLength": 16, "maxLength": 128,
+                       "description": "HMAC-SHA256 signing secret; kept when omitted (random for a new webhook)"},
+            "reason": {"type": ["string", "null"], "maxLength": 2000},
+        },
+    },
     "ConcludeRequest": {
         "type": "object",
         "required": ["conclusion"],
@@ -639,6 +650,19 @@ PATHS: dict[str, dict[str, Any]] = {
                 "409": {**ERROR, "description": "no other arm has logged traffic (no_logs), or the arm only holds "
                         "imported logs (not_a_policy)"},
             },
+        }
+    },
+    "/api/v1/experiments/{slug}/webhook": {
+        "post": {
+            "summary": "Set or remove the experiment's webhook (audited). Events: srm, guardrail, significant (first "
+            "always-valid significant result per arm), promotion, conclusion; Slack-compatible JSON signed with "
+            "X-Recsite-Signature: sha256=HMAC(secret, \"<X-Recsite-Timestamp>.<body>\"); retried with backoff",
+            "operationId": "experimentWebhook",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "requestBody": {"required": True, **json_body(ref("WebhookRequest"))},
+            "responses": {"200": json_body(ref("DecisionResult"), "set (the body adds webhook: {url, secret})"),
+                          **OPERATOR_ERRORS},
         }
     },
     "/api/v1/experiments/{slug}/conclude": {

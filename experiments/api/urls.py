@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/v1/experiments/<slug:slug>/arms", experiments.experiment_arms, name="experiment-arms"),
     path("api/v1/experiments/<slug:slug>/start", experiments.experiment_start, name="experiment-start"),
     path("api/v1/experiments/<slug:slug>/stop", experiments.experiment_stop, name="experiment-stop"),
+    path("api/v1/experiments/<slug:slug>/webhook", experiments.experiment_webhook, name="experiment-webhook"),
     path("api/v1/experiments/<slug:slug>/conclude", experiments.experiment_conclude, name="experiment-conclude"),
     path("api/v1/experiments/<slug:slug>/weights", experiments.experiment_weights, name="experiment-weights"),
     path("api/v1/experiments/<slug:slug>/arms/<str:arm>/pause", experiments.arm_pause, name="arm-pause"),

@@ -171,3 +171,12 @@ def weights_form(experiment: Experiment, data=None) -> forms.Form:
                                                       help_text=f"{arm.kind} · {arm.status}")
     form.fields["reason"] = forms.CharField(max_length=MAX_REASON, widget=forms.Textarea(attrs={"rows": 2}))
     return form
+
+
+class WebhookForm(forms.Form):
+    url = forms.CharField(label="Webhook URL", max_length=500, required=False,
+                          help_text="http(s); a Slack incoming-webhook URL works as it is. Empty removes the webhook.")
+    secret = forms.CharField(label="Signing secret", max_length=128, required=False,
+                             help_text="16-128 characters; leave empty to keep the current one (a new webhook gets a "
+                             "random one).")
+    reason = forms.CharField(max_length=MAX_REASON, required=False, widget=forms.Textarea(attrs={"rows": 2}))

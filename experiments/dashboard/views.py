@@ -81,10 +81,11 @@ def audit(request: HttpRequest, slug: str) -> HttpResponse:
         rows.append({"decision": d, "arm_row": arm_row, "srm": (snap.get("report", {}).get("srm") or {}).get("alert"),
                      "by": policy_selectors.decision_actor(d),
                      "reversible": d.action in decision_services.REVERSIBLE and "arms" in (d.previous_state or {})})
+    deliveries = list(experiment.webhook_deliveries.all()[:100])
     return render(
         request,
         "dashboard/audit.html",
-        {"experiment": experiment, "rows": rows, "can_decide": can_decide(request.user)},
+        {"experiment": experiment, "rows": rows, "can_decide": can_decide(request.user), "deliveries": deliveries},
     )
 
 

@@ -24,6 +24,7 @@ from experiments.selectors import candidates as candidate_selectors
 from experiments.selectors import segments as segment_selectors
 from experiments.services import decisions as decision_services
 from experiments.services import lifecycle
+from experiments.services import webhooks as webhook_services
 
 # A service's dotted field → the form field it belongs to.
 _FIELD_OF = {"slug": "slug", "name": "name", "salt": "salt", "control": "arm_name", "reason": "reason",
@@ -228,3 +229,27 @@ def segments(request: HttpRequest, slug: str) -> HttpResponse:
     rows = [(seg, [(arm, report["rows"][seg][arm]) for arm in report["arms"]]) for seg in report["segments"]]
     return render(request, "dashboard/segments.html", {"experiment": experiment, "attributes": attributes,
                                                        "report": report, "segment_rows": rows})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def experiment_webhook(request: HttpRequest, slug: str) -> HttpResponse:
+    """The experiment's webhook (the JSON twin: POST …/webhook); deliveries are listed on the audit page."""
+    from experiments.models import WebhookEndpoint
+
+    require_decider(request)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    endpoint = WebhookEndpoint.objects.filter(experiment=experiment).first()
+    form = arm_form.WebhookForm(request.POST or None, initial={"url": endpoint.url if endpoint else ""})
+
+    def save(data: dict) -> str:
+        decision = lifecycle.experiment_webhook_set(experiment=experiment, url=data["url"],
+                                                    secret=data["secret"] or None, user=request.user,
+                                                    reason=data["reason"] or None)
+        return f"Webhook saved: recorded as decision #{decision.id}."
+
+    done, status = form_submit(request, form, save)
+    if done:
+        return redirect("dashboard:webhook", slug=experiment.slug)
+    return render(request, "dashboard/webhook.html", {"experiment": experiment, "form": form, "endpoint": endpoint,
+                                                      "events": webhook_services.EVENTS}, status=status)

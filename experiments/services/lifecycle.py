@@ -20,6 +20,8 @@ these same functions.
   which then ends with its control as the arm kept (it serves everyone already).
   A running experiment is promoted or stopped first; a conclusion can be
   rewritten later (each version is its own decision).
+* **webhook**: where the experiment's notifications go (``services.webhooks``); setting, changing or removing it
+  is audited (the secret itself is not written into the audit).
 * **hyper-parameters are fixed once an arm has served or trained**
   (:func:`arm_params_update` refuses, saying what to do instead): a checkpoint
   carries the params it was trained with and would silently win over an edit,
@@ -305,4 +307,40 @@ def experiment_conclude(*, experiment: Experiment, conclusion: str, user) -> Dec
             reason=conclusion[:2000], previous_state=previous,
             evidence={**evidence(experiment), "conclusion": conclusion},
             period=NO_PERIOD, experiment_fields=("conclusion",),
+        )
+
+
+def experiment_webhook_set(*, experiment: Experiment, url: str, secret: str | None = None, user,
+                           reason: str | None = None) -> Decision:
+    """Sets (or, with an empty ``url``, removes) the experiment's webhook; a new secret is made unless given."""
+    from urllib.parse import urlsplit
+
+    from experiments.models import WebhookEndpoint
+
+    require_permission(user, "set webhooks")
+    url = (url or "").strip() if isinstance(url, str) else url
+    if not isinstance(url, str) or len(url) > 500:
+        raise ApplicationError("invalid_url", "url is a text of at most 500 characters.", field="url")
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise ApplicationError("invalid_url", "The webhook is an http:// or https:// URL (for Slack, its incoming "
+                               "webhook URL).", field="url")
+    if secret is not None and (not isinstance(secret, str) or not 16 <= len(secret) <= 128):
+        raise ApplicationError("invalid_secret", "A signing secret is 16-128 characters (leave it out for a random "
+                               "one).", field="secret")
+    with transaction.atomic():
+        experiment, arms = lock(experiment.id)
+        current = WebhookEndpoint.objects.filter(experiment=experiment).first()
+        previous = {**experiment_state(experiment=experiment, arms=arms), "webhook": current.url if current else None}
+        if url:
+            keep = current.secret if current is not None else secrets.token_urlsafe(32)
+            WebhookEndpoint.objects.update_or_create(experiment=experiment,
+                                                     defaults={"url": url, "secret": secret or keep})
+        elif current is not None:
+            current.delete()
+        return commit_change(
+            experiment=experiment, arms=arms, action=Decision.Action.WEBHOOK, arm=None, user=user,
+            reason=_decision_reason(reason, f"webhook {'set to ' + url if url else 'removed'}"),
+            previous_state=previous, evidence={"webhook": url or None, "secret_changed": secret is not None},
+            period=NO_PERIOD,
         )

@@ -314,3 +314,14 @@ def test_evaluate_queues_the_offline_job_for_a_candidate_and_refuses_without_log
     assert sent == [("recsite.offline.evaluate", {"arm_id": Arm.objects.get(name="cand").id, "job": body["job"],
                                                   "n_bootstrap": 50, "logging_arms": None}, "default")]
     assert (bad.status_code, bad.json()["error"]["field"]) == (400, "n_bootstrap")
+
+
+def test_the_webhook_is_set_through_the_api_with_its_secret_and_refused_for_a_bad_url(api, launched):
+    made = api.post("/api/v1/experiments/launch/webhook", {"url": "https://hooks.example.com/T/B/x"})
+    kept = api.post("/api/v1/experiments/launch/webhook", {"url": "https://hooks.example.com/T/B/y", "reason": "move"})
+    bad = api.post("/api/v1/experiments/launch/webhook", {"url": "javascript:alert(1)"})
+
+    body = documented("/api/v1/experiments/{slug}/webhook", "post", made, "DecisionResult")
+    assert body["decision"]["action"] == "webhook" and len(body["webhook"]["secret"]) >= 32
+    assert kept.json()["webhook"] == {"url": "https://hooks.example.com/T/B/y", "secret": body["webhook"]["secret"]}
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "url")
