@@ -184,7 +184,11 @@ def offline_evaluate(
     propensity = np.array([r[5] for r in rows], dtype=np.float64)
     reward = np.array([1.0 if r[6] else 0.0 for r in rows])
 
-    candidates = np.unique(item_pk)
+    # The candidates are every item the experiment's logs show, whichever arms' logs are used: restricting the logs
+    # must not change the target policy.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT item_id FROM experiments_impression WHERE experiment_id = %s", [experiment.pk])
+        candidates = np.union1d(np.array([r[0] for r in cursor.fetchall()], dtype=np.int64), item_pk)
     item_rows = {
         pk: (external_id, category, price, feats)
         for pk, external_id, category, price, feats in Item.objects.filter(pk__in=candidates.tolist()).values_list(

@@ -23,14 +23,15 @@ def arm_rates(*, experiment: Experiment) -> dict[str, float]:
     older = (StatsSnapshot.objects.filter(experiment=experiment, computed_at__gte=newest.computed_at - RATE_WINDOW)
              .order_by("computed_at").first())
     span = (newest.computed_at - older.computed_at).total_seconds() if older else 0.0
-    now_arms = newest.payload["report"]["arms"]
+    # Older rows keep only the chart point (stats_tick.snapshot_compact), which has each arm's impressions.
+    now_arms = newest.payload["point"]["arms"]
     if span < MIN_SPAN_S:
         started = experiment.started_at
         span = (newest.computed_at - started).total_seconds() if started else 0.0
         if span <= 0:
             return {}
         return {name: row["impressions"] / span for name, row in now_arms.items()}
-    then = older.payload["report"]["arms"]
+    then = older.payload["point"]["arms"]
     return {name: max(0.0, row["impressions"] - then.get(name, {}).get("impressions", 0)) / span
             for name, row in now_arms.items()}
 

@@ -197,3 +197,23 @@ def test_segments_come_from_the_rollups_by_a_chosen_attribute_with_holm(login):
     assert b'data-testid="exploratory"' in by_country.content
     assert set(by_age.context["report"]["segments"]) == {"new", "returning"}
     assert by_age.context["report"]["rows"]["returning"]["control"]["users"] == 1
+
+
+def test_the_expected_finish_uses_the_last_hour_of_compacted_snapshots(experiment):
+    from datetime import timedelta
+
+    from experiments.models import StatsSnapshot
+    from experiments.selectors.planning import arm_rates, experiment_plan_current
+    from experiments.services.stats_tick import snapshot_compact
+
+    newest = StatsSnapshot.objects.get(experiment=experiment)
+    older = snapshot_compact(newest.payload)
+    older["point"] = {"arms": {"control": {"impressions": 0}, "treat": {"impressions": 20}}}
+    StatsSnapshot.objects.create(experiment=experiment, computed_at=newest.computed_at - timedelta(seconds=600),
+                                 payload=older)
+
+    rates = arm_rates(experiment=experiment)
+    plan = experiment_plan_current(experiment=experiment, mde=0.5, alpha=0.05, power=0.8)
+
+    assert rates == {"control": pytest.approx(60 / 600), "treat": pytest.approx(0.0)}
+    assert plan["seconds_left"] is None and plan["finish_at"] is None  # treat got nothing in the window
