@@ -3,7 +3,7 @@
 log in → create an experiment (a bad param first: the registry's message next to the field) → add an arm and a
 candidate → start → simulated shoppers (``manage.py simulate`` over HTTP) → evaluate the candidate offline (a real
 Celery job on ``default``, its progress bar fed by the WebSocket) → launch it → pause one arm → promote → conclude →
-the audit page. Live Daphne, a default-queue worker and beat (stats ticks). Keyboard focus is visible and the live
+the audit page, with the webhook deliveries a local receiver got. Live Daphne, a default-queue worker and beat (stats ticks). Keyboard focus is visible and the live
 table fits the window. One screenshot per step in test-artifacts/dashboard/workbench-*.png.
 """
 
@@ -16,6 +16,7 @@ from experiments.models import Arm, Decision, Experiment, Item, OfflineEstimate
 from experiments.services.demo import demo_items
 from tests.experiments.dashboard.test_e2e_browser import CHROMIUM, PASSWORD, SHOTS, start_beat
 from tests.experiments.dashboard.test_e2e_integrity import browser  # noqa: F401  (fixture)
+from tests.experiments.services.test_webhooks import Receiver
 from tests.experiments.stats_support import make_login
 from tests.support import live
 
@@ -120,6 +121,15 @@ def test_the_operator_runs_an_experiment_from_the_browser_only(stack, browser): 
     assert page.locator("[data-testid=candidate-row][data-candidate=candidate]").count() == 1
     shot(page, 4, "arms-and-candidate")
 
+    # The experiment's webhook goes to a local receiver (the real worker delivers it).
+    hook = Receiver()
+    page.click("[data-testid=webhook]")
+    page.fill("#id_url", hook.url)
+    page.fill("#id_secret", "story-secret-0123456789")
+    page.click("[data-testid=confirm]")
+    page.wait_for_selector("[data-testid=webhook-current]")
+    page.goto(f"{base}/dashboard/{SLUG}/")
+
     # 4. Start.
     page.click("[data-testid=start]")
     confirm(page, base, "the story begins")
@@ -196,7 +206,13 @@ def test_the_operator_runs_an_experiment_from_the_browser_only(stack, browser): 
     # 11. The audit page holds every step, by the admin.
     page.goto(f"{base}/dashboard/{SLUG}/audit/")
     actions = page.locator("[data-testid=audit-table] tbody tr td.action").all_inner_texts()
-    assert actions[::-1] == ["create", "arm_add", "arm_add", "start", "reweight", "pause", "promote", "conclude"]
+    assert actions[::-1] == ["create", "arm_add", "arm_add", "webhook", "start", "reweight", "pause", "promote",
+                             "conclude"]
     assert set(Decision.objects.filter(experiment__slug=SLUG).values_list("user__username", flat=True)) == {"admin"}
+    live.wait_until(lambda: {r["headers"]["X-Recsite-Event"] for r in hook.requests} >= {"promotion", "conclusion"},
+                    timeout=30, what="webhooks delivered by the worker")
+    page.reload()
+    assert page.locator("[data-testid=deliveries-table] tr[data-state=delivered]").count() >= 2
     shot(page, 15, "audit")
+    hook.close()
     assert errors == []
