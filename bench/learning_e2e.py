@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,19 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def _fresh_database(database_url: str) -> None:
-    import psycopg2
-
-    base, name = database_url.rsplit("/", 1)
-    conn = psycopg2.connect(base + "/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
+from live_stack import django_for, running_stack, simulate  # noqa: E402
 
 
 def _window_ctr(arm_id: int, start, end) -> tuple[int, int]:
@@ -78,32 +67,16 @@ def main() -> None:
                         help="e.g. recsite.asgi:fast_application (serving's fast path for the event endpoints)")
     args = parser.parse_args()
 
-    _fresh_database(args.database_url)
-    os.environ.update(
-        {
-            "DATABASE_URL": args.database_url,
-            "REDIS_URL": args.redis_url,
-            "CHANNELS_PREFIX": "recsite-bench-learning",
-            "DJANGO_SETTINGS_MODULE": "recsite.settings",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONUNBUFFERED": "1",
-            # Keep every version: the lags of all clicks are computed from the versions afterwards.
-            "RECSITE_CHECKPOINT_KEEP_LAST": os.environ.get("RECSITE_CHECKPOINT_KEEP_LAST", "1000000"),
-        }
+    django_for(
+        args.database_url, args.redis_url, prefix="recsite-bench-learning",
+        # Keep every version: the lags of all clicks are computed from the versions afterwards.
+        extra_env={"RECSITE_CHECKPOINT_KEEP_LAST": os.environ.get("RECSITE_CHECKPOINT_KEEP_LAST", "1000000")},
     )
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], check=True)
-    import django
-
-    django.setup()
     import numpy as np
-    import redis
-    import requests
 
     from experiments.models import Arm, Experiment, ModelCheckpoint
     from experiments.selectors.training import click_serving_lags
-    from tests.support import live
 
-    redis.Redis.from_url(args.redis_url).flushdb()
     experiment = Experiment.objects.create(slug="bench-learning", salt="bench", status="running")
     arm_params = json.loads(args.arm_params)
     arms = [
@@ -113,49 +86,14 @@ def main() -> None:
     experiment.control_arm = arms[0]
     experiment.save(update_fields=["control_arm"])
 
-    env = dict(os.environ)
-    procs = []
-    beat_dir = tempfile.mkdtemp(prefix="recsite-beat-")
-    try:
-        port = live.free_port()
-        daphne = live.LiveProcess(
-            "daphne", [str(live.VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), args.asgi_app], env
-        )
-        procs.append(daphne)
-        url = f"http://127.0.0.1:{port}"
-        live.wait_until(lambda: requests.get(f"{url}/healthz", timeout=2).status_code in (200, 503), timeout=90,
-                        what="daphne")
-        trainers = [
-            live.start_worker(queues="training", pool="solo", env=env, name=f"bench-trainer-{i}@%h")
-            for i in range(args.trainers)
-        ]
-        procs.extend(trainers)
-        for t in trainers:  # a deployed trainer is long running: measure it warm (TF imported, graphs built)
-            live.wait_until(lambda t=t: "train_warmup_done" in t.output(), timeout=180, what="trainer warm-up")
-        procs.append(live.start_worker(queues="default", pool="solo", env=env, name="bench-default@%h"))
-        procs.append(
-            live.LiveProcess(
-                "celery-beat",
-                [str(live.VENV_BIN / "celery"), "-A", "recsite", "beat", "-l", "INFO",
-                 "-s", str(Path(beat_dir) / "schedule")],
-                env,
-            )
-        )
-        report_path = Path(beat_dir) / "simulate.json"
+    with running_stack(asgi_app=args.asgi_app, trainers=args.trainers) as url:
         print(f"# learning_e2e rate={args.rate} duration={args.duration}s arms={args.arms} url={url}", flush=True)
-        sim = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), "simulate", "--base-url", url, "--users", str(args.users),
-             "--items", str(args.items), "--rate", str(args.rate), "--duration", str(args.duration),
-             "--seed", str(args.seed), "--k", str(args.k), "--json", str(report_path), "--no-progress"],
-            env=env, capture_output=True, text=True,
+        sim_report = simulate(
+            url, "--users", str(args.users), "--items", str(args.items), "--rate", str(args.rate),
+            "--duration", str(args.duration), "--seed", str(args.seed), "--k", str(args.k),
+            json_path=Path(tempfile.mkdtemp(prefix="recsite-sim-")) / "simulate.json",
         )
-        if sim.returncode != 0:
-            raise SystemExit(f"simulate failed:\n{sim.stdout[-3000:]}\n{sim.stderr[-3000:]}")
         time.sleep(3)  # let the last clicks be trained and served
-        sim_report = json.loads(report_path.read_text())
-    finally:
-        for p in procs:
-            p.stop()
 
     from django.db import connection
     from django.db.models import Max, Min

@@ -85,6 +85,16 @@ class Arm:
         self._check_batch(batch, labelled=False)
         return np.asarray(self._predict(batch), dtype=np.float64)
 
+    def feedback_reference(self, batch: Batch) -> np.ndarray:
+        """The click probabilities that delayed-feedback importance weights (FNW) are computed from.
+
+        FNW weighs a fake negative by ``(1-p)(1+p)`` and a positive by ``1+p``, exact when p is. With a
+        model's own per-user estimate, an error feeds itself: a pair the model over-rates gets its
+        negatives down-weighted and its positives up-weighted, so it is over-rated more. Arms with a
+        noisy personal estimate return a steadier one; by default the arm's own prediction.
+        """
+        return self.predict(batch)
+
     # ---------------------------------------------------------------- learn
     def partial_fit(self, batch: Batch) -> dict[str, float]:
         """One online update; metrics of the model *before* the update included.

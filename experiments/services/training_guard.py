@@ -137,7 +137,8 @@ def step_guarded(*, model: Arm, batch: Batch, baseline: Baseline, config: Traini
         return refuse(f"non-finite prediction: {exc}", False)
     if p.shape != labels.shape or not np.isfinite(p).all():
         return refuse("non-finite loss: the model's predictions on the batch are not finite", False)
-    w = fnw_weights(labels=labels, p=p)
+    # The weights come from the arm's steadier reference estimate (models.base.Arm.feedback_reference).
+    w = fnw_weights(labels=labels, p=np.asarray(model.feedback_reference(batch), dtype=np.float64))
     ll = arm_metrics.logloss(labels, p, w)
     au = arm_metrics.auc(labels, p, w)
     extra = {"logloss_before": ll, "auc_before": au if math.isfinite(au) else None, "weight": float(w.sum())}

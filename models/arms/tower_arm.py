@@ -127,6 +127,16 @@ class TowerArm(Arm):
         return p if exam is None else p * exam
 
     # --------------------------------------------------------------- arm
+    def feedback_reference(self, batch: Batch) -> np.ndarray:
+        """The counts' P(click) (item relevance × slot examination), not the network's personal estimate.
+
+        Measured on an own-traffic loop of the ids-only world with FNW steps of ~190 rows (the live
+        stack's size): last-20% expected CTR 0.269 with the network's own p, 0.308 with this one,
+        0.3115 with exact labels (popularity: 0.301).
+        """
+        self._check_batch(batch, labelled=False)
+        return self.counts.mean(batch.item_keys) * self.counts.examination(batch.position)
+
     def _predict(self, batch: Batch) -> np.ndarray:
         rows = self._rows(batch)
         return self._click_prob(self.tower.forward(rows), rows.exam)
@@ -143,10 +153,13 @@ class TowerArm(Arm):
         multi = size < m or self.params["epochs"] > 1
         p_before = self._click_prob(self.tower.forward(rows), rows.exam) if multi else None
         snapshot = self.tower.snapshot(rows) if multi else None
+        # Micro-batches and later epochs take the rows in a shuffled order: a training step's rows arrive grouped
+        # (every fake negative, then every positive), and steps on one-label slices only chase the bias.
+        order = np.random.default_rng([self.seed, self.n_updates]).permutation(m) if multi else slice(None)
         total, wsum, steps = 0.0, 0.0, 0
         for epoch in range(self.params["epochs"]):
             for s in range(0, m, size):
-                sl = slice(s, s + size)
+                sl = order[s : s + size] if multi else slice(None)
                 out, loss, ok = self.tower.train(rows.take(sl), y[sl], w[sl])
                 if not ok:
                     if snapshot is not None:
