@@ -103,6 +103,7 @@
       rows.push(tr);
     }
     tbody.replaceChildren(...rows);
+    renderPlanProgress(report);
 
     const exp = stats.experiment;
     $("exp-status").textContent = exp.status + (exp.winner ? " · winner " + exp.winner : "");
@@ -235,6 +236,18 @@
     debug.lastSeq = msg.stats.seq;
     renderTable(msg.stats);
     renderAllocation(msg.stats.allocation);
+  }
+
+  // The planning calculator's progress bar follows the live impressions of the least advanced competing arm.
+  function renderPlanProgress(report) {
+    const bar = $("plan-progress");
+    if (!bar) return;
+    const target = Number(bar.dataset.target);
+    const shares = report.arm_order.filter((n) => report.arms[n].weight > 0).map((n) => report.arms[n].impressions / target);
+    if (!target || !shares.length) return;
+    const progress = Math.min(1, Math.min(...shares));
+    bar.value = progress;
+    $("plan-progress-text").textContent = pct(progress, 1);
   }
 
   function onDecision(msg) {

@@ -217,3 +217,34 @@ def test_the_expected_finish_uses_the_last_hour_of_compacted_snapshots(experimen
 
     assert rates == {"control": pytest.approx(60 / 600), "treat": pytest.approx(0.0)}
     assert plan["seconds_left"] is None and plan["finish_at"] is None  # treat got nothing in the window
+
+
+@pytest.mark.parametrize("action", ["start", "stop"])
+def test_a_button_and_its_json_twin_record_the_same_decision(login, action):
+    from django.contrib.auth import get_user_model
+
+    from experiments.services import lifecycle
+    from experiments.services.tokens import api_token_issue
+
+    page = login("admin", promoter=True)
+    admin = get_user_model().objects.get(username="admin")
+    token = api_token_issue(user=admin, name="ci")[1]
+    made = {}
+    for via in ("page", "api"):
+        experiment = lifecycle.experiment_create(slug=f"twin-{via}", arms=[lifecycle.ArmSpec("control", "popularity")],
+                                                 user=admin)
+        if action == "stop":
+            lifecycle.experiment_start(experiment=experiment, user=admin)
+        if via == "page":
+            response = post(page, f"/dashboard/twin-page/{action}/", {"reason": "same"})
+        else:
+            response = Client().post(f"/api/v1/experiments/twin-api/{action}", json.dumps({"reason": "same"}),
+                                     content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert response.status_code in (200, 302)
+        made[via] = Decision.objects.filter(experiment=experiment).order_by("-id").first()
+
+    assert made["page"].action == made["api"].action == action
+    assert made["page"].reason == made["api"].reason == "same"
+    assert made["page"].user == made["api"].user == admin
+    assert set(made["page"].stats_snapshot) == set(made["api"].stats_snapshot)
+    assert set(made["page"].previous_state) == set(made["api"].previous_state)
