@@ -143,9 +143,11 @@ def experiment_webhook(request: HttpRequest, user, body: dict, slug: str) -> Htt
     from experiments.models import WebhookEndpoint
 
     experiment = _experiment(slug)
+    if "url" not in body:
+        raise ApplicationError("required", "url is required (an empty string removes the webhook)", field="url")
     secret = body.get("secret")
     decision = lifecycle.experiment_webhook_set(
-        experiment=experiment, url=v.text(body.get("url"), "url", max_length=500),
+        experiment=experiment, url=v.text(body["url"], "url", max_length=500, default=None),
         secret=None if secret is None else v.text(secret, "secret", max_length=128), user=user, reason=_reason(body))
     endpoint = WebhookEndpoint.objects.filter(experiment=experiment).first()
     response = _decision_response(decision, experiment, user)

@@ -325,3 +325,12 @@ def test_the_webhook_is_set_through_the_api_with_its_secret_and_refused_for_a_ba
     assert body["decision"]["action"] == "webhook" and len(body["webhook"]["secret"]) >= 32
     assert kept.json()["webhook"] == {"url": "https://hooks.example.com/T/B/y", "secret": body["webhook"]["secret"]}
     assert (bad.status_code, bad.json()["error"]["field"]) == (400, "url")
+
+
+def test_a_webhook_request_without_url_is_refused(api, launched):
+    missing = api.post("/api/v1/experiments/launch/webhook", {"secret": "x" * 20})
+    null = api.post("/api/v1/experiments/launch/webhook", {"url": None})
+
+    assert (missing.status_code, missing.json()["error"]["code"], missing.json()["error"]["field"]) == (
+        400, "required", "url")
+    assert (null.status_code, null.json()["error"]["field"]) == (400, "url")
