@@ -30,9 +30,11 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("experiments/services/training_data.py", "safe_horizon"):
         "interpolates sequence names returned by pg_get_serial_sequence() for our own tables",
     ("experiments/offline/services.py", "offline_evaluate"):
-        "interpolates a fixed optional 'AND i.arm_id <> %s' clause; values are parameters",
+        "interpolates fixed optional clauses ('AND i.arm_id <> %s', 'AND i.arm_id = ANY(%s)'); values are parameters",
     ("experiments/services/bulk.py", "events_import"):
         "COPY column list: every name checked by _columns() against the fixed REQUIRED/OPTIONAL sets",
+    ("experiments/selectors/segments.py", "experiment_segments"):
+        "interpolates one of two fixed segment expressions (the attribute name and the start time are parameters)",
     ("recsite/demo.py", "ensure_database"):
         "CREATE DATABASE with the name from the operator's own DATABASE_URL (make demo), never from a request",
 }
