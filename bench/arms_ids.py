@@ -55,7 +55,7 @@ def ids_only_section(args) -> None:
     for kind in ("deep_ctr", "neural_bandit"):
         gain = auc[kind] - auc["popularity"]
         verdict = "met" if gain >= 0.02 else "**MISSED**"
-        lines.append(f"- `{kind}` last-20% AUC {auc[kind]:.4f} = popularity + {gain:+.4f} (target ≥ +0.02): {verdict}.")
+        lines.append(f"- `{kind}` last-20% AUC {auc[kind]:.4f} = popularity {gain:+.4f} (target ≥ +0.02): {verdict}.")
     body = "\n".join(lines) + "\n"
     write_section(Path(args.out), body, HEADING)
     print(body)
