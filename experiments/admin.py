@@ -156,6 +156,24 @@ class OfflineEstimateAdmin(ReadOnlyAdmin):
     readonly_fields = [f.name for f in m.OfflineEstimate._meta.fields]
 
 
+@admin.register(m.WebhookEndpoint)
+class WebhookEndpointAdmin(ReadOnlyAdmin):
+    """Read-only: a webhook is set on the dashboard or through the API, where the change is audited."""
+
+    list_display = ("experiment", "url", "updated_at")
+    search_fields = ("url",)
+    readonly_fields = ("experiment", "url", "updated_at")
+    exclude = ("secret",)
+
+
+@admin.register(m.WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "experiment", "event", "state", "attempts", "response_status")
+    list_filter = ("experiment", "event", "state")
+    search_fields = ("event", "url")
+    readonly_fields = [f.name for f in m.WebhookDelivery._meta.fields]
+
+
 @admin.register(m.AllocationEpoch)
 class AllocationEpochAdmin(ReadOnlyAdmin):
     list_display = ("experiment", "epoch", "started_at", "weights", "decision")

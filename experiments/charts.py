@@ -24,19 +24,20 @@ import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-# Plotly's default qualitative palette, so the dashboard matches Plotly defaults
-# while every figure gives an arm the same colour.
+# Plotly's colour-blind-safe qualitative palette (``plotly.colors.qualitative.Safe``, Paul Tol's), so arms stay
+# distinguishable for readers with any common colour-vision deficiency; every figure gives an arm the same colour.
+# Its last colour (grey) is left out: it reads as "disabled" next to the others.
 PALETTE = (
-    "#636efa",
-    "#ef553b",
-    "#00cc96",
-    "#ab63fa",
-    "#ffa15a",
-    "#19d3f3",
-    "#ff6692",
-    "#b6e880",
-    "#ff97ff",
-    "#fecb52",
+    "#88ccee",
+    "#cc6677",
+    "#ddcc77",
+    "#117733",
+    "#332288",
+    "#aa4499",
+    "#44aa99",
+    "#999933",
+    "#882255",
+    "#661100",
 )
 
 Figure = dict[str, Any]

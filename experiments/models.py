@@ -78,6 +78,7 @@ class Experiment(models.Model):
     # Bumped whenever traffic weights change, so statistics can stratify by allocation period.
     allocation_epoch = models.IntegerField(default=0)
     concluded_at = models.DateTimeField(null=True, blank=True)
+    conclusion = models.TextField(blank=True, default="")  # written by services.lifecycle.experiment_conclude
     # Feedback control (opt-in): the allocation policy that re-weights the arms every few minutes
     # (experiments/services/allocation.py); every arm keeps at least ``policy_floor`` of the traffic.
     policy = models.CharField(max_length=32, choices=Policy.choices, default=Policy.FIXED)
@@ -257,6 +258,8 @@ class Decision(models.Model):
         STOP = "stop"
         PARAMS = "params"
         POLICY = "policy"
+        CONCLUDE = "conclude"
+        WEBHOOK = "webhook"
         # Made by the system (user null): the allocation policy and the guardrails.
         REALLOCATE = "reallocate"
         GUARDRAIL_PAUSE = "guardrail_pause"
@@ -367,10 +370,7 @@ class ArmEpochSums(models.Model):
 
 
 class OfflineEstimate(models.Model):
-    """An off-policy estimate of an arm's CTR from logged traffic (``manage.py evaluate_offline``).
-
-    ``arm`` is null when a not-yet-created arm (``--kind``) was evaluated; ``arm_name`` keeps its name.
-    """
+    """An off-policy estimate of an arm's CTR from logs; ``arm`` is null for a not-yet-created arm (``--kind``)."""
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="offline_estimates")
     arm = models.ForeignKey(Arm, null=True, blank=True, on_delete=models.SET_NULL, related_name="offline_estimates")
@@ -395,6 +395,5 @@ class OfflineEstimate(models.Model):
         indexes = [models.Index(fields=["experiment", "arm_name", "-computed_at"], name="offline_estimate_latest")]
 
 
-
-# Split by sub-domain: the operator API's tokens live in their own module, registered with this app from here.
-from experiments.api_tokens import ApiToken  # noqa: E402,F401
+from experiments.api_tokens import ApiToken  # noqa: E402,F401  (split by sub-domain, registered from here)
+from experiments.webhook_models import WebhookDelivery, WebhookEndpoint  # noqa: E402,F401

@@ -10,7 +10,8 @@ Events, all with ``type``:
 * ``snapshot`` — what a dashboard sees on connect: latest stats, chart history, figures;
 * ``stats`` — one stats tick: the payload and the Plotly ``extendTraces`` updates;
 * ``decision`` — an audited traffic decision was recorded;
-* ``model_version`` — an arm committed a new model version (accepted or refused).
+* ``model_version`` — an arm committed a new model version (accepted or refused);
+* ``offline_progress`` — how far a candidate's offline evaluation (a Celery job) has got.
 """
 
 from __future__ import annotations
@@ -66,7 +67,17 @@ class ModelVersionEvent(TypedDict):
     auc_progressive: float | None
 
 
-Event = SnapshotEvent | StatsEvent | DecisionEvent | ModelVersionEvent
+class OfflineProgressEvent(TypedDict):
+    type: Literal["offline_progress"]
+    experiment: str
+    arm: str
+    job: str
+    state: Literal["queued", "running", "done", "failed"]
+    fraction: float
+    stage: str
+
+
+Event = SnapshotEvent | StatsEvent | DecisionEvent | ModelVersionEvent | OfflineProgressEvent
 
 
 def snapshot_event(
@@ -107,6 +118,12 @@ def model_version_event(*, arm_id: int, arm: str, version: int, metrics: dict[st
         "logloss_progressive": metrics.get("logloss_progressive"),
         "auc_progressive": metrics.get("auc_progressive"),
     }
+
+
+def offline_progress_event(*, experiment: str, arm: str, job: str, state: str, fraction: float,
+                           stage: str) -> OfflineProgressEvent:
+    return {"type": "offline_progress", "experiment": experiment, "arm": arm, "job": job, "state": state,
+            "fraction": round(min(1.0, max(0.0, float(fraction))), 4), "stage": stage}
 
 
 _GROUP_NAME = re.compile(r"^[a-zA-Z\d\-_.]+$")

@@ -100,6 +100,31 @@ def guardrails_check() -> list[int]:
     return [decision.id for decision in check()]
 
 
+@shared_task(name="recsite.offline.evaluate", queue="default", ignore_result=True, acks_late=True)
+def offline_evaluate(arm_id: int, job: str, n_bootstrap: int = 300, logging_arms: list[str] | None = None) -> int | None:
+    """A candidate's offline evaluation (queue ``default``); progress goes to the dashboard over the WebSocket.
+
+    Returns the id of the stored estimate. A redelivery stores one more estimate (the newest is shown): harmless.
+    """
+    from experiments.offline.candidates import candidate_evaluation_run
+
+    estimate = candidate_evaluation_run(arm_id=arm_id, job=job, n_bootstrap=n_bootstrap, logging_arms=logging_arms)
+    return estimate.id if estimate is not None else None
+
+
+@shared_task(name="recsite.webhooks.deliver", queue="default", bind=True, ignore_result=True, max_retries=5,
+             acks_late=True)
+def webhook_deliver(self, delivery_id: int) -> bool:
+    """Posts one webhook notification (queue ``default``); retried 2, 4, 8, 16, 32 s later until it is accepted.
+
+    Idempotent: a delivered row is not sent again."""
+    from experiments.services.webhooks import webhook_deliver as deliver
+
+    if deliver(delivery_id=delivery_id):
+        return True
+    raise self.retry(countdown=2 ** (self.request.retries + 1))
+
+
 @worker_ready.connect
 def worker_checkin_start(sender=None, **_kwargs) -> None:
     """Before anything slow: a worker checks in as the parts its queues make it (experiments/heartbeats.py)."""

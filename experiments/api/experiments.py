@@ -9,6 +9,7 @@ CSRF, or ``Authorization: Bearer <staff token>``. Views only translate JSON.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -93,6 +94,7 @@ def experiments(request: HttpRequest, user, body: dict) -> HttpResponse:
         mode="ab" if body.get("mode") is None else v.identifier(body["mode"], "mode"),
         arms=[_arm_spec(arm, f"arms[{i}]") for i, arm in enumerate(arms)],
         control=None if control is None else v.identifier(control, "control"),
+        salt=None if body.get("salt") is None else v.text(body["salt"], "salt", max_length=64),
         user=user,
         reason=_reason(body),
     )
@@ -128,6 +130,33 @@ def experiment_stop(request: HttpRequest, user, body: dict, slug: str) -> HttpRe
 
 
 @operator_view(methods=["POST"])
+def experiment_conclude(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
+    experiment = _experiment(slug)
+    conclusion = v.text(body.get("conclusion"), "conclusion", max_length=lifecycle.MAX_CONCLUSION)
+    decision = lifecycle.experiment_conclude(experiment=experiment, conclusion=conclusion, user=user)
+    return _decision_response(decision, experiment, user)
+
+
+@operator_view(methods=["POST"])
+def experiment_webhook(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
+    """Set (or, with an empty url, remove) the experiment's webhook; answers with its signing secret."""
+    from experiments.models import WebhookEndpoint
+
+    experiment = _experiment(slug)
+    if "url" not in body:
+        raise ApplicationError("required", "url is required (an empty string removes the webhook)", field="url")
+    secret = body.get("secret")
+    decision = lifecycle.experiment_webhook_set(
+        experiment=experiment, url=v.text(body["url"], "url", max_length=500, default=None),
+        secret=None if secret is None else v.text(secret, "secret", max_length=128), user=user, reason=_reason(body))
+    endpoint = WebhookEndpoint.objects.filter(experiment=experiment).first()
+    response = _decision_response(decision, experiment, user)
+    data = json.loads(response.content)
+    data["webhook"] = None if endpoint is None else {"url": endpoint.url, "secret": endpoint.secret}
+    return JsonResponse(data)
+
+
+@operator_view(methods=["POST"])
 def experiment_weights(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
     experiment = _experiment(slug)
     weights = body.get("weights")
@@ -158,6 +187,27 @@ def arm_pause(request: HttpRequest, user, body: dict, slug: str, arm: str) -> Ht
 @operator_view(methods=["POST"])
 def arm_resume(request: HttpRequest, user, body: dict, slug: str, arm: str) -> HttpResponse:
     return _arm_decision(decision_services.arm_resume, user, body, slug, arm, "resumed through the API")
+
+
+@operator_view(methods=["POST"])
+def arm_evaluate(request: HttpRequest, user, body: dict, slug: str, arm: str) -> HttpResponse:
+    """Queue a candidate's offline evaluation (a Celery job); its progress arrives on the dashboard's WebSocket."""
+    from experiments.offline.candidates import DEFAULT_BOOTSTRAP, candidate_evaluation_request
+
+    experiment = _experiment(slug)
+    target = _arm(experiment, arm, field=None)
+    n_bootstrap = body.get("n_bootstrap")
+    logging_arms = body.get("logging_arms")
+    if logging_arms is not None and (not isinstance(logging_arms, list) or not logging_arms):
+        raise ApplicationError("invalid_type", "logging_arms must be a non-empty list of arm names",
+                               field="logging_arms")
+    job = candidate_evaluation_request(
+        experiment=experiment, arm=target, user=user,
+        n_bootstrap=DEFAULT_BOOTSTRAP if n_bootstrap is None else v.integer(n_bootstrap, "n_bootstrap", lo=2, hi=5000),
+        logging_arms=None if logging_arms is None else [v.identifier(a, f"logging_arms[{i}]")
+                                                         for i, a in enumerate(logging_arms)],
+    )
+    return JsonResponse({"job": job, "arm": target.name, "experiment": experiment.slug, "state": "queued"}, status=202)
 
 
 @operator_view(methods=["POST"])

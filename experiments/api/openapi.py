@@ -201,6 +201,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                     "status": {"enum": ["draft", "running", "stopped", "concluded"]},
                     "winner": {"type": ["string", "null"]},
                     "allocation_epoch": {"type": "integer", "minimum": 0},
+                    "conclusion": {"type": "string", "description": "the operator's written conclusion (empty "
+                                   "until concluded)"},
                 },
             },
             "computed_at": {"type": "string", "format": "date-time"},
@@ -274,8 +276,41 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                      "description": "only \"ab\" is available; \"interleaved\" is refused (400 mode_unsupported)"},
             "arms": {"type": ["array", "null"], "maxItems": 20, "items": ref("ArmSpec")},
             "control": {"type": ["string", "null"], "description": "arm name; default the first arm"},
+            "salt": {"type": ["string", "null"], "pattern": "^[-a-zA-Z0-9_.:]{1,64}$",
+                     "description": "hashed with each user id into a bucket; random when omitted; fixed for good"},
             "reason": {"type": ["string", "null"], "maxLength": 2000},
         },
+    },
+    "EvaluateRequest": {
+        "type": "object",
+        "properties": {
+            "n_bootstrap": {"type": ["integer", "null"], "minimum": 2, "maximum": 5000, "default": 300},
+            "logging_arms": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1,
+                             "description": "evaluate on these arms' logs only (default: every other arm's)"},
+        },
+    },
+    "EvaluationQueued": {
+        "type": "object",
+        "required": ["job", "arm", "experiment", "state"],
+        "properties": {"job": {"type": "string"}, "arm": {"type": "string"}, "experiment": {"type": "string"},
+                       "state": {"const": "queued"}},
+    },
+    "WebhookRequest": {
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "maxLength": 500, "description": "http(s) URL (a Slack incoming webhook works); "
+                    "empty removes the webhook"},
+            "secret": {"type": ["string", "null"], "minLength": 16, "maxLength": 128,
+                       "description": "HMAC-SHA256 signing secret; kept when omitted (random for a new webhook)"},
+            "reason": {"type": ["string", "null"], "maxLength": 2000},
+        },
+    },
+    "ConcludeRequest": {
+        "type": "object",
+        "required": ["conclusion"],
+        "properties": {"conclusion": {"type": "string", "minLength": 1, "maxLength": 10000,
+                                      "description": "what was learnt and what ships; kept with the results"}},
     },
     "ArmSummary": {
         "type": "object",
@@ -311,6 +346,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "created_at": {"type": "string", "format": "date-time"},
             "started_at": {"type": ["string", "null"], "format": "date-time"},
             "concluded_at": {"type": ["string", "null"], "format": "date-time"},
+            "conclusion": {"type": "string"},
             "policy": {
                 "type": "object",
                 "required": ["kind", "floor", "interval_minutes", "next_at"],
@@ -595,6 +631,52 @@ PATHS: dict[str, dict[str, Any]] = {
                 "200": json_body(ref("DecisionResult"), "stopped"),
                 **OPERATOR_ERRORS,
                 "409": {**ERROR, "description": "not running, or no active control arm"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/arms/{arm}/evaluate": {
+        "post": {
+            "summary": "Queue an offline (off-policy) evaluation of an arm, usually a weight-0 candidate, on the other "
+            "arms' logged traffic (a Celery job on the default queue); progress goes to the dashboard's WebSocket as "
+            "offline_progress events, and the estimate (DR, SNIPS, IPS with CIs, clipped to [0, 1]; effective sample "
+            "size; max importance weight) is stored for the candidates table",
+            "operationId": "armEvaluate",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG, ARM],
+            "requestBody": {"required": False, **json_body(ref("EvaluateRequest"))},
+            "responses": {
+                "202": json_body(ref("EvaluationQueued"), "queued"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "no other arm has logged traffic (no_logs), or the arm only holds "
+                        "imported logs (not_a_policy)"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/webhook": {
+        "post": {
+            "summary": "Set or remove the experiment's webhook (audited). Events: srm, guardrail, significant (first "
+            "always-valid significant result per arm), promotion, conclusion; Slack-compatible JSON signed with "
+            "X-Recsite-Signature: sha256=HMAC(secret, \"<X-Recsite-Timestamp>.<body>\"); retried with backoff",
+            "operationId": "experimentWebhook",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "requestBody": {"required": True, **json_body(ref("WebhookRequest"))},
+            "responses": {"200": json_body(ref("DecisionResult"), "set (the body adds webhook: {url, secret})"),
+                          **OPERATOR_ERRORS},
+        }
+    },
+    "/api/v1/experiments/{slug}/conclude": {
+        "post": {
+            "summary": "Write the conclusion, kept with the results: after a promotion, or ending a stopped "
+            "experiment on its control (which already serves everyone); audited as a conclude decision",
+            "operationId": "experimentConclude",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "requestBody": {"required": True, **json_body(ref("ConcludeRequest"))},
+            "responses": {
+                "200": json_body(ref("DecisionResult"), "concluded"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "draft or running (promote an arm or stop it first: not_concludable)"},
             },
         }
     },

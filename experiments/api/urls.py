@@ -19,8 +19,11 @@ urlpatterns = [
     path("api/v1/experiments/<slug:slug>/arms", experiments.experiment_arms, name="experiment-arms"),
     path("api/v1/experiments/<slug:slug>/start", experiments.experiment_start, name="experiment-start"),
     path("api/v1/experiments/<slug:slug>/stop", experiments.experiment_stop, name="experiment-stop"),
+    path("api/v1/experiments/<slug:slug>/webhook", experiments.experiment_webhook, name="experiment-webhook"),
+    path("api/v1/experiments/<slug:slug>/conclude", experiments.experiment_conclude, name="experiment-conclude"),
     path("api/v1/experiments/<slug:slug>/weights", experiments.experiment_weights, name="experiment-weights"),
     path("api/v1/experiments/<slug:slug>/arms/<str:arm>/pause", experiments.arm_pause, name="arm-pause"),
+    path("api/v1/experiments/<slug:slug>/arms/<str:arm>/evaluate", experiments.arm_evaluate, name="arm-evaluate"),
     path("api/v1/experiments/<slug:slug>/arms/<str:arm>/resume", experiments.arm_resume, name="arm-resume"),
     # Keep last: any other path under /api/ is a JSON 404, never Django's HTML page.
     re_path(r"^api/", views.not_found, name="not-found"),

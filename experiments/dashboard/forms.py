@@ -25,3 +25,20 @@ class PolicyForm(DecisionForm):
 
 class ModelRollbackForm(DecisionForm):
     version = forms.IntegerField(min_value=1)
+
+
+class PlanForm(forms.Form):
+    """The planning calculator's inputs (a GET form on the experiment page)."""
+
+    mde = forms.FloatField(label="min. detectable effect (relative)", min_value=0.001, max_value=9.0, initial=0.05,
+                           widget=forms.NumberInput(attrs={"step": "any"}))
+    alpha = forms.FloatField(label="α", min_value=0.0001, max_value=0.4, initial=0.05,
+                             widget=forms.NumberInput(attrs={"step": "any"}))
+    power = forms.FloatField(label="power", min_value=0.5, max_value=0.999, initial=0.8,
+                             widget=forms.NumberInput(attrs={"step": "any"}))
+
+    def values(self) -> dict:
+        """The submitted values, or the defaults when none were given or they are invalid."""
+        if self.is_bound and self.is_valid():
+            return self.cleaned_data
+        return {name: field.initial for name, field in self.fields.items()}

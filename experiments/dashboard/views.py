@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from experiments.api.errors import application_error_response
-from experiments.dashboard.forms import DecisionForm, ModelRollbackForm, PolicyForm, ReweightForm
+from experiments.dashboard.common import can_decide, form_submit, require_decider
+from experiments.dashboard.forms import DecisionForm, ModelRollbackForm, PlanForm, PolicyForm, ReweightForm
+from experiments.dashboard.workbench import candidates_context
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment
 from experiments.selectors import dashboard as dashboard_selectors
+from experiments.selectors import planning as planning_selectors
 from experiments.selectors import policy as policy_selectors
 from experiments.selectors import results as result_selectors
 from experiments.selectors import training as training_selectors
@@ -37,37 +37,12 @@ ARM_ACTIONS = {
 }
 
 
-def can_decide(user) -> bool:
-    return bool(user.is_authenticated and user.is_staff and user.has_perm(decision_services.PERMISSION))
-
-
-def _require_decider(request: HttpRequest) -> None:
-    if not can_decide(request.user):
-        raise PermissionDenied("Only staff with the promote_arm permission can change traffic.")
-
-
-def _form_submit(request: HttpRequest, form, call: Callable[[dict], str]) -> tuple[bool, int]:
-    """``(done, status)`` of a decision form: a valid POST runs ``call(cleaned_data)``, which returns the message to
-    flash; a refusal goes next to its field (or the whole form) with its status; an invalid form is a 400."""
-    if request.method != "POST":
-        return False, 200
-    if not form.is_valid():
-        return False, 400
-    try:
-        message = call(form.cleaned_data)
-    except ApplicationError as exc:
-        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-        return False, exc.status
-    messages.success(request, message)
-    return True, 200
-
-
 @login_required
 def experiment_list(request: HttpRequest) -> HttpResponse:
     experiments = dashboard_selectors.experiments_for_dashboard()
-    if len(experiments) == 1:
+    if len(experiments) == 1 and "all" not in request.GET:
         return redirect("dashboard:detail", slug=experiments[0].slug)
-    return render(request, "dashboard/list.html", {"experiments": experiments})
+    return render(request, "dashboard/list.html", {"experiments": experiments, "can_decide": can_decide(request.user)})
 
 
 @login_required
@@ -82,10 +57,16 @@ def experiment_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "armActionUrl": reverse("dashboard:arm_decide", args=[experiment.slug, 0, "ACTION"]),
         "armIds": {arm.name: arm.id for arm in arms},
     }
+    plan_form = PlanForm(request.GET if "mde" in request.GET else None)
+    plan = (planning_selectors.experiment_plan_current(experiment=experiment, **plan_form.values())
+            if experiment.status != Experiment.Status.DRAFT else None)
+    config["candidatesUrl"] = reverse("dashboard:candidates", args=[experiment.slug])
+    config["evaluateUrl"] = f"/api/v1/experiments/{experiment.slug}/arms/ARM/evaluate"
     return render(
         request,
         "dashboard/detail.html",
-        {"experiment": experiment, "arms": arms, "can_decide": allowed, "config": config},
+        {"experiment": experiment, "arms": arms, "can_decide": allowed, "config": config, "plan_form": plan_form,
+         "plan": plan, **candidates_context(experiment, request.user)},
     )
 
 
@@ -100,10 +81,11 @@ def audit(request: HttpRequest, slug: str) -> HttpResponse:
         rows.append({"decision": d, "arm_row": arm_row, "srm": (snap.get("report", {}).get("srm") or {}).get("alert"),
                      "by": policy_selectors.decision_actor(d),
                      "reversible": d.action in decision_services.REVERSIBLE and "arms" in (d.previous_state or {})})
+    deliveries = list(experiment.webhook_deliveries.all()[:100])
     return render(
         request,
         "dashboard/audit.html",
-        {"experiment": experiment, "rows": rows, "can_decide": can_decide(request.user)},
+        {"experiment": experiment, "rows": rows, "can_decide": can_decide(request.user), "deliveries": deliveries},
     )
 
 
@@ -158,7 +140,7 @@ def export_csv(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def arm_decide(request: HttpRequest, slug: str, arm_id: int, action: str) -> HttpResponse:
     """GET: the confirmation page with the current numbers; POST: the decision itself."""
-    _require_decider(request)
+    require_decider(request)
     if action not in ARM_ACTIONS:
         return HttpResponse(status=404)
     experiment = get_object_or_404(Experiment, slug=slug)
@@ -176,7 +158,7 @@ def arm_decide(request: HttpRequest, slug: str, arm_id: int, action: str) -> Htt
         )
         return f"{label} {arm.name}: recorded as decision #{decision.id}."
 
-    done, status = _form_submit(request, form, decide)
+    done, status = form_submit(request, form, decide)
     if done:
         return redirect("dashboard:detail", slug=experiment.slug)
     payload = result_selectors.experiment_payload_current(experiment=experiment)
@@ -196,7 +178,7 @@ def arm_decide(request: HttpRequest, slug: str, arm_id: int, action: str) -> Htt
 @login_required
 @require_http_methods(["GET", "POST"])
 def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> HttpResponse:
-    _require_decider(request)
+    require_decider(request)
     decision = get_object_or_404(Decision, pk=decision_id, experiment__slug=slug)
     form = DecisionForm(request.POST or None, initial={"reason": f"Roll back decision #{decision.id}"})
 
@@ -204,7 +186,7 @@ def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> Http
         new = decision_services.decision_rollback(decision=decision, user=request.user, reason=data["reason"])
         return f"Rolled back decision #{decision.id} as decision #{new.id}."
 
-    done, status = _form_submit(request, form, roll_back)
+    done, status = form_submit(request, form, roll_back)
     if done:
         return redirect("dashboard:audit", slug=slug)
     restore = json.dumps(decision.previous_state, indent=2, sort_keys=True)
@@ -220,7 +202,7 @@ def decision_rollback(request: HttpRequest, slug: str, decision_id: int) -> Http
 @require_http_methods(["GET", "POST"])
 def arm_model(request: HttpRequest, slug: str, arm_id: int) -> HttpResponse:
     """GET: the arm's kept model versions; POST: roll the model back to one of them (audited)."""
-    _require_decider(request)
+    require_decider(request)
     experiment = get_object_or_404(Experiment, slug=slug)
     arm = get_object_or_404(Arm, pk=arm_id, experiment=experiment)
     form = ModelRollbackForm(request.POST or None)
@@ -230,7 +212,7 @@ def arm_model(request: HttpRequest, slug: str, arm_id: int) -> HttpResponse:
                                                            reason=data["reason"])
         return f"{arm.name} serves the state of version {data['version']} again, as version {new.version}."
 
-    done, status = _form_submit(request, form, roll_back)
+    done, status = form_submit(request, form, roll_back)
     if done:
         return redirect("dashboard:detail", slug=experiment.slug)
     versions = training_selectors.arm_versions(arm_id=arm.id)
@@ -243,7 +225,7 @@ def arm_model(request: HttpRequest, slug: str, arm_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def policy(request: HttpRequest, slug: str) -> HttpResponse:
     """GET: the allocation policy and guardrail settings; POST: change them (audited)."""
-    _require_decider(request)
+    require_decider(request)
     experiment = get_object_or_404(Experiment, slug=slug)
     initial = {"policy": experiment.policy, "floor": experiment.policy_floor,
                "interval_minutes": experiment.policy_interval_minutes, "guardrails": experiment.guardrails,
@@ -258,7 +240,7 @@ def policy(request: HttpRequest, slug: str) -> HttpResponse:
         )
         return f"Allocation policy set: recorded as decision #{decision.id}."
 
-    done, status = _form_submit(request, form, set_policy)
+    done, status = form_submit(request, form, set_policy)
     if done:
         return redirect("dashboard:detail", slug=experiment.slug)
     return render(request, "dashboard/policy.html", {"experiment": experiment, "form": form}, status=status)

@@ -12,7 +12,7 @@ pointing at its group. Pure NumPy, no Django.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -55,11 +55,13 @@ def evaluate_with_refit(
     level: float = 0.95,
     n_folds: int = 5,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[PolicyEstimate], LoggedFeedback]:
     """Point estimates on the whole log and percentile intervals from ``n_bootstrap`` refitted resamples.
 
     ``item`` and ``slot`` are 0-based indices into ``policy``'s last two axes; ``group``
     indexes its first axis. Returns the estimates and the full-log feedback (for diagnostics).
+    ``progress(done, total)``, if given, is called after every ~5% of the replicates.
     """
     if n_bootstrap < 2:
         raise ValueError("n_bootstrap must be at least 2")
@@ -93,6 +95,8 @@ def evaluate_with_refit(
     for b in range(n_bootstrap):
         replicate = fit(rng.integers(0, n, n), seed + 1 + b)
         draws[b] = [estimate(replicate, name) for name in estimators]
+        if progress is not None and ((b + 1) % max(1, n_bootstrap // 20) == 0 or b + 1 == n_bootstrap):
+            progress(b + 1, n_bootstrap)
     alpha = 1.0 - level
     low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2], axis=0)
     results = [

@@ -8,7 +8,7 @@ Bandit import, ``import_obd``, has its own module: ``obd_import``). The mathemat
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ class OfflineEvaluation:
     live_impressions: int
     live_clicks: int
     notes: list[str] = field(default_factory=list)
+    max_weight: float | None = None
 
     @property
     def live_ctr(self) -> float | None:
@@ -71,6 +72,7 @@ class OfflineEvaluation:
             "requests": self.requests,
             "candidates": self.candidates,
             "effective_sample_size": self.effective_sample_size,
+            "max_weight": self.max_weight,
             "live": {"impressions": self.live_impressions, "clicks": self.live_clicks, "ctr": self.live_ctr},
             "offline_estimate": {
                 e.estimator: {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "level": e.level}
@@ -121,6 +123,8 @@ def offline_evaluate(
     include_target_traffic: bool = True,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    logging_arms: Sequence[str] | None = None,
+    progress: Callable[[float, str], None] | None = None,
 ) -> OfflineEvaluation:
     """Estimate ``target_arm``'s CTR per shown item from the experiment's logged impressions.
 
@@ -128,8 +132,10 @@ def offline_evaluate(
     via ``propensity_matrix`` over the items that appear in the logs (the catalogue
     the logging arms chose from), for each request's user as they are now. The
     reward model for DM/DR is the cross-fitted item × position CTR table, refitted in
-    every bootstrap replicate.
+    every bootstrap replicate. ``logging_arms`` keeps only those arms' logs (default: every arm's);
+    ``progress(fraction, stage)`` hears how far it is (for the dashboard's progress bar).
     """
+    report = progress or (lambda fraction, stage: None)
     unknown = [name for name in estimators if name not in ESTIMATORS]
     if unknown:
         raise OfflineEvaluationError(
@@ -159,6 +165,15 @@ def offline_evaluate(
 
     arm_filter = "" if include_target_traffic or arm is None else "AND i.arm_id <> %s"
     query_params = [experiment.pk] if not arm_filter else [experiment.pk, arm.pk]
+    if logging_arms is not None:
+        chosen = dict(Arm.objects.filter(experiment=experiment, name__in=list(logging_arms)).values_list("name", "pk"))
+        missing = sorted(set(logging_arms) - set(chosen))
+        if missing or not chosen:
+            raise OfflineEvaluationError(f"experiment {experiment_slug!r} has no logging arm(s) {missing}",
+                                         field="logging_arms")
+        arm_filter += " AND i.arm_id = ANY(%s)"
+        query_params.append(sorted(chosen.values()))
+    report(0.02, "reading the logged impressions")
     with connection.cursor() as cursor:
         cursor.execute(_LOG_SQL.format(arm_filter=arm_filter), query_params)
         rows = cursor.fetchall()
@@ -171,7 +186,11 @@ def offline_evaluate(
     propensity = np.array([r[5] for r in rows], dtype=np.float64)
     reward = np.array([1.0 if r[6] else 0.0 for r in rows])
 
-    candidates = np.unique(item_pk)
+    # The candidates are every item the experiment's logs show, whichever arms' logs are used: restricting the logs
+    # must not change the target policy.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT item_id FROM experiments_impression WHERE experiment_id = %s", [experiment.pk])
+        candidates = np.union1d(np.array([r[0] for r in cursor.fetchall()], dtype=np.int64), item_pk)
     item_rows = {
         pk: (external_id, category, price, feats)
         for pk, external_id, category, price, feats in Item.objects.filter(pk__in=candidates.tolist()).values_list(
@@ -193,7 +212,10 @@ def offline_evaluate(
     user_ids, group = np.unique(user_of, return_inverse=True)
     k = min(n_slots, candidates.size)
     policy = np.zeros((user_ids.size, candidates.size, n_slots))
+    report(0.05, "scoring the candidate")
     for g, user in enumerate(user_ids.tolist()):
+        if g % max(1, user_ids.size // 10) == 0:
+            report(0.05 + 0.25 * g / user_ids.size, f"scoring the candidate for user {g + 1} of {user_ids.size}")
         ctx = Context.make(
             features.external_key(users[user]),
             features.user_features(attributes[user], dim=int(model.params["user_dim"])),
@@ -212,8 +234,11 @@ def offline_evaluate(
         estimators=list(estimators),
         n_bootstrap=n_bootstrap,
         seed=seed,
+        progress=lambda done, total: report(0.3 + 0.65 * done / total, f"bootstrap {done} of {total}"),
     )
     ess = effective_sample_size(feedback)
+    weights = feedback.target_probability / feedback.propensity
+    max_weight = float(weights.max()) if weights.size else 0.0
     notes = [
         "the target is scored with each user's current attributes over the items seen in the logs",
         "intervals: percentile bootstrap over impressions, refitting the reward model on every resample",
@@ -236,6 +261,7 @@ def offline_evaluate(
         live_impressions=Impression.objects.filter(arm=arm).count() if arm is not None else 0,
         live_clicks=Click.objects.filter(impression__arm=arm, late=False).count() if arm is not None else 0,
         notes=notes,
+        max_weight=max_weight,
     )
     log.info(
         "offline_evaluate experiment=%s arm=%s version=%d rows=%d %s",
@@ -253,12 +279,38 @@ def offline_evaluate(
 DISPLAY_PREFERENCE = ("dr", "snips", "ips", "dm")
 
 
+def estimate_clip(e: PolicyEstimate) -> dict[str, Any]:
+    """An estimate as shown: value and interval clipped to [0, 1] (a CTR), with the reason when clipping happened.
+
+    IPS and DR can leave [0, 1] when a few importance weights are huge (DR's correction term is unbounded); no
+    policy has such a CTR, so the number is clipped and the raw one kept beside the reason.
+    """
+    raw = {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high}
+    clipped = {k: min(1.0, max(0.0, v)) for k, v in raw.items()}
+    reason = ""
+    if clipped != raw:
+        outside = ", ".join(f"{k} {100 * v:.3f}%" for k, v in raw.items() if v != clipped[k])
+        reason = (f"clipped to [0, 1]: {e.estimator.upper()} gave {outside}, which no policy can have (a CTR lies in "
+                  "[0, 1]); extreme importance weights push the estimator outside it")
+    return {**clipped, "level": e.level, "raw": raw, "clipped": bool(reason), "clip_reason": reason}
+
+
 def offline_estimate_record(*, evaluation: OfflineEvaluation, kind: str | None = None) -> OfflineEstimate:
-    """Stores an evaluation so the dashboard can show it as "offline estimate" beside the live CTR."""
+    """Stores an evaluation so the dashboard can show it as "offline estimate" beside the live CTR.
+
+    The stored values are clipped to [0, 1] (:func:`estimate_clip`); the raw ones stay in ``result``, and below
+    ``MIN_EFFECTIVE_SAMPLE_SIZE`` effective samples ``result["insufficient_overlap"]`` tells the dashboard to show
+    no number at all.
+    """
     by_name = {e.estimator: e for e in evaluation.estimates}
     shown = next(by_name[name] for name in (*DISPLAY_PREFERENCE, *by_name) if name in by_name)
+    shown_clipped = estimate_clip(shown)
     experiment = Experiment.objects.get(slug=evaluation.experiment)
     arm = Arm.objects.filter(experiment=experiment, name=evaluation.arm).first()
+    result = evaluation.as_dict()
+    result["offline_estimate"] = {e.estimator: estimate_clip(e) for e in evaluation.estimates}
+    result["insufficient_overlap"] = evaluation.effective_sample_size < MIN_EFFECTIVE_SAMPLE_SIZE
+    result["min_effective_sample_size"] = MIN_EFFECTIVE_SAMPLE_SIZE
     return OfflineEstimate.objects.create(
         experiment=experiment,
         arm=arm,
@@ -266,10 +318,10 @@ def offline_estimate_record(*, evaluation: OfflineEvaluation, kind: str | None =
         kind=arm.kind if arm is not None else (kind or ""),
         model_version=evaluation.model_version,
         estimator=shown.estimator,
-        value=shown.value,
-        ci_low=shown.ci_low,
-        ci_high=shown.ci_high,
+        value=shown_clipped["value"],
+        ci_low=shown_clipped["ci_low"],
+        ci_high=shown_clipped["ci_high"],
         effective_sample_size=evaluation.effective_sample_size,
         rows=evaluation.rows,
-        result=evaluation.as_dict(),
+        result=result,
     )

@@ -40,6 +40,7 @@ def experiment_summary(*, experiment: Experiment, arms: list[Arm] | None = None,
         "created_at": experiment.created_at.isoformat(),
         "started_at": experiment.started_at.isoformat() if experiment.started_at else None,
         "concluded_at": experiment.concluded_at.isoformat() if experiment.concluded_at else None,
+        "conclusion": experiment.conclusion,
         "policy": {
             "kind": experiment.policy,
             "floor": experiment.policy_floor,

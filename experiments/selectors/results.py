@@ -52,18 +52,30 @@ def arm_offline_estimates(*, experiment: Experiment) -> dict[str, dict[str, Any]
         .order_by("arm_name", "-computed_at", "-id")
         .distinct("arm_name")
     )
+    return {row.arm_name: offline_estimate_summary(row) for row in rows}
+
+
+def offline_estimate_summary(row: OfflineEstimate) -> dict[str, Any]:
+    """What the dashboard shows of one stored estimate: the default estimator (clipped to [0, 1]), every estimator
+    with its interval and clip reason, the overlap diagnostics, and whether there is too little overlap to show a
+    number at all."""
+    result = row.result or {}
+    insufficient = bool(result.get("insufficient_overlap"))
     return {
-        row.arm_name: {
-            "estimator": row.estimator,
-            "value": row.value,
-            "ci_low": row.ci_low,
-            "ci_high": row.ci_high,
-            "model_version": row.model_version,
-            "rows": row.rows,
-            "effective_sample_size": row.effective_sample_size,
-            "computed_at": row.computed_at.isoformat(),
-        }
-        for row in rows
+        "estimator": row.estimator,
+        "value": None if insufficient else row.value,
+        "ci_low": None if insufficient else row.ci_low,
+        "ci_high": None if insufficient else row.ci_high,
+        "model_version": row.model_version,
+        "rows": row.rows,
+        "effective_sample_size": row.effective_sample_size,
+        "max_weight": result.get("max_weight"),
+        "insufficient_overlap": insufficient,
+        "estimators": {
+            name: {k: e.get(k) for k in ("value", "ci_low", "ci_high", "clipped", "clip_reason")}
+            for name, e in (result.get("offline_estimate") or {}).items()
+        },
+        "computed_at": row.computed_at.isoformat(),
     }
 
 
@@ -231,6 +243,7 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
             "status": experiment.status,
             "winner": next((a.name for a in arms if a.id == experiment.winner_id), None),
             "allocation_epoch": experiment.allocation_epoch,
+            "conclusion": experiment.conclusion,
         },
         "computed_at": at,
         "seq": int((previous or {}).get("seq", 0)) + 1,

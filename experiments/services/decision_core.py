@@ -21,6 +21,7 @@ from experiments.models import AllocationEpoch, Arm, Decision, Experiment
 from experiments.selectors import results as result_selectors
 from experiments.selectors import rollups as rollup_selectors
 from experiments.services import stats_tick as tick_services
+from experiments.services import webhooks as webhook_services
 from experiments.serving.versions import serving_config_notify
 
 log = logging.getLogger(__name__)
@@ -148,12 +149,29 @@ def commit_change(
         experiment=slug, decision_id=decision.id, action=action, arm=arm.name if arm else None, user=who,
     )
     tick = experiment.status != Experiment.Status.DRAFT
+    _notify(experiment, decision, who)
     transaction.on_commit(lambda: _after_commit(exp_id, slug, event, tick))
     log.info(
         "decision_recorded experiment=%s action=%s arm=%s user=%s decision=%s epoch=%s",
         slug, action, arm.name if arm else None, who, decision.id, experiment.allocation_epoch,
     )
     return decision
+
+
+_NOTIFY = {Decision.Action.PROMOTE: "promotion", Decision.Action.CONCLUDE: "conclusion",
+           Decision.Action.GUARDRAIL_PAUSE: "guardrail", Decision.Action.GUARDRAIL_ROLLBACK: "guardrail"}
+
+
+def _notify(experiment: Experiment, decision: Decision, who: str) -> None:
+    """The decisions an experiment's webhook hears about (sent after commit by the webhooks service)."""
+    event = _NOTIFY.get(decision.action)
+    if event is None:
+        return
+    arm = decision.arm.name if decision.arm else None
+    titles = {"promotion": f"{arm} promoted: it serves everyone", "conclusion": "Concluded",
+              "guardrail": f"Guardrail: {decision.action.replace('guardrail_', '')} {arm}"}
+    webhook_services.webhook_notify(experiment=experiment, event=event, title=titles[event], fields={
+        "arm": arm, "by": who, "decision": decision.id, "reason": decision.reason[:500]})
 
 
 def _after_commit(experiment_id: int, slug: str, event: realtime.DecisionEvent, tick: bool) -> None:

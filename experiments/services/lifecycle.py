@@ -15,6 +15,13 @@ these same functions.
   is served by the control arm, in a period of its own (so the comparisons,
   stratified by period, leave it out), the assignments stay as they were and a
   start brings every returning user back to their own arm.
+* **conclude** writes the operator's conclusion, kept with the results: after a
+  promotion (the winner keeps serving everyone), or on a stopped experiment,
+  which then ends with its control as the arm kept (it serves everyone already).
+  A running experiment is promoted or stopped first; a conclusion can be
+  rewritten later (each version is its own decision).
+* **webhook**: where the experiment's notifications go (``services.webhooks``); setting, changing or removing it
+  is audited (the secret itself is not written into the audit).
 * **hyper-parameters are fixed once an arm has served or trained**
   (:func:`arm_params_update` refuses, saying what to do instead): a checkpoint
   carries the params it was trained with and would silently win over an edit,
@@ -54,6 +61,10 @@ PLANNED_MODES = {"interleaved": "interleaved experiments are not available yet; 
 MAX_ARMS = 20
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 SLUG = re.compile(r"[-a-zA-Z0-9_]{1,100}")
+SALT = re.compile(r"[-a-zA-Z0-9_.:]{1,64}")
+# Dashboard paths under /dashboard/ that an experiment slug must not shadow.
+RESERVED_SLUGS = frozenset({"new"})
+MAX_CONCLUSION = 10_000
 
 
 @dataclass(frozen=True)
@@ -93,12 +104,21 @@ def _decision_reason(reason: str | None, default: str) -> str:
 
 def experiment_create(
     *, slug: str, name: str = "", arms: list[ArmSpec], control: str | None = None, mode: str = "ab", user,
-    reason: str | None = None,
+    reason: str | None = None, salt: str | None = None,
 ) -> Experiment:
-    """A draft experiment with its arms (all validated first: nothing is written unless everything is valid)."""
+    """A draft experiment with its arms (all validated first: nothing is written unless everything is valid).
+
+    ``salt`` (hashed with each user id into a bucket) is random unless given; it is fixed from here on.
+    """
     require_permission(user, "create experiments")
     if not isinstance(slug, str) or not SLUG.fullmatch(slug):
         raise ApplicationError("invalid_slug", "slug is 1-100 letters, digits, '-' or '_'.", field="slug")
+    if slug in RESERVED_SLUGS:
+        raise ApplicationError("invalid_slug", f"{slug!r} is reserved by the dashboard; choose another slug.",
+                               field="slug")
+    if salt is not None and (not isinstance(salt, str) or not SALT.fullmatch(salt)):
+        raise ApplicationError("invalid_salt", "salt is 1-64 letters, digits, '-', '_', '.' or ':' (leave it empty "
+                               "for a random one).", field="salt")
     if not isinstance(name, str) or len(name) > 200:
         raise ApplicationError("invalid_name", "name is a text of at most 200 characters.", field="name")
     if mode in PLANNED_MODES:
@@ -117,14 +137,15 @@ def experiment_create(
     reason = _decision_reason(reason, f"created {slug}")
     try:
         with transaction.atomic():
-            experiment = Experiment.objects.create(slug=slug, name=name or slug, salt=secrets.token_hex(8))
+            experiment = Experiment.objects.create(slug=slug, name=name or slug, salt=salt or secrets.token_hex(8))
             made = [Arm.objects.create(experiment=experiment, name=s.name, kind=s.kind, params=s.params,
                                        weight=s.weight) for s in cleaned]
             by_name = {a.name: a for a in made}
             experiment.control_arm = by_name.get(control) if control is not None else (made[0] if made else None)
             commit_change(
                 experiment=experiment, arms=made, action=Decision.Action.CREATE, arm=None, user=user, reason=reason,
-                previous_state={}, evidence={"arms": [asdict(s) for s in cleaned], "control": control, "mode": mode},
+                previous_state={}, evidence={"arms": [asdict(s) for s in cleaned], "control": control, "mode": mode,
+                                                  "salt_given": salt is not None},
                 period=NO_PERIOD, experiment_fields=("control_arm",),
             )
     except IntegrityError:
@@ -251,3 +272,75 @@ def arm_params_update(*, arm: Arm, params: dict[str, Any], user, reason: str) ->
             previous_state=previous, evidence={"params": params}, period=NO_PERIOD,
         )
     return target
+
+
+def experiment_conclude(*, experiment: Experiment, conclusion: str, user) -> Decision:
+    """Records the written conclusion (module doc): after a promotion, or ending a stopped experiment on its control."""
+    require_permission(user, "conclude experiments")
+    conclusion = (conclusion or "").strip() if isinstance(conclusion, str) else conclusion
+    if not isinstance(conclusion, str) or not conclusion:
+        raise ApplicationError("conclusion_required", "Write the conclusion: what was learnt and what ships.",
+                               field="conclusion")
+    if len(conclusion) > MAX_CONCLUSION:
+        raise ApplicationError("conclusion_too_long", f"A conclusion has at most {MAX_CONCLUSION} characters.",
+                               field="conclusion")
+    with transaction.atomic():
+        experiment, arms = lock(experiment.id)
+        if experiment.status in (Experiment.Status.DRAFT, Experiment.Status.RUNNING):
+            raise ApplicationError(
+                "not_concludable", f"The experiment is {experiment.status}: promote the winning arm (or stop the "
+                "experiment to keep its control) before writing the conclusion.", status=409)
+        previous = {**experiment_state(experiment=experiment, arms=arms), "conclusion": experiment.conclusion}
+        kept = None
+        if experiment.status == Experiment.Status.STOPPED:
+            kept = next((a for a in arms if a.id == experiment.control_arm_id), None)
+            if kept is None:
+                raise ApplicationError("control_not_active", "A stopped experiment concludes on its control arm: it "
+                                       "has none.", status=409)
+            experiment.winner = kept
+            experiment.status = Experiment.Status.CONCLUDED
+            experiment.concluded_at = timezone.now()
+        winner = kept or next((a for a in arms if a.id == experiment.winner_id), None)
+        experiment.conclusion = conclusion
+        return commit_change(
+            experiment=experiment, arms=arms, action=Decision.Action.CONCLUDE, arm=winner, user=user,
+            reason=conclusion[:2000], previous_state=previous,
+            evidence={**evidence(experiment), "conclusion": conclusion},
+            period=NO_PERIOD, experiment_fields=("conclusion",),
+        )
+
+
+def experiment_webhook_set(*, experiment: Experiment, url: str, secret: str | None = None, user,
+                           reason: str | None = None) -> Decision:
+    """Sets (or, with an empty ``url``, removes) the experiment's webhook; a new secret is made unless given."""
+    from urllib.parse import urlsplit
+
+    from experiments.models import WebhookEndpoint
+
+    require_permission(user, "set webhooks")
+    url = (url or "").strip() if isinstance(url, str) else url
+    if not isinstance(url, str) or len(url) > 500:
+        raise ApplicationError("invalid_url", "url is a text of at most 500 characters.", field="url")
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise ApplicationError("invalid_url", "The webhook is an http:// or https:// URL (for Slack, its incoming "
+                               "webhook URL).", field="url")
+    if secret is not None and (not isinstance(secret, str) or not 16 <= len(secret) <= 128):
+        raise ApplicationError("invalid_secret", "A signing secret is 16-128 characters (leave it out for a random "
+                               "one).", field="secret")
+    with transaction.atomic():
+        experiment, arms = lock(experiment.id)
+        current = WebhookEndpoint.objects.filter(experiment=experiment).first()
+        previous = {**experiment_state(experiment=experiment, arms=arms), "webhook": current.url if current else None}
+        if url:
+            keep = current.secret if current is not None else secrets.token_urlsafe(32)
+            WebhookEndpoint.objects.update_or_create(experiment=experiment,
+                                                     defaults={"url": url, "secret": secret or keep})
+        elif current is not None:
+            current.delete()
+        return commit_change(
+            experiment=experiment, arms=arms, action=Decision.Action.WEBHOOK, arm=None, user=user,
+            reason=_decision_reason(reason, f"webhook {'set to ' + url if url else 'removed'}"),
+            previous_state=previous, evidence={"webhook": url or None, "secret_changed": secret is not None},
+            period=NO_PERIOD,
+        )

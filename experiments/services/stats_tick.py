@@ -14,6 +14,7 @@ from experiments.models import AllocationEpoch, Experiment, StatsSnapshot
 from experiments.selectors import dashboard as dashboard_selectors
 from experiments.selectors import results as result_selectors
 from experiments.selectors import rollups as rollup_selectors
+from experiments.services import webhooks as webhook_services
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ def stats_tick(*, experiment_id: int) -> realtime.StatsEvent:
         previous = last_two[0].payload if last_two else None
         now = timezone.now()
         payload = result_selectors.experiment_stats_payload(experiment=experiment, previous=previous, now=now)
+        webhook_services.stats_notifications(experiment=experiment, previous=previous, payload=payload)
         replaces_last = len(last_two) == 2 and (
             last_two[0].computed_at - last_two[1].computed_at < timedelta(seconds=SNAPSHOT_SPACING_S)
         )

@@ -50,8 +50,10 @@
 
   // The newest off-policy estimate (manage.py evaluate_offline) next to the live CTR.
   function offlineText(o) {
-    if (!o || !isNum(o.value)) return "—";
-    return pct(o.value) + " [" + pct(o.ci_low) + ", " + pct(o.ci_high) + "] " + o.estimator.toUpperCase() + " v" + o.model_version;
+    if (!o) return "";
+    if (o.insufficient_overlap) return "offline: insufficient overlap";
+    if (!isNum(o.value)) return "";
+    return "offline " + pct(o.value) + " [" + pct(o.ci_low) + ", " + pct(o.ci_high) + "] " + o.estimator.toUpperCase() + " v" + o.model_version;
   }
 
   function renderTable(stats) {
@@ -62,25 +64,27 @@
       const r = report.arms[name];
       const m = stats.arms[name] || {};
       const tr = el("tr", { "data-arm": name, class: (m.is_winner ? "winner " : "") + (m.status || "") });
+      const candidate = m.status === "active" && r.weight === 0 && !m.is_winner;
+      // [field, main text, second line]: grouped so that the table fits 1,280 px.
       const cells = [
-        ["name", name + (r.is_control ? " (control)" : "") + (m.is_winner ? " ★" : "")],
-        ["status", m.status || "—"],
+        ["name", name + (r.is_control ? " (control)" : "") + (m.is_winner ? " ★" : ""),
+          (candidate ? "candidate" : m.status || "—") + (m.kind ? " · " + m.kind : "")],
         ["weight", pct(r.weight, 0)],
         ["impressions", int(r.impressions)],
         ["clicks", int(r.clicks)],
-        ["ctr", pct(r.ctr) + (r.ctr_ci ? " ± " + pct((r.ctr_ci[1] - r.ctr_ci[0]) / 2) : "")],
-        ["offline", offlineText(m.offline_estimate)],
-        ["lift", r.is_control ? "—" : signed(r.lift) + (r.lift_ci ? " [" + signed(r.lift_ci[0]) + ", " + signed(r.lift_ci[1]) + "]" : "")],
-        ["always_valid_p", r.is_control ? "—" : pval(r.always_valid_p) + " (" + pval(r.always_valid_p_holm) + ")"],
+        ["ctr", pct(r.ctr) + (r.ctr_ci ? " ± " + pct((r.ctr_ci[1] - r.ctr_ci[0]) / 2) : ""), offlineText(m.offline_estimate)],
+        ["lift", r.is_control ? "—" : signed(r.lift), !r.is_control && r.lift_ci ? "[" + signed(r.lift_ci[0]) + ", " + signed(r.lift_ci[1]) + "]" : ""],
+        ["always_valid_p", r.is_control ? "—" : pval(r.always_valid_p), r.is_control ? "" : "Holm " + pval(r.always_valid_p_holm)],
         ["p_best", pct(r.p_best, 1)],
         ["expected_loss", pct(r.expected_loss, 3)],
-        ["model_version", m.model_version === undefined || m.model_version === null ? "—" : "v" + m.model_version],
-        ["freshness", secs(m.seconds_since_update) + (isNum(m.serving_lag_s) ? " · lag " + m.serving_lag_s.toFixed(1) + " s" : "")],
+        ["model_version", m.model_version === undefined || m.model_version === null ? "—" : "v" + m.model_version,
+          secs(m.seconds_since_update) + (isNum(m.serving_lag_s) ? " · lag " + m.serving_lag_s.toFixed(1) + " s" : "")],
         ["logloss", num(m.logloss) + " / " + num(m.auc)],
         ["health", m.health || "—"],
       ];
-      for (const [field, text] of cells) {
+      for (const [field, text, sub] of cells) {
         const td = el("td", { "data-field": field }, text);
+        if (sub) td.appendChild(el("span", { class: "sub", "data-field": field + "_detail" }, sub));
         if (field === "ctr") td.dataset.value = isNum(r.ctr) ? String(r.ctr) : "";
         if (field === "health" && m.health === "unhealthy") { td.className = "flag"; td.title = m.health_reason || ""; }
         if (field === "always_valid_p" && r.significant_sequential) td.className = "good";
@@ -99,6 +103,7 @@
       rows.push(tr);
     }
     tbody.replaceChildren(...rows);
+    renderPlanProgress(report);
 
     const exp = stats.experiment;
     $("exp-status").textContent = exp.status + (exp.winner ? " · winner " + exp.winner : "");
@@ -233,11 +238,83 @@
     renderAllocation(msg.stats.allocation);
   }
 
+  // The planning calculator's progress bar follows the live impressions of the least advanced competing arm.
+  function renderPlanProgress(report) {
+    const bar = $("plan-progress");
+    if (!bar) return;
+    const target = Number(bar.dataset.target);
+    const shares = report.arm_order.filter((n) => report.arms[n].weight > 0).map((n) => report.arms[n].impressions / target);
+    if (!target || !shares.length) return;
+    const progress = Math.min(1, Math.min(...shares));
+    bar.value = progress;
+    $("plan-progress-text").textContent = pct(progress, 1);
+  }
+
   function onDecision(msg) {
     const d = msg.decision;
     const banner = el("p", { class: "notice", "data-testid": "decision-notice" },
       "Decision #" + d.id + ": " + d.action + (d.arm ? " " + d.arm : "") + " by " + d.user);
     $("banners").prepend(banner);
+  }
+
+  // Candidates: "Evaluate offline" calls the JSON twin; the job's progress arrives over this page's WebSocket.
+  function csrfToken() {
+    const m = document.cookie.match(/(?:^|; )csrftoken=([^;]+)/);
+    return m ? decodeURIComponent(m[1]) : "";
+  }
+
+  function candidateRow(arm) {
+    for (const tr of document.querySelectorAll("#candidates tr[data-candidate]")) if (tr.dataset.candidate === arm) return tr;
+    return null;
+  }
+
+  function showProgress(arm, fraction, stage, state) {
+    const tr = candidateRow(arm);
+    if (!tr) return;
+    const box = tr.querySelector(".progress");
+    if (!box) return;
+    box.hidden = false;
+    box.dataset.state = state;
+    box.querySelector("progress").value = fraction;
+    box.querySelector(".stage").textContent = stage;
+  }
+
+  async function refreshCandidates() {
+    const response = await fetch(config.candidatesUrl, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const holder = document.createElement("div");
+    holder.innerHTML = await response.text();
+    const fresh = holder.querySelector("#candidates");
+    if (fresh) { $("candidates").replaceWith(fresh); bindCandidates(); }
+  }
+
+  function bindCandidates() {
+    for (const form of document.querySelectorAll("#candidates form.evaluate")) {
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const arm = form.dataset.arm;
+        const button = form.querySelector("button");
+        button.disabled = true;
+        showProgress(arm, 0, "queueing…", "queued");
+        const url = config.evaluateUrl.replace("ARM", encodeURIComponent(arm));
+        const response = await fetch(url, {
+          method: "POST", credentials: "same-origin", body: "{}",
+          headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+        });
+        const body = await response.json().catch(() => ({}));
+        if (!response.ok) {
+          showProgress(arm, 0, (body.error && body.error.message) || "refused (" + response.status + ")", "failed");
+          button.disabled = false;
+        }
+      });
+    }
+  }
+
+  function onOfflineProgress(msg) {
+    const stage = msg.state === "running" ? msg.stage + " (" + Math.round(msg.fraction * 100) + "%)" : msg.stage;
+    showProgress(msg.arm, msg.fraction, stage, msg.state);
+    if (msg.state === "done") refreshCandidates();
+    if (msg.state === "failed") { const tr = candidateRow(msg.arm); if (tr) tr.querySelector("button").disabled = false; }
   }
 
   function connect() {
@@ -254,6 +331,7 @@
       if (msg.type === "snapshot") onSnapshot(msg);
       else if (msg.type === "stats") onStats(msg);
       else if (msg.type === "decision") onDecision(msg);
+      else if (msg.type === "offline_progress") onOfflineProgress(msg);
     };
     socket.onclose = (event) => {
       if (event.code === 4401) {
@@ -268,5 +346,6 @@
     };
   }
 
+  if ($("candidates")) bindCandidates();
   connect();
 })();

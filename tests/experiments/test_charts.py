@@ -4,6 +4,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from experiments import charts
 from experiments.charts import (
     apply_update,
     arm_order,
@@ -135,3 +136,12 @@ def test_apply_update_checks_shape():
     fig = learning_curve_figure([{"arm": "a", "model_version": 1, "at": 0, "logloss": 0.1}])
     with pytest.raises(ValueError):
         apply_update(fig, {"data": {"x": [[2], [3]], "y": [[0.1], [0.2]]}, "traces": [0]})
+
+
+def test_arm_colours_are_plotlys_colour_blind_safe_qualitative_palette():
+    from plotly.colors import qualitative
+
+    safe = ["#" + "".join(f"{int(c):02x}" for c in rgb[4:-1].split(",")) for rgb in qualitative.Safe]
+
+    assert list(charts.PALETTE) == safe[: len(charts.PALETTE)]
+    assert len(set(charts.PALETTE)) == len(charts.PALETTE) == 10

@@ -31,6 +31,9 @@ CSRF_EXEMPT_ALLOWED = {
     "experiments.api.experiments.experiment_weights",
     "experiments.api.experiments.arm_pause",
     "experiments.api.experiments.arm_resume",
+    "experiments.api.experiments.arm_evaluate",
+    "experiments.api.experiments.experiment_conclude",
+    "experiments.api.experiments.experiment_webhook",
 }
 
 
@@ -139,3 +142,19 @@ async def test_dashboard_websocket_refuses_foreign_origins_and_anonymous_users()
 def test_there_is_no_password_reset_form_to_abuse():
     """Password reset would e-mail through an unconfigured SMTP server: a 500 and a mail cannon."""
     assert client_for("anonymous").post("/accounts/password_reset/", {"email": "admin@example.com"}).status_code == 404
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path, body", [
+    ("/api/v1/experiments/sec/conclude", {"conclusion": "done"}),
+    ("/api/v1/experiments/sec/webhook", {"url": "https://hooks.example.com/x"}),
+    ("/api/v1/experiments/sec/arms/control/evaluate", {}),
+])
+def test_the_workbench_twins_refuse_a_session_post_without_the_token(arena, path, body):
+    client = client_for("admin", csrf=True)
+    client.get("/accounts/login/")
+
+    forged = client.post(path, body, content_type="application/json")
+
+    assert (forged.status_code, forged.json()["error"]["code"]) == (403, "csrf_failed")
+    assert not Decision.objects.filter(action__in=["conclude", "webhook"]).exists()

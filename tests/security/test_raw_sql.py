@@ -32,7 +32,7 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("experiments/services/training_data.py", "step_rows_read"):
         "interpolates the models' _meta.db_table names and the fixed IMPRESSION_COLUMNS tuple; values are parameters",
     ("experiments/offline/services.py", "offline_evaluate"):
-        "interpolates a fixed optional 'AND i.arm_id <> %s' clause; values are parameters",
+        "interpolates fixed optional clauses ('AND i.arm_id <> %s', 'AND i.arm_id = ANY(%s)'); values are parameters",
     ("experiments/services/bulk.py", "events_import"):
         "COPY column list: every name checked by _columns() against the fixed REQUIRED/OPTIONAL sets",
     ("experiments/services/events.py", "_user_lookup"):
@@ -43,6 +43,8 @@ REVIEWED: dict[tuple[str, str], str] = {
         "_CLICK_SQL joins module constants (sessions.CLICK_CTE); values are parameters",
     ("experiments/services/partitions.py", "impression_partition_drop"):
         "interpolates a partition name built from a datetime.date (experiments_impression_YYYYMMDD), never input",
+    ("experiments/selectors/segments.py", "experiment_segments"):
+        "interpolates one of two fixed segment expressions (the attribute name and the start time are parameters)",
     ("recsite/demo.py", "ensure_database"):
         "CREATE DATABASE with the name from the operator's own DATABASE_URL (make demo), never from a request",
 }

@@ -23,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--n-bootstrap", type=int, default=1000)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--exclude-target-traffic", action="store_true", help="use only other arms' logs")
+        parser.add_argument("--logging-arms", nargs="+", default=None, help="use only these arms' logs")
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
         parser.add_argument(
             "--no-save", action="store_true", help="do not store the result (by default the dashboard shows it)"
@@ -39,6 +40,7 @@ class Command(BaseCommand):
                 include_target_traffic=not opts["exclude_target_traffic"],
                 n_bootstrap=opts["n_bootstrap"],
                 seed=opts["seed"],
+                logging_arms=opts["logging_arms"],
             )
         except OfflineEvaluationError as exc:
             raise CommandError(str(exc)) from exc

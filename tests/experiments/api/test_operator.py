@@ -268,3 +268,69 @@ def test_other_methods_are_405_with_allow(api):
 
     assert response.status_code == 405 and response["Allow"] == "POST"
     documented("/api/v1/experiments/{slug}/start", "post", response)
+
+
+def test_conclude_keeps_the_written_conclusion_with_the_results_after_a_promotion(api, launched):
+    early = api.post("/api/v1/experiments/launch/conclude", {"conclusion": "too early"})
+    api.post("/api/v1/experiments/launch/promote", {"arm": "ftrl", "reason": "better"})
+    missing = api.post("/api/v1/experiments/launch/conclude", {})
+    concluded = api.post("/api/v1/experiments/launch/conclude", {"conclusion": "FTRL ships: +12% CTR."})
+
+    assert documented("/api/v1/experiments/{slug}/conclude", "post", early)["error"]["code"] == "not_concludable"
+    assert early.status_code == 409
+    assert missing.status_code == 400 and missing.json()["error"]["field"] == "conclusion"
+    body = documented("/api/v1/experiments/{slug}/conclude", "post", concluded, "DecisionResult")
+    assert (body["decision"]["action"], body["experiment"]["winner"], body["experiment"]["conclusion"]) == (
+        "conclude", "ftrl", "FTRL ships: +12% CTR.")
+    decision = Decision.objects.get(experiment=launched, action="conclude")
+    assert decision.stats_snapshot["conclusion"] == "FTRL ships: +12% CTR." and "report" in decision.stats_snapshot
+    assert Experiment.objects.get(slug="launch").status == "concluded"
+
+
+def test_create_takes_a_salt_and_refuses_a_bad_one(api):
+    made = api.post("/api/v1/experiments", {**ARENA, "salt": "fixed-salt"})
+    bad = api.post("/api/v1/experiments", {**ARENA, "slug": "other", "salt": "no spaces"})
+
+    assert made.status_code == 201 and Experiment.objects.get(slug="launch").salt == "fixed-salt"
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "salt")
+
+
+def test_evaluate_queues_the_offline_job_for_a_candidate_and_refuses_without_logs(
+        api, launched, monkeypatch, django_capture_on_commit_callbacks):
+    sent = []  # the queue is the boundary; the job itself runs in a real worker in the end-to-end test
+    monkeypatch.setattr("experiments.offline.candidates.current_app.send_task",
+                        lambda name, kwargs, queue: sent.append((name, kwargs, queue)))
+    api.post("/api/v1/experiments/launch/arms", {"name": "cand", "kind": "popularity", "weight": 0})
+    refused = api.post("/api/v1/experiments/launch/arms/cand/evaluate")
+    for i in range(6):
+        recommendation_serve(user_id=f"u{i}", k=2, experiment_slug="launch")
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = api.post("/api/v1/experiments/launch/arms/cand/evaluate", {"n_bootstrap": 50})
+    bad = api.post("/api/v1/experiments/launch/arms/cand/evaluate", {"n_bootstrap": 1})
+
+    assert documented("/api/v1/experiments/{slug}/arms/{arm}/evaluate", "post", refused)["error"]["code"] == "no_logs"
+    body = documented("/api/v1/experiments/{slug}/arms/{arm}/evaluate", "post", queued, "EvaluationQueued")
+    assert (queued.status_code, body["arm"], body["state"]) == (202, "cand", "queued")
+    assert sent == [("recsite.offline.evaluate", {"arm_id": Arm.objects.get(name="cand").id, "job": body["job"],
+                                                  "n_bootstrap": 50, "logging_arms": None}, "default")]
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "n_bootstrap")
+
+
+def test_the_webhook_is_set_through_the_api_with_its_secret_and_refused_for_a_bad_url(api, launched):
+    made = api.post("/api/v1/experiments/launch/webhook", {"url": "https://hooks.example.com/T/B/x"})
+    kept = api.post("/api/v1/experiments/launch/webhook", {"url": "https://hooks.example.com/T/B/y", "reason": "move"})
+    bad = api.post("/api/v1/experiments/launch/webhook", {"url": "javascript:alert(1)"})
+
+    body = documented("/api/v1/experiments/{slug}/webhook", "post", made, "DecisionResult")
+    assert body["decision"]["action"] == "webhook" and len(body["webhook"]["secret"]) >= 32
+    assert kept.json()["webhook"] == {"url": "https://hooks.example.com/T/B/y", "secret": body["webhook"]["secret"]}
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "url")
+
+
+def test_a_webhook_request_without_url_is_refused(api, launched):
+    missing = api.post("/api/v1/experiments/launch/webhook", {"secret": "x" * 20})
+    null = api.post("/api/v1/experiments/launch/webhook", {"url": None})
+
+    assert (missing.status_code, missing.json()["error"]["code"], missing.json()["error"]["field"]) == (
+        400, "required", "url")
+    assert (null.status_code, null.json()["error"]["field"]) == (400, "url")

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from experiments.models import Arm, ArmUserStat, Click, Experiment, Impression, Item, OfflineEstimate, ShopUser
 from experiments.offline import services
 from experiments.offline.obd_import import obd_import, obd_user_external_id
-from experiments.offline.services import offline_evaluate
+from experiments.offline.services import OfflineEvaluationError, offline_evaluate
 
 pytestmark = pytest.mark.django_db
 
@@ -177,3 +177,19 @@ def test_a_tiny_effective_sample_size_is_flagged(obd_dir, monkeypatch):
     # Weights [1, 1, 1, 2/3, 4/3]: (Σw)² / Σw² = 25 / (3 + 4/9 + 16/9).
     assert result.effective_sample_size == pytest.approx(25 / (3 + 20 / 9))
     assert result.notes[0].startswith("WARNING: effective sample size 5 < 100")
+
+
+def test_logging_arms_restrict_the_evaluation_to_those_logs(obd_dir, monkeypatch):
+    obd_import(campaign="all", data_dir=obd_dir)
+    new_arm(monkeypatch)
+
+    result = offline_evaluate(experiment_slug="obd-all", target_arm="candidate", n_bootstrap=20, logging_arms=["bts"])
+    call_command("evaluate_offline", "--experiment", "obd-all", "--target-arm", "candidate", "--estimators", "ips",
+                 "--n-bootstrap", "20", "--logging-arms", "random")
+
+    # π = 1/3 everywhere; the two bts rows weigh (1/3)/0.5 and (1/3)/0.25, one of them clicked (w = 4/3).
+    assert result.rows == 2 and {e.estimator: e.value for e in result.estimates}["ips"] == pytest.approx(2 / 3)
+    assert result.max_weight == pytest.approx(4 / 3)
+    assert OfflineEstimate.objects.get(arm_name="candidate").rows == 3
+    with pytest.raises(OfflineEvaluationError, match="no logging arm"):
+        offline_evaluate(experiment_slug="obd-all", target_arm="candidate", n_bootstrap=20, logging_arms=["nope"])

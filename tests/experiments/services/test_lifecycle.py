@@ -125,3 +125,42 @@ def test_an_analyst_can_do_none_of_it(boss):
             call()
         assert err.value.status == 403
     assert Experiment.objects.count() == 1 and Decision.objects.count() == 1
+
+
+def test_conclude_a_stopped_experiment_keeps_its_control_and_records_the_conclusion(boss):
+    experiment = lifecycle.experiment_create(slug="ends", arms=ARMS, user=boss)
+    lifecycle.experiment_start(experiment=experiment, user=boss)
+    lifecycle.experiment_stop(experiment=experiment, user=boss)
+    epoch = Experiment.objects.get(pk=experiment.pk).allocation_epoch
+
+    decision = lifecycle.experiment_conclude(experiment=experiment, conclusion="  No lift; keep control.  ", user=boss)
+
+    experiment.refresh_from_db()
+    assert (experiment.status, experiment.winner.name, experiment.conclusion) == (
+        "concluded", "control", "No lift; keep control.")
+    assert experiment.allocation_epoch == epoch  # the control served everyone already: no new period
+    assert (decision.action, decision.arm.name, decision.previous_state["status"]) == ("conclude", "control", "stopped")
+
+
+def test_conclude_refuses_a_draft_an_empty_text_and_an_analyst(boss):
+    experiment = lifecycle.experiment_create(slug="early", arms=ARMS, user=boss)
+    analyst = make_login(username="analyst", promoter=False)
+
+    with pytest.raises(ApplicationError) as draft:
+        lifecycle.experiment_conclude(experiment=experiment, conclusion="done", user=boss)
+    with pytest.raises(ApplicationError) as empty:
+        lifecycle.experiment_conclude(experiment=experiment, conclusion="   ", user=boss)
+    with pytest.raises(ApplicationError) as forbidden:
+        lifecycle.experiment_conclude(experiment=experiment, conclusion="done", user=analyst)
+
+    assert (draft.value.code, draft.value.status) == ("not_concludable", 409)
+    assert (empty.value.code, empty.value.field) == ("conclusion_required", "conclusion")
+    assert forbidden.value.status == 403
+    assert not Decision.objects.filter(action="conclude").exists()
+
+
+def test_the_dashboard_reserves_the_slug_new(boss):
+    with pytest.raises(ApplicationError) as reserved:
+        lifecycle.experiment_create(slug="new", arms=ARMS, user=boss)
+
+    assert reserved.value.field == "slug"
