@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.metrics import logloss  # noqa: E402
 from models.registry import make_arm  # noqa: E402
 from models.synthetic import SyntheticWorld, WorldConfig  # noqa: E402
 from models.types import Users  # noqa: E402
@@ -34,7 +35,7 @@ def fnw_weights(labels: np.ndarray, p: np.ndarray) -> np.ndarray:  # as experime
     return np.where(labels > 0.5, 1.0 + p, (1.0 - p) * (1.0 + p))
 
 
-def run(spec: str, args) -> tuple[float, float, float]:
+def run(spec: str, args) -> tuple[float, float, float, float]:
     kind, _, extra = spec.partition(":")
     cfg = WorldConfig(n_users=200, n_items=args.items, observable="none" if args.world == "ids" else "latent")
     world = SyntheticWorld(cfg, seed=args.seed)
@@ -49,7 +50,7 @@ def run(spec: str, args) -> tuple[float, float, float]:
     pool = rng.choice(200, args.users, replace=False)
     oracle = float(((np.sort(rel[pool], axis=1)[:, ::-1][:, :k]) * exam).sum(1).mean() / k)
     pending = (np.zeros(0, np.int64),) * 3
-    expected, done, m = [], 0, args.step_requests
+    expected, losses, done, m = [], [], 0, args.step_requests
     while done < args.impressions:
         u = rng.choice(pool, m)
         slates, _, _ = arm.rank_many(Users.make(world.user_keys[u], world.user_feats[u]), world.item_keys,
@@ -59,7 +60,9 @@ def run(spec: str, args) -> tuple[float, float, float]:
         expected.append(p_true.mean())
         uu, ii, pos = np.repeat(u, k), slates.ravel(), np.tile(np.arange(1, k + 1), m)
         if args.fnw == "off":
-            arm.partial_fit(world.batch(uu, ii, y, pos))
+            batch = world.batch(uu, ii, y, pos)
+            losses.append((logloss(y, arm.predict(batch)), float(len(y))))  # progressive: before the step
+            arm.partial_fit(batch)
         else:
             clicked = (uu[y > 0], ii[y > 0], pos[y > 0])
             if args.fnw == "same":
@@ -68,12 +71,16 @@ def run(spec: str, args) -> tuple[float, float, float]:
             labels = np.concatenate([np.zeros(len(uu), np.float32), np.ones(len(pending[0]), np.float32)])
             batch = world.batch(cols[0], cols[1], labels, cols[2])
             p = arm.predict(batch) if args.fnw_own_p else arm.feedback_reference(batch)
-            arm.partial_fit(dataclasses.replace(batch, sample_weight=fnw_weights(labels, p).astype(np.float32)))
+            w = fnw_weights(labels, p)
+            # Progressive logloss as the trainer's guard computes it: the arm's prediction before the step, FNW-weighted.
+            losses.append((logloss(labels, arm.predict(batch), w), float(w.sum())))
+            arm.partial_fit(dataclasses.replace(batch, sample_weight=w.astype(np.float32)))
             pending = clicked
         done += m * k
     e = np.array(expected)
     q = max(1, len(e) // 5)
-    return float(e[:q].mean()), float(e[-q:].mean()), oracle
+    ll, lw = np.array(losses[-q:]).T
+    return float(e[:q].mean()), float(e[-q:].mean()), oracle, float((ll * lw).sum() / lw.sum())
 
 
 def main() -> None:
@@ -89,10 +96,10 @@ def main() -> None:
     ap.add_argument("--fnw-own-p", action="store_true", help="FNW weights from arm.predict, not feedback_reference")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    print("| arm | expected CTR, first 20% | last 20% | oracle |\n|---|---:|---:|---:|")
+    print("| arm | expected CTR, first 20% | last 20% | oracle | progressive logloss, last 20% |\n|---|---:|---:|---:|---:|")
     for spec in args.arms:
-        first, last, oracle = run(spec, args)
-        print(f"| `{spec}` | {first:.4f} | {last:.4f} | {oracle:.4f} |", flush=True)
+        first, last, oracle, ll = run(spec, args)
+        print(f"| `{spec}` | {first:.4f} | {last:.4f} | {oracle:.4f} | {ll:.4f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from models import hashing
 from models._tf import tf_module
 from models.errors import StateFormatError
 from models.layers.tower_graphs import ADAGRAD_INIT, ItemInputs, RowInputs, UserInputs, _Graphs
+from models.layers.tower_serving import ServingMatrix
 
 __all__ = ["ItemInputs", "RowInputs", "Tower", "UserInputs"]
 
@@ -158,6 +159,10 @@ class Tower:
             },
             "step": tf.Variable(0.0, dtype=tf.float32, name="step"),
         }
+        # Advanced by every state change made through this class (train, restore, load): the serving
+        # matrix's cache of the catalogue's side is keyed on it. Change the variables only through these.
+        self.generation = 0
+        self._serving = ServingMatrix(self)
 
     # ------------------------------------------------------------ inputs
     def encode_users(
@@ -182,12 +187,19 @@ class Tower:
     # -------------------------------------------------------------- api
     def train(self, rows: RowInputs, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, bool]:
         out, loss, ok = self.graphs.train(self.state, rows, y.astype(np.float32), w.astype(np.float32))
+        self.generation += 1
         return out.numpy(), float(loss.numpy()), bool(ok.numpy())
 
     def forward(self, rows: RowInputs) -> np.ndarray:
         return self.graphs.rows(self.state["w"], rows).numpy()
 
     def matrix(self, users: UserInputs, items: ItemInputs, base: np.ndarray) -> np.ndarray:
+        """Serving outputs ``[m, n, heads]``: the NumPy pass with the catalogue's side cached per state
+        (:mod:`models.layers.tower_serving`)."""
+        return self._serving(users, items, base)
+
+    def matrix_traced(self, users: UserInputs, items: ItemInputs, base: np.ndarray) -> np.ndarray:
+        """The same outputs through the traced TensorFlow function: the reference the NumPy pass is pinned to."""
         return self.graphs.matrix(self.state["w"], users, items, base.astype(np.float32)).numpy()
 
     def snapshot(self, rows: RowInputs) -> dict[str, Any]:
@@ -207,14 +219,17 @@ class Tower:
         return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
-        self.state["step"].assign(snap["step"])
-        for part in ("w", "m", "v"):
-            for name, var in self.state[part].items():
-                idx, val = snap[(part, name)]
-                if idx is None:
-                    var.assign(val)
-                else:
-                    var.scatter_update(self.tf.IndexedSlices(val, idx))
+        try:
+            self.state["step"].assign(snap["step"])
+            for part in ("w", "m", "v"):
+                for name, var in self.state[part].items():
+                    idx, val = snap[(part, name)]
+                    if idx is None:
+                        var.assign(val)
+                    else:
+                        var.scatter_update(self.tf.IndexedSlices(val, idx))
+        finally:  # after the change, so a concurrent reader cannot cache a half-restored state as the new one
+            self.generation += 1
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {f"{p}/{k}": v.numpy() for p in ("w", "m", "v") for k, v in self.state[p].items()}
@@ -222,10 +237,13 @@ class Tower:
         return out
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
-        for p in ("w", "m", "v"):
-            for k, var in self.state[p].items():
-                a = arrays.get(f"{p}/{k}")
-                if a is None or tuple(a.shape) != tuple(var.shape):
-                    raise StateFormatError(f"checkpoint's {p}/{k} does not fit this network (an older layout?)")
-                var.assign(a)
-        self.state["step"].assign(float(arrays["step"]))
+        try:
+            for p in ("w", "m", "v"):
+                for k, var in self.state[p].items():
+                    a = arrays.get(f"{p}/{k}")
+                    if a is None or tuple(a.shape) != tuple(var.shape):
+                        raise StateFormatError(f"checkpoint's {p}/{k} does not fit this network (an older layout?)")
+                    var.assign(a)
+            self.state["step"].assign(float(arrays["step"]))
+        finally:
+            self.generation += 1

@@ -1,4 +1,5 @@
-"""The network's two forward passes state its formula twice: per row (training) and as a matrix (serving)."""
+"""The network's forward passes state its formula three times: per row (training), as a traced matrix, and as the
+NumPy serving matrix with the catalogue's side cached per state (models.layers.tower_serving)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,65 @@ def test_rows_equal_the_serving_matrix():
         UserInputs(*(a[ui] for a in users)), ItemInputs(*(a[ii] for a in items)), base[ii], np.ones(m * n, np.float32)
     )
     per_row = tower.forward(rows).reshape(m, n, -1)
-    assert matrix.shape == (m, n, 3)
+    assert matrix.shape == (m, n, 3) and matrix.dtype == np.float32
     np.testing.assert_allclose(per_row, matrix, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tower.matrix_traced(users, items, base), matrix, rtol=1e-5, atol=1e-5)
+
+
+def _train_once(tower: Tower, rng: np.random.Generator) -> None:
+    users, items = _inputs(tower, rng, 8, 8, 3)
+    rows = RowInputs(users, items, rng.normal(size=(8, 2)).astype(np.float32), np.ones(8, np.float32))
+    y = np.concatenate([rng.integers(0, 2, (8, 2)), rng.normal(size=(8, 1))], axis=1).astype(np.float32)
+    _, _, ok = tower.train(rows, y, np.ones_like(y))
+    assert ok
+
+
+def test_the_serving_cache_follows_every_state_change_and_the_catalogue():
+    tower = _randomised_tower(seed=7)
+    rng = np.random.default_rng(8)
+    users, items = _inputs(tower, rng, 2, 5, 3)
+    base = rng.normal(size=(5, 2)).astype(np.float32)
+
+    def check() -> np.ndarray:
+        got = tower.matrix(users, items, base)
+        np.testing.assert_allclose(got, tower.matrix_traced(users, items, base), rtol=1e-5, atol=1e-5)
+        return got
+
+    before = check()
+    saved = tower.arrays()
+    snap = tower.snapshot(RowInputs(users, items, base, np.ones(5, np.float32)))
+    # Training moves the dense weights and the rows it touches: the cached item side must not outlive it.
+    _train_once(tower, rng)
+    trained = check()
+    assert not np.allclose(trained, before)
+    tower.load(saved)  # a checkpoint load
+    np.testing.assert_allclose(check(), before, rtol=1e-6)
+    _train_once(tower, rng)
+    tower.restore(snap)  # a refused step's rollback
+    check()
+    # Another catalogue (other keys, or the same keys with new features) is computed afresh.
+    items2 = ItemInputs(items.bucket[::-1].copy(), items.feats[::-1].copy())
+    np.testing.assert_allclose(tower.matrix(users, items2, base[::-1]), tower.matrix_traced(users, items2, base[::-1]),
+                               rtol=1e-5, atol=1e-5)
+    items3 = ItemInputs(items.bucket, items.feats + 1.0)
+    np.testing.assert_allclose(tower.matrix(users, items3, base), tower.matrix_traced(users, items3, base),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_the_serving_matrix_without_history_or_value_heads_matches_the_reference():
+    tower = Tower(
+        user_dim=2, item_dim=3, emb_dim=4, hidden=6, user_buckets=17, item_buckets=19,
+        logit_heads=3, value_heads=0, use_history=False, lr=1e-3, sparse_lr=0.05, factor_lr=0.3, factors=2, seed=9,
+    )  # fmt: skip
+    rng = np.random.default_rng(10)
+    for var in tower.state["w"].values():
+        var.assign(rng.normal(0, 0.5, var.shape).astype(np.float32))
+    users = tower.encode_users(rng.integers(0, 1 << 40, 3), rng.normal(size=(3, 2)).astype(np.float32),
+                               np.zeros((3, 0), np.int64), np.zeros((3, 0), np.int64))
+    items = tower.encode_items(rng.integers(0, 1 << 40, 7), rng.normal(size=(7, 3)).astype(np.float32))
+    base = rng.normal(size=(7, 3)).astype(np.float32)
+    np.testing.assert_allclose(tower.matrix(users, items, base), tower.matrix_traced(users, items, base),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_the_base_margin_moves_only_the_logit_heads():
