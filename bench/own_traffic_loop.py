@@ -35,7 +35,7 @@ def fnw_weights(labels: np.ndarray, p: np.ndarray) -> np.ndarray:  # as experime
     return np.where(labels > 0.5, 1.0 + p, (1.0 - p) * (1.0 + p))
 
 
-def run(spec: str, args) -> tuple[float, float, float, float]:
+def run(spec: str, args) -> tuple[float, ...]:
     kind, _, extra = spec.partition(":")
     cfg = WorldConfig(n_users=200, n_items=args.items, observable="none" if args.world == "ids" else "latent")
     world = SyntheticWorld(cfg, seed=args.seed)
@@ -61,7 +61,8 @@ def run(spec: str, args) -> tuple[float, float, float, float]:
         uu, ii, pos = np.repeat(u, k), slates.ravel(), np.tile(np.arange(1, k + 1), m)
         if args.fnw == "off":
             batch = world.batch(uu, ii, y, pos)
-            losses.append((logloss(y, arm.predict(batch)), float(len(y))))  # progressive: before the step
+            pb = arm.predict(batch)  # progressive: before the step
+            losses.append((logloss(y, pb), float(len(y)), float(pb.sum()), float(y.sum())))
             arm.partial_fit(batch)
         else:
             clicked = (uu[y > 0], ii[y > 0], pos[y > 0])
@@ -73,14 +74,19 @@ def run(spec: str, args) -> tuple[float, float, float, float]:
             p = arm.predict(batch) if args.fnw_own_p else arm.feedback_reference(batch)
             w = fnw_weights(labels, p)
             # Progressive logloss as the trainer's guard computes it: the arm's prediction before the step, FNW-weighted.
-            losses.append((logloss(labels, arm.predict(batch), w), float(w.sum())))
+            pb = arm.predict(batch)
+            losses.append((logloss(labels, pb, w), float(w.sum()), float((w * pb).sum()), float((w * labels).sum())))
             arm.partial_fit(dataclasses.replace(batch, sample_weight=w.astype(np.float32)))
             pending = clicked
         done += m * k
     e = np.array(expected)
     q = max(1, len(e) // 5)
-    ll, lw = np.array(losses[-q:]).T
-    return float(e[:q].mean()), float(e[-q:].mean()), oracle, float((ll * lw).sum() / lw.sum())
+    ll, lw, ps, ys = np.array(losses[-q:]).T
+    loss, base = float((ll * lw).sum() / lw.sum()), float(ys.sum() / lw.sum())
+    entropy = -(base * np.log(base) + (1 - base) * np.log1p(-base))
+    # Normalised entropy (He et al. 2014): the logloss over that of always predicting the stream's own CTR, so arms
+    # whose traffic has different click rates compare; calibration = mean prediction / observed CTR.
+    return float(e[:q].mean()), float(e[-q:].mean()), oracle, loss, loss / entropy, float(ps.sum() / ys.sum())
 
 
 def main() -> None:
@@ -96,10 +102,11 @@ def main() -> None:
     ap.add_argument("--fnw-own-p", action="store_true", help="FNW weights from arm.predict, not feedback_reference")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    print("| arm | expected CTR, first 20% | last 20% | oracle | progressive logloss, last 20% |\n|---|---:|---:|---:|---:|")
+    print("| arm | expected CTR, first 20% | last 20% | oracle | progressive logloss, last 20% | normalised entropy |"
+          " calibration |\n|---|---:|---:|---:|---:|---:|---:|")
     for spec in args.arms:
-        first, last, oracle, ll = run(spec, args)
-        print(f"| `{spec}` | {first:.4f} | {last:.4f} | {oracle:.4f} | {ll:.4f} |", flush=True)
+        first, last, oracle, ll, ne, cal = run(spec, args)
+        print(f"| `{spec}` | {first:.4f} | {last:.4f} | {oracle:.4f} | {ll:.4f} | {ne:.4f} | {cal:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
