@@ -7,3 +7,6 @@ class ExperimentsConfig(AppConfig):
 
     def ready(self) -> None:
         import recsite.checks  # noqa: F401  (registers the deployment checks)
+        from experiments.observability import metrics_dir_prune
+
+        metrics_dir_prune()  # the sample files of processes that are gone leave /metrics' sums

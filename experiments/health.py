@@ -74,3 +74,31 @@ def healthz(request):
         body["missing"] = missing
         body["message"] = f"not checked in recently: {', '.join(missing)}"
     return JsonResponse(body)
+
+
+def metrics(request):
+    """Prometheus exposition of this machine's processes (experiments/observability.py), for a scraper.
+
+    With ``RECSITE_METRICS_TOKEN`` set, only ``Authorization: Bearer <token>`` reads it; without one it is open
+    in development or with ``RECSITE_METRICS_PUBLIC=1``, and 403 otherwise (docs/operations.md).
+    """
+    import hmac
+
+    from django.http import HttpResponse
+
+    from experiments.api.errors import error_response
+    from experiments.observability import CONTENT_TYPE, metrics_text
+
+    if request.method != "GET":
+        response = error_response(405, "method_not_allowed", f"{request.method} is not allowed here; use GET")
+        response["Allow"] = "GET"
+        return response
+    token = settings.METRICS_TOKEN
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return error_response(401, "unauthorized", "send Authorization: Bearer <RECSITE_METRICS_TOKEN>")
+    elif not settings.METRICS_PUBLIC:
+        return error_response(403, "metrics_closed", "set RECSITE_METRICS_TOKEN (or RECSITE_METRICS_PUBLIC=1 on a "
+                                                     "private network) to scrape /metrics")
+    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE)

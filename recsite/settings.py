@@ -220,14 +220,35 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
+# RECSITE_LOG_FORMAT=json: one JSON object per line (python-json-logger), for log shippers; "plain" (the default)
+# for people reading a terminal. The key=value pairs of a message stay in "message" either way.
+LOG_FORMAT = os.environ.get("RECSITE_LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"RECSITE_LOG_FORMAT={LOG_FORMAT!r}: use plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# Prometheus samples of every process (web, trainer, light worker) go to files in one directory; a web process's
+# /metrics reads them all (experiments/observability.py). Set before prometheus_client is first imported.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(BASE_DIR / "var" / "metrics"))
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+# GET /metrics: with RECSITE_METRICS_TOKEN set, only for "Authorization: Bearer <token>"; without one, open in
+# development and closed (403) in production unless RECSITE_METRICS_PUBLIC=1 (a scraper on a private network).
+METRICS_TOKEN = os.environ.get("RECSITE_METRICS_TOKEN", "")
+METRICS_PUBLIC = env_bool("RECSITE_METRICS_PUBLIC", RECSITE_DEV)
 
 # Product knobs.
 RECSITE = {

@@ -26,6 +26,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from experiments import observability
 from experiments.api import validation as v
 from experiments.api.access import AccessCheck, event_access, ingestion_access
 from experiments.api.dbpool import run_db
@@ -75,8 +76,19 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
     allowed = tuple(methods)
 
     def decorate(handler: Callable[..., HttpResponse]) -> Callable[..., Any]:
+        endpoint = handler.__name__
+
         @functools.wraps(handler)
         async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            started = time.perf_counter()
+            response = await _view(request, *args, **kwargs)
+            # Instrumented here, not in a middleware: the fast path (experiments.api.asgi) skips those.
+            experiment, arm = getattr(request, "recsite_served", ("", ""))
+            observability.API_SECONDS.labels(endpoint, experiment, arm).observe(time.perf_counter() - started)
+            observability.API_REQUESTS.labels(endpoint, str(response.status_code)).inc()
+            return response
+
+        async def _view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
                 if request.method not in allowed:
                     response = error_response(405, "method_not_allowed",
@@ -126,6 +138,7 @@ def recommendations(request: HttpRequest, body: Any) -> HttpResponse:
         user_attributes = v.json_object(body["user"], "user")
     result = recommendation_serve(user_id=user_id, k=k, experiment_slug=experiment,
                                   user_attributes=user_attributes, context=context)
+    request.recsite_served = (result.experiment, result.arm)
     return JsonResponse(result.as_dict(), status=200)
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
-from experiments import realtime
+from experiments import observability, realtime
 from experiments.models import AllocationEpoch, Experiment, StatsSnapshot
 from experiments.selectors import dashboard as dashboard_selectors
 from experiments.selectors import results as result_selectors
@@ -137,6 +138,7 @@ def stats_tick(*, experiment_id: int) -> realtime.StatsEvent:
     The lock is FOR NO KEY UPDATE so impressions (whose foreign key takes a key
     share lock on the experiment) are never blocked by a tick.
     """
+    started = time.perf_counter()
     with transaction.atomic():
         experiment = Experiment.objects.select_for_update(no_key=True).get(pk=experiment_id)
         allocation_epoch_record(experiment=experiment)
@@ -168,6 +170,7 @@ def stats_tick(*, experiment_id: int) -> realtime.StatsEvent:
         )
         slug = experiment.slug
         transaction.on_commit(lambda: realtime.publish(slug, event))
+    observability.STATS_TICK_SECONDS.labels(slug).observe(time.perf_counter() - started)
     log.info(
         "stats_tick experiment=%s seq=%s folded=%s compute_ms=%s replaced=%s",
         slug, payload["seq"], folded, payload["compute_ms"], replaces_last,

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from django.db import IntegrityError, connection, transaction
 
+from experiments import observability
 from experiments.models import Arm, ModelCheckpoint
 from experiments.selectors.training import training_arm_ids
 from experiments.services.checkpoints import (
@@ -87,6 +88,7 @@ class StepResult:
     reason: str = ""
     more: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
+    click_lag_s: float | None = None  # the version's oldest click → its commit (accepted steps with clicks)
 
 
 @dataclass
@@ -287,12 +289,25 @@ def _step(arm: Arm, config: TrainingConfig) -> StepResult:
             metrics.get("logloss_before", float("nan")), metrics.get("loss", float("nan")), timings["read"],
             timings["fit"], timings["serialise"], timings["write"],
         )
-        return StepResult("trained", version, rows.n, "", more, timings)
+        lag = time.time() - metrics["first_click_at"] if metrics["first_click_at"] is not None else None
+        return StepResult("trained", version, rows.n, "", more, timings, lag)
     log.warning(
         "train_rejected arm=%s version=%s n=%d imp_from=%s imp_to=%s click_from=%s click_to=%s reason=%r",
         arm.id, version, rows.n, head["cursor"], rows.cursor, head["click_cursor"], rows.click_cursor, reason,
     )
     return StepResult("rejected", version, rows.n, reason, more, timings)
+
+
+def _observe(arm: Arm, step: StepResult) -> None:
+    """The step in the Prometheus metrics (experiments/observability.py)."""
+    labels = (arm.experiment.slug, arm.name)
+    observability.TRAINING_STEPS.labels(*labels, step.status).inc()
+    if step.status == "trained":
+        observability.TRAINING_EXAMPLES.labels(*labels).inc(step.n)
+    if step.timings_ms:
+        observability.TRAINING_STEP_SECONDS.labels(*labels).observe(sum(step.timings_ms.values()) / 1e3)
+    if step.click_lag_s is not None:
+        observability.TRAINING_LAG_SECONDS.labels(*labels).observe(step.click_lag_s)
 
 
 def arm_train(*, arm_id: int, config: TrainingConfig | None = None) -> TrainRun:
@@ -323,6 +338,7 @@ def arm_train(*, arm_id: int, config: TrainingConfig | None = None) -> TrainRun:
                 log.exception("train_error arm=%s error=%s", arm_id, type(exc).__name__)
                 raise
             run.steps.append(step)
+            _observe(arm, step)
             if not step.more or time.monotonic() - started >= config.budget_s:
                 return run
     finally:
