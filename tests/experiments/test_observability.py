@@ -169,3 +169,17 @@ def test_json_logs_are_one_object_per_line_and_a_bad_format_is_refused():
     bad = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, env={**env, "RECSITE_LOG_FORMAT": "xml"})
     assert bad.returncode != 0 and "RECSITE_LOG_FORMAT='xml'" in bad.stderr
+
+
+@pytest.mark.e2e
+def test_a_celery_worker_logs_json_lines_too(transactional_db):
+    worker = live.start_worker(queues="default", pool="threads", env=live.live_env({"RECSITE_LOG_FORMAT": "json"}),
+                               extra=("-c", "1"))
+    try:
+        live.wait_until(lambda: "ready." in worker.output(), timeout=90, what="the worker to start")
+    finally:
+        worker.stop()
+    lines = [ln for ln in worker.log_path.read_text(errors="replace").splitlines() if ln.startswith("{")]
+    ready = [json.loads(ln) for ln in lines if "ready." in ln]
+    assert ready and ready[0]["level"] == "INFO" and ready[0]["logger"].startswith("celery")
+    assert all(json.loads(ln)["message"] is not None for ln in lines)
