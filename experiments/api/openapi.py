@@ -85,9 +85,13 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "position": {"type": "integer", "minimum": 1},
             "score": {"type": "number"},
             "propensity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
-                           "description": "probability that the arm shows this item in this position"},
+                           "description": "probability that the arm shows this item in this position; in an "
+                           "interleaved experiment, the exact probability of this item in this position under "
+                           "team-draft interleaving of the arms' rankings"},
             "impression_id": {"type": "string", "minLength": 1, "maxLength": 64,
                               "description": "opaque and unguessable: send it back to /api/v1/clicks unchanged"},
+            "arm": {"type": "string", "description": "interleaved experiments only: the arm that contributed "
+                    "the item (a click on it credits that arm)"},
         },
     },
     "Recommendation": {
@@ -96,9 +100,11 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         "properties": {
             "request_id": {"type": "string", "format": "uuid"},
             "experiment": {"type": "string"},
-            "arm": {"type": "string", "description": "the arm's name"},
+            "arm": {"type": "string", "description": "the arm's name; in a running interleaved experiment the "
+                    "interleaved arms' names joined by '+' (each item names its own arm)"},
             "model_version": {"type": "integer", "minimum": 0,
-                              "description": "checkpoint version that ranked; 0 = the untrained arm"},
+                              "description": "checkpoint version that ranked; 0 = the untrained arm (interleaved: "
+                              "the newest of the interleaved arms' versions)"},
             "items": {"type": "array", "items": ref("RecommendedItem")},
         },
     },
@@ -273,7 +279,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]{1,100}$"},
             "name": {"type": ["string", "null"], "maxLength": 200},
             "mode": {"enum": ["ab", "interleaved", None], "default": "ab",
-                     "description": "only \"ab\" is available; \"interleaved\" is refused (400 mode_unsupported)"},
+                     "description": "\"ab\": each user sees one arm; \"interleaved\": every slate team-drafts "
+                     "the arms taking traffic and clicks credit the contributing arm; fixed at creation"},
             "arms": {"type": ["array", "null"], "maxItems": 20, "items": ref("ArmSpec")},
             "control": {"type": ["string", "null"], "description": "arm name; default the first arm"},
             "salt": {"type": ["string", "null"], "pattern": "^[-a-zA-Z0-9_.:]{1,64}$",
@@ -334,7 +341,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         "properties": {
             "slug": {"type": "string"},
             "name": {"type": "string"},
-            "mode": {"const": "ab"},
+            "mode": {"enum": ["ab", "interleaved"]},
             "status": {"enum": ["draft", "running", "stopped", "concluded"]},
             "control": {"type": ["string", "null"]},
             "winner": {"type": ["string", "null"]},
@@ -583,8 +590,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "201": json_body(ref("ExperimentSummary"), "created (status draft)"),
                 **OPERATOR_ERRORS,
-                "400": {**ERROR, "description": "invalid field (the registry's message for bad params), mode "
-                        "\"interleaved\" (mode_unsupported)"},
+                "400": {**ERROR, "description": "invalid field (the registry's message for bad params)"},
                 "409": {**ERROR, "description": "the slug is taken (experiment_exists)"},
             },
         },

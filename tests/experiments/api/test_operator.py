@@ -180,7 +180,6 @@ ARM = {"name": "x", "kind": "popularity"}
     [
         ({**ARENA, "slug": "has space"}, 400, "invalid_slug", "slug"),
         ({**ARENA, "slug": None}, 400, "required", "slug"),
-        ({**ARENA, "mode": "interleaved"}, 400, "mode_unsupported", "mode"),
         ({**ARENA, "mode": "bandit"}, 400, "invalid_mode", "mode"),
         ({**ARENA, "arms": {"a": 1}}, 400, "invalid_type", "arms"),
         ({**ARENA, "arms": [{**ARM, "name": "bad/name"}]}, 400, "invalid_name", "arms[0].name"),
