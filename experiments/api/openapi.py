@@ -194,6 +194,24 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "PairResult": {
+        "type": "object",
+        "required": ["pair", "arm", "arm_b", "wins", "losses", "ties", "win_rate", "sign_p", "pair_always_valid_p"],
+        "properties": {
+            "pair": {"type": "string", "description": "\"<arm> vs <arm_b>\""},
+            "arm": {"type": "string", "description": "the pair's first arm: wins are its wins"},
+            "arm_b": {"type": "string"},
+            "wins": {"type": "integer", "minimum": 0, "description": "clicked requests whose clicks went more to arm"},
+            "losses": {"type": "integer", "minimum": 0},
+            "ties": {"type": "integer", "minimum": 0, "description": "requests with clicks credited equally to both"},
+            "win_rate": {**NUMBER_OR_NULL, "description": "wins / (wins + losses)"},
+            "win_rate_ci_low": NUMBER_OR_NULL, "win_rate_ci_high": NUMBER_OR_NULL,
+            "delta": {**NUMBER_OR_NULL, "description": "(wins + ties/2) / (wins + losses + ties) − 1/2"},
+            "sign_p": {"type": "number", "description": "exact two-sided sign test, fixed horizon"},
+            "pair_always_valid_p": {"type": "number", "description": "Beta-mixture sequential sign test: safe to peek"},
+            "cs_low": {"type": "number"}, "cs_high": {"type": "number"},
+        },
+    },
     "ExperimentStats": {
         "type": "object",
         "required": ["experiment", "computed_at", "seq", "control", "alpha", "arms", "srm", "warnings"],
@@ -216,6 +234,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "control": {"type": "string"},
             "alpha": {"type": "number"},
             "arms": {"type": "array", "items": ref("ArmResult")},
+            "pairs": {"type": "array", "items": ref("PairResult"),
+                      "description": "interleaved experiments only: the preference of each pair of arms"},
             "srm": {
                 "type": "object",
                 "required": ["p_value", "alert"],

@@ -32,6 +32,11 @@ from scipy import optimize, special, stats
 DEFAULT_CONCENTRATION = 12.0
 
 
+def pair_label(a: str, b: str) -> str:
+    """How a pair of arms is named in payloads, exports and charts."""
+    return f"{a} vs {b}"
+
+
 @dataclass(frozen=True, slots=True)
 class PairCounts:
     """Requests where arm a's team got more clicks (wins), fewer (losses), or as many but some (ties)."""
