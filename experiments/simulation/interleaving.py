@@ -146,17 +146,26 @@ def _z(alpha: float, power: float) -> tuple[float, float]:
     return float(stats.norm.ppf(1 - alpha / 2)), float(stats.norm.ppf(power))
 
 
-def ab_requests_per_arm(pair: RankerPair, *, alpha: float = 0.05, power: float = 0.95) -> tuple[float, float, float]:
-    """``(requests per arm, V_a, V_b)`` of the two-sided z-test on clicks per request."""
+def _ab_user_moments(pair: RankerPair, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per user: mean and variance of clicks per request (within-slate Bernoulli and attention levels)."""
+    base = pair._slate_p(top)
+    m1 = sum(w * pair.scaled(base, f).sum(axis=1) for w, f in pair.levels)
+    m2 = sum(w * (((q := pair.scaled(base, f)) * (1 - q)).sum(axis=1) + q.sum(axis=1) ** 2) for w, f in pair.levels)
+    return m1, m2 - m1 * m1
+
+
+def ab_requests_per_arm(pair: RankerPair, *, alpha: float = 0.05, power: float = 0.95,
+                        requests_per_user: int = 1) -> tuple[float, float, float]:
+    """``(requests per arm, V_a, V_b)`` of the two-sided z-test on clicks per request.
+
+    ``requests_per_user`` = R > 1 is the product's sticky split: users (not requests) are randomised and each
+    brings R requests, so the between-user variance counts R times: V = E[σ²_u] + R·Var(μ_u) per request.
+    """
     z_a, z_b = _z(alpha, power)
     moments = []
     for top in (pair.top_a, pair.top_b):
-        base = pair._slate_p(top)
-        # Over (user, level) cells: E[clicks] and E[clicks²] = Var_within + mean², mixed by the level weights.
-        m1 = sum(w * pair.scaled(base, f).sum(axis=1).mean() for w, f in pair.levels)
-        m2 = sum(w * ((q := pair.scaled(base, f)) * (1 - q)).sum(axis=1).mean() + w * (q.sum(axis=1) ** 2).mean()
-                 for w, f in pair.levels)
-        moments.append((float(m1), float(m2 - m1 * m1)))
+        mu_u, var_u = _ab_user_moments(pair, top)
+        moments.append((float(mu_u.mean()), float(var_u.mean() + requests_per_user * mu_u.var())))
     (mu_a, v_a), (mu_b, v_b) = moments
     return (z_a + z_b) ** 2 * (v_a + v_b) / (mu_a - mu_b) ** 2, v_a, v_b
 
@@ -175,16 +184,37 @@ def _outcome_probs_at(slot_p: np.ndarray, slot_team: np.ndarray, k: int) -> tupl
     # P(A > B) = Σ_x P(A = x) P(B ≤ x − 1), and symmetrically for B.
     below_b = np.concatenate([np.zeros((*shape, 1)), np.cumsum(pmf[1], axis=-1)[..., :-1]], axis=-1)
     below_a = np.concatenate([np.zeros((*shape, 1)), np.cumsum(pmf[0], axis=-1)[..., :-1]], axis=-1)
-    return float((pmf[0] * below_b).sum(-1).mean()), float((pmf[1] * below_a).sum(-1).mean())
+    return (pmf[0] * below_b).sum(-1).mean(axis=1), (pmf[1] * below_a).sum(-1).mean(axis=1)
 
 
-def interleaving_outcome_probs(pair: RankerPair) -> tuple[float, float]:
-    """Exact ``(P(A wins), P(B wins))`` per request: Poisson-binomial credits of each team, every coin sequence."""
+def interleaving_user_outcomes(pair: RankerPair) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, exact ``(P(A wins), P(B wins))`` of one request: Poisson-binomial credits, every coin sequence."""
     win = loss = 0.0
     for w, f in pair.levels:
         pw, pl = _outcome_probs_at(pair.scaled(pair.slot_p, f), pair.slot_team, pair.k)
         win, loss = win + w * pw, loss + w * pl
-    return win, loss
+    return np.asarray(win), np.asarray(loss)
+
+
+def interleaving_outcome_probs(pair: RankerPair) -> tuple[float, float]:
+    """Exact ``(P(A wins), P(B wins))`` per request, over users."""
+    win, loss = interleaving_user_outcomes(pair)
+    return float(win.mean()), float(loss.mean())
+
+
+def interleaving_requests_clustered(pair: RankerPair, *, requests_per_user: int, alpha: float = 0.05,
+                                    power: float = 0.95) -> float:
+    """Requests the sign test needs when each user brings R requests (users differ in how much they prefer A).
+
+    Per request X = +1/−1/0 with E[X | u] = δ_u and E[X² | u] = d_u. The null variance of Σ X is n·d (fair
+    coins, exchangeable within a user: the test stays exact); under A it is n·(E[d_u − δ_u²] + R·Var δ_u).
+    """
+    z_a, z_b = _z(alpha, power)
+    win, loss = interleaving_user_outcomes(pair)
+    delta_u, d_u = win - loss, win + loss
+    delta, d = float(delta_u.mean()), float(d_u.mean())
+    v1 = float((d_u - delta_u**2).mean() + requests_per_user * delta_u.var())
+    return ((z_a * math.sqrt(d) + z_b * math.sqrt(v1)) / delta) ** 2
 
 
 def interleaving_requests(p_win: float, p_loss: float, *, alpha: float = 0.05, power: float = 0.95) -> float:
@@ -206,13 +236,18 @@ def _levels_draw(pair: RankerPair, shape: tuple[int, ...], rng: np.random.Genera
 
 
 def simulate_interleaving(pair: RankerPair, n_requests: int, reps: int, rng: np.random.Generator,
-                          chunk: int = 2_000_000) -> np.ndarray:
-    """Per-request outcomes ``[reps, n_requests]``: +1 A wins, −1 B wins, 0 tie or no click."""
+                          chunk: int = 2_000_000, requests_per_user: int = 1) -> np.ndarray:
+    """Per-request outcomes ``[reps, n_requests]``: +1 A wins, −1 B wins, 0 tie or no click.
+
+    ``requests_per_user`` = R: each drawn user brings R consecutive requests (the last user may bring fewer).
+    """
     out = np.empty((reps, n_requests), np.int8)
     step = max(1, chunk // (n_requests * pair.k))
     for r0 in range(0, reps, step):
         r1 = min(reps, r0 + step)
-        users = rng.integers(0, pair.slot_p.shape[0], (r1 - r0, n_requests))
+        n_users = -(-n_requests // requests_per_user)
+        drawn = rng.integers(0, pair.slot_p.shape[0], (r1 - r0, n_users))
+        users = np.repeat(drawn, requests_per_user, axis=1)[:, :n_requests]
         seqs = rng.integers(0, pair.slot_p.shape[1], (r1 - r0, n_requests))
         factor = (pair.activity[users] * _levels_draw(pair, users.shape, rng))[..., None]
         p = np.minimum(1.0, pair.slot_p[users, seqs] * factor)  # [reps, n, k]
@@ -233,20 +268,26 @@ def sign_power(outcomes: np.ndarray, alpha: float = 0.05) -> float:
 
 
 def simulate_ab(pair: RankerPair, n_per_arm: int, reps: int, rng: np.random.Generator,
-                alpha: float = 0.05) -> float:
-    """Share of replicates whose two-sided z-test on clicks per request picks A (requests split 50/50)."""
+                alpha: float = 0.05, requests_per_user: int = 1) -> float:
+    """Share of replicates whose two-sided z-test on clicks per request picks A.
+
+    ``n_per_arm`` requests per arm; with ``requests_per_user`` = R each randomised user brings R of them and the
+    test is on per-user means (the delta method with equal cluster sizes), as the product's sticky split is.
+    """
+    n_users = max(2, n_per_arm // requests_per_user)
     means, variances = [], []
     for top in (pair.top_a, pair.top_b):
         base = pair._slate_p(top)
         m, v = np.empty(reps), np.empty(reps)
         for r in range(reps):
-            users = rng.integers(0, base.shape[0], n_per_arm)
+            users = np.repeat(rng.integers(0, base.shape[0], n_users), requests_per_user)
             factor = (pair.activity[users] * _levels_draw(pair, users.shape, rng))[:, None]
-            clicks = (rng.random((n_per_arm, pair.k)) < np.minimum(1.0, base[users] * factor)).sum(-1)
-            m[r], v[r] = clicks.mean(), clicks.var(ddof=1)
+            clicks = (rng.random((users.size, pair.k)) < np.minimum(1.0, base[users] * factor)).sum(-1)
+            per_user = clicks.reshape(n_users, requests_per_user).mean(axis=1)
+            m[r], v[r] = per_user.mean(), per_user.var(ddof=1)
         means.append(m)
         variances.append(v)
-    z = (means[0] - means[1]) / np.sqrt((variances[0] + variances[1]) / n_per_arm)
+    z = (means[0] - means[1]) / np.sqrt((variances[0] + variances[1]) / n_users)
     return float(np.mean(z > stats.norm.ppf(1 - alpha / 2)))
 
 

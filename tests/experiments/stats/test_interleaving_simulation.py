@@ -13,6 +13,7 @@ from experiments.simulation.interleaving import (
     ab_requests_per_arm,
     interleaving_outcome_probs,
     interleaving_requests,
+    interleaving_requests_clustered,
     peeking_false_positive,
     ranker_pair,
     sequential_stop,
@@ -70,6 +71,21 @@ def test_interleaving_needs_far_fewer_impressions_where_requests_differ(plain, m
     assert 0.5 < ratios["plain"] < 1.5
     assert ratios["mixed"] < 0.2
     assert ratios["mixed"] < ratios["plain"] / 5
+
+
+def test_per_user_split_sizes_reach_95_percent_power(mixed):
+    # The product's A/B is a sticky per-user split: each user brings R = 10 requests to one arm.
+    n_ab, _, _ = ab_requests_per_arm(mixed, requests_per_user=10)
+    assert simulate_ab(mixed, int(np.ceil(n_ab)), 100, np.random.default_rng(7), requests_per_user=10) == \
+        pytest.approx(0.95, abs=0.06)
+    n_il = interleaving_requests_clustered(mixed, requests_per_user=10)
+    outcomes = simulate_interleaving(mixed, int(np.ceil(n_il)), 300, np.random.default_rng(8), requests_per_user=10)
+    assert sign_power(outcomes) == pytest.approx(0.95, abs=0.04)
+    # R = 1 is the per-request design again (up to the conditional vs unconditional normal approximation).
+    assert interleaving_requests_clustered(mixed, requests_per_user=1) == pytest.approx(
+        interleaving_requests(*interleaving_outcome_probs(mixed)), rel=0.01)
+    assert ab_requests_per_arm(mixed, requests_per_user=1)[0] < n_ab
+    assert n_il / (2 * n_ab) < 0.1  # against the product's split, interleaving needs under a tenth here
 
 
 def test_aa_interleave_peeked_after_every_request_stays_below_five_percent():
