@@ -17,7 +17,6 @@ the A/B path (``events.recommendation_serve``): promotion works the same in both
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import Any
 
@@ -99,8 +98,8 @@ def interleaved_serve(
     tracked = any(bool(getattr(m.model, "uses_session", False)) for m in loaded)
     session = row.session if row is not None and tracked else sessions.EMPTY
     k = min(k, catalogue.n)
-    # An arm adds at most one item per round and skips at most k − 1 taken ones: this depth always suffices.
-    depth = min(catalogue.n, k + math.ceil(k / len(arm_ids)))
+    # Every item an arm passes over or picks is in the slate (< k items), so its top k always suffice.
+    depth = k
     rankings, scores, own_props = [], [], []
     for m in loaded:
         ctx = rank_context(model=m.model, user_id=user_id, attributes=attributes, catalogue=catalogue,
