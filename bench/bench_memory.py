@@ -2,7 +2,7 @@
 
 1M distinct users with attributes (every 100th with ~16 KB of them, the largest the API stores) are
 loaded into a scratch database; then each one goes through what serving does per request before
-ranking — ``services.events._user_lookup`` (the real query, the real user cache) and
+ranking — ``services.shoppers._user_lookup`` (the real query, the real user cache) and
 ``features.user_features`` (the feature-slot memo) — with a user-cache TTL of an hour, so that
 nothing expires and only the byte budgets bound the caches. The process's RSS is sampled throughout.
 
@@ -82,9 +82,9 @@ def load_users(n: int, big_every: int) -> float:
 
 def cache_state() -> dict:
     from experiments import features
-    from experiments.services import events
+    from experiments.services import shoppers
 
-    user_cache, slots = events._user_cache, getattr(features, "_slots", None)
+    user_cache, slots = shoppers._user_cache, getattr(features, "_slots", None)
     return {
         "user_cache_entries": len(user_cache),
         "user_cache_mib": round(user_cache.bytes / 2**20, 1) if hasattr(user_cache, "bytes") else None,
@@ -107,7 +107,7 @@ def main() -> None:
     from django.conf import settings
 
     from experiments import features
-    from experiments.services import events
+    from experiments.services import shoppers
 
     load_s = load_users(args.users, args.big_every)
     settings.RECSITE["USER_CACHE_TTL_S"] = 3600.0  # nothing expires: only the byte budgets bound the caches
@@ -117,7 +117,7 @@ def main() -> None:
     samples = []
     started = time.perf_counter()
     for i in range(args.users):
-        row = events._user_lookup(f"u{i:07d}", experiment_id=0, epoch=0)
+        row = shoppers._user_lookup(f"u{i:07d}", experiment_id=0, epoch=0)
         features.user_features(row[1], dim=args.dim)
         if (i + 1) % args.sample_every == 0:
             samples.append((i + 1, rss_mib()[0]))

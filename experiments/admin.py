@@ -63,12 +63,12 @@ class ItemAdmin(admin.ModelAdmin):
 
 @admin.register(m.Experiment)
 class ExperimentAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "status", "control_arm", "winner", "policy", "allocation_epoch", "started_at")
-    list_filter = ("status", "policy")
+    list_display = ("slug", "name", "mode", "status", "control_arm", "winner", "policy", "allocation_epoch", "started_at")
+    list_filter = ("mode", "status", "policy")
     search_fields = ("slug", "name")
     inlines = [ArmInline]
     # Only the name is descriptive; everything else changes traffic or the statistics (module doc).
-    fields = ("slug", "name", "status", "control_arm", "winner", "salt", "allocation_epoch", "policy", "policy_floor",
+    fields = ("slug", "name", "mode", "status", "control_arm", "winner", "salt", "allocation_epoch", "policy", "policy_floor",
               "policy_interval_minutes", "policy_next_at", "guardrails", "guardrail_alpha", "created_at", "started_at",
               "concluded_at")
     readonly_fields = tuple(f for f in fields if f != "name")
@@ -146,6 +146,13 @@ class StatsSnapshotAdmin(ReadOnlyAdmin):
     list_display = ("experiment", "computed_at")
     list_filter = ("experiment",)
     date_hierarchy = "computed_at"
+
+
+@admin.register(m.InterleaveCredit)
+class InterleaveCreditAdmin(ReadOnlyAdmin):
+    list_display = ("first_clicked_at", "experiment", "request_id", "arm", "clicks")
+    list_filter = ("experiment",)
+    search_fields = ("request_id",)
 
 
 @admin.register(m.OfflineEstimate)

@@ -61,6 +61,10 @@ class Experiment(models.Model):
         STOPPED = "stopped"
         CONCLUDED = "concluded"
 
+    class Mode(models.TextChoices):
+        AB = "ab"  # each user sees one arm (sticky assignment)
+        INTERLEAVED = "interleaved"  # every slate team-drafts all serving arms (services/interleaved.py)
+
     class Policy(models.TextChoices):
         FIXED = "fixed"
         THOMPSON = "thompson"
@@ -71,6 +75,7 @@ class Experiment(models.Model):
     # Changing the salt reshuffles every user; it is fixed when the experiment is made.
     salt = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.AB, db_default=Mode.AB)  # fixed at creation
     control_arm = models.ForeignKey("Arm", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     winner = models.ForeignKey("Arm", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -93,6 +98,7 @@ class Experiment(models.Model):
         permissions = [("promote_arm", "Can promote, roll back, pause and re-weight arms")]
         constraints = [
             models.CheckConstraint(condition=~Q(salt=""), name="experiment_salt_not_empty"),
+            models.CheckConstraint(condition=Q(mode__in=["ab", "interleaved"]), name="experiment_mode_known"),
             models.CheckConstraint(
                 condition=Q(policy_floor__gte=0) & Q(policy_floor__lte=0.5), name="experiment_policy_floor_range"
             ),
@@ -369,31 +375,7 @@ class ArmEpochSums(models.Model):
         constraints = [models.UniqueConstraint(fields=["arm", "epoch"], name="armepochsums_unique")]
 
 
-class OfflineEstimate(models.Model):
-    """An off-policy estimate of an arm's CTR from logs; ``arm`` is null for a not-yet-created arm (``--kind``)."""
-
-    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="offline_estimates")
-    arm = models.ForeignKey(Arm, null=True, blank=True, on_delete=models.SET_NULL, related_name="offline_estimates")
-    arm_name = models.CharField(max_length=100)
-    kind = models.CharField(max_length=50)
-    model_version = models.IntegerField(default=0)
-    # The estimator shown by default (DR when it ran): value and interval, as fractions.
-    estimator = models.CharField(max_length=16)
-    value = models.FloatField()
-    ci_low = models.FloatField()
-    ci_high = models.FloatField()
-    effective_sample_size = models.FloatField()
-    rows = models.IntegerField()
-    result = models.JSONField(default=dict)
-    computed_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(condition=Q(ci_low__lte=models.F("ci_high")), name="offlineestimate_ci_ordered"),
-            models.CheckConstraint(condition=Q(rows__gte=0), name="offlineestimate_rows_non_negative"),
-        ]
-        indexes = [models.Index(fields=["experiment", "arm_name", "-computed_at"], name="offline_estimate_latest")]
-
-
 from experiments.api_tokens import ApiToken  # noqa: E402,F401  (split by sub-domain, registered from here)
+from experiments.interleaving_models import InterleaveCredit  # noqa: E402,F401
+from experiments.offline_models import OfflineEstimate  # noqa: E402,F401
 from experiments.webhook_models import WebhookDelivery, WebhookEndpoint  # noqa: E402,F401

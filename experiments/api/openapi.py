@@ -85,9 +85,13 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "position": {"type": "integer", "minimum": 1},
             "score": {"type": "number"},
             "propensity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
-                           "description": "probability that the arm shows this item in this position"},
+                           "description": "probability that the arm shows this item in this position; in an "
+                           "interleaved experiment, the exact probability of this item in this position under "
+                           "team-draft interleaving of the arms' rankings"},
             "impression_id": {"type": "string", "minLength": 1, "maxLength": 64,
                               "description": "opaque and unguessable: send it back to /api/v1/clicks unchanged"},
+            "arm": {"type": "string", "description": "interleaved experiments only: the arm that contributed "
+                    "the item (a click on it credits that arm)"},
         },
     },
     "Recommendation": {
@@ -96,9 +100,11 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         "properties": {
             "request_id": {"type": "string", "format": "uuid"},
             "experiment": {"type": "string"},
-            "arm": {"type": "string", "description": "the arm's name"},
+            "arm": {"type": "string", "description": "the arm's name; in a running interleaved experiment the "
+                    "interleaved arms' names joined by '+' (each item names its own arm)"},
             "model_version": {"type": "integer", "minimum": 0,
-                              "description": "checkpoint version that ranked; 0 = the untrained arm"},
+                              "description": "checkpoint version that ranked; 0 = the untrained arm (interleaved: "
+                              "the newest of the interleaved arms' versions)"},
             "items": {"type": "array", "items": ref("RecommendedItem")},
         },
     },
@@ -188,6 +194,24 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "PairResult": {
+        "type": "object",
+        "required": ["pair", "arm", "arm_b", "wins", "losses", "ties", "win_rate", "sign_p", "pair_always_valid_p"],
+        "properties": {
+            "pair": {"type": "string", "description": "\"<arm> vs <arm_b>\""},
+            "arm": {"type": "string", "description": "the pair's first arm: wins are its wins"},
+            "arm_b": {"type": "string"},
+            "wins": {"type": "integer", "minimum": 0, "description": "clicked requests whose clicks went more to arm"},
+            "losses": {"type": "integer", "minimum": 0},
+            "ties": {"type": "integer", "minimum": 0, "description": "requests with clicks credited equally to both"},
+            "win_rate": {**NUMBER_OR_NULL, "description": "wins / (wins + losses)"},
+            "win_rate_ci_low": NUMBER_OR_NULL, "win_rate_ci_high": NUMBER_OR_NULL,
+            "delta": {**NUMBER_OR_NULL, "description": "(wins + ties/2) / (wins + losses + ties) − 1/2"},
+            "sign_p": {"type": "number", "description": "exact two-sided sign test, fixed horizon"},
+            "pair_always_valid_p": {"type": "number", "description": "Beta-mixture sequential sign test: safe to peek"},
+            "cs_low": {"type": "number"}, "cs_high": {"type": "number"},
+        },
+    },
     "ExperimentStats": {
         "type": "object",
         "required": ["experiment", "computed_at", "seq", "control", "alpha", "arms", "srm", "warnings"],
@@ -210,6 +234,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "control": {"type": "string"},
             "alpha": {"type": "number"},
             "arms": {"type": "array", "items": ref("ArmResult")},
+            "pairs": {"type": "array", "items": ref("PairResult"),
+                      "description": "interleaved experiments only: the preference of each pair of arms"},
             "srm": {
                 "type": "object",
                 "required": ["p_value", "alert"],
@@ -273,7 +299,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]{1,100}$"},
             "name": {"type": ["string", "null"], "maxLength": 200},
             "mode": {"enum": ["ab", "interleaved", None], "default": "ab",
-                     "description": "only \"ab\" is available; \"interleaved\" is refused (400 mode_unsupported)"},
+                     "description": "\"ab\": each user sees one arm; \"interleaved\": every slate team-drafts "
+                     "the arms taking traffic and clicks credit the contributing arm; fixed at creation"},
             "arms": {"type": ["array", "null"], "maxItems": 20, "items": ref("ArmSpec")},
             "control": {"type": ["string", "null"], "description": "arm name; default the first arm"},
             "salt": {"type": ["string", "null"], "pattern": "^[-a-zA-Z0-9_.:]{1,64}$",
@@ -334,7 +361,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         "properties": {
             "slug": {"type": "string"},
             "name": {"type": "string"},
-            "mode": {"const": "ab"},
+            "mode": {"enum": ["ab", "interleaved"]},
             "status": {"enum": ["draft", "running", "stopped", "concluded"]},
             "control": {"type": ["string", "null"]},
             "winner": {"type": ["string", "null"]},
@@ -583,8 +610,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "201": json_body(ref("ExperimentSummary"), "created (status draft)"),
                 **OPERATOR_ERRORS,
-                "400": {**ERROR, "description": "invalid field (the registry's message for bad params), mode "
-                        "\"interleaved\" (mode_unsupported)"},
+                "400": {**ERROR, "description": "invalid field (the registry's message for bad params)"},
                 "409": {**ERROR, "description": "the slug is taken (experiment_exists)"},
             },
         },

@@ -33,7 +33,8 @@ from experiments.api.dbpool import run_db
 from experiments.api.errors import error_response, exception_response
 from experiments.errors import ApplicationError
 from experiments.services.catalogue import ItemRow, UserRow, item_bulk_upsert, user_bulk_upsert
-from experiments.services.events import UnknownImpression, click_record, recommendation_serve
+from experiments.services.clicks import UnknownImpression, click_record
+from experiments.services.events import recommendation_serve
 from experiments.services.impression_ids import MAX_LENGTH as IMPRESSION_ID_MAX_LENGTH
 
 log = logging.getLogger(__name__)

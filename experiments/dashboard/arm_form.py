@@ -143,8 +143,13 @@ class ExperimentCreateForm(ArmFields):
     salt = forms.CharField(max_length=64, required=False,
                            help_text="Hashed with each user id into a bucket. Leave empty for a random one; it cannot "
                            "change later (a new salt reshuffles every user).")
+    mode = forms.ChoiceField(choices=[("ab", "A/B: each user sees one arm"),
+                                      ("interleaved", "Interleaved: every slate team-drafts the arms")],
+                             initial="ab", required=False,
+                             help_text="Fixed at creation. Interleaving compares rankers with far fewer users "
+                             "(docs/statistics.md §15).")
     reason = forms.CharField(max_length=MAX_REASON, required=False, widget=forms.Textarea(attrs={"rows": 2}))
-    field_order = ["slug", "name", "salt", "arm_name", "kind", "reason"]
+    field_order = ["slug", "name", "salt", "mode", "arm_name", "kind", "reason"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -22,6 +22,7 @@ from experiments.dashboard.workbench import candidates_context
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment
 from experiments.selectors import dashboard as dashboard_selectors
+from experiments.selectors import interleaving as interleaving_selectors
 from experiments.selectors import planning as planning_selectors
 from experiments.selectors import policy as policy_selectors
 from experiments.selectors import results as result_selectors
@@ -129,9 +130,13 @@ def export_csv(request: HttpRequest, slug: str) -> HttpResponse:
         return payload
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{slug}-results.csv"'
-    writer = csv.DictWriter(response, fieldnames=["computed_at", *result_selectors.RESULT_FIELDS])
+    pairs = interleaving_selectors.pair_rows(payload.get("interleaving"))
+    # An interleaved experiment's file has the per-pair preference too: one row per pair after the arms,
+    # with its first arm in "arm" and the pair's columns (empty on the arm rows).
+    extra = [f for f in interleaving_selectors.PAIR_FIELDS if f not in result_selectors.RESULT_FIELDS] if pairs else []
+    writer = csv.DictWriter(response, fieldnames=["computed_at", *result_selectors.RESULT_FIELDS, *extra])
     writer.writeheader()
-    for row in result_selectors.results_rows(payload):
+    for row in [*result_selectors.results_rows(payload), *pairs]:
         writer.writerow({"computed_at": payload["computed_at"], **{k: csv_cell(v) for k, v in row.items()}})
     return response
 

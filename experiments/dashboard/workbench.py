@@ -72,6 +72,7 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     def create(data: dict, params: dict) -> None:
         made["experiment"] = lifecycle.experiment_create(
             slug=data["slug"], name=data["name"], salt=data["salt"] or None, control=data["arm_name"],
+            mode=data.get("mode") or "ab",
             arms=[lifecycle.ArmSpec(name=data["arm_name"], kind=data["kind"], params=params, weight=1.0)],
             user=request.user, reason=data["reason"] or None,
         )

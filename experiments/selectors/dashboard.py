@@ -9,7 +9,7 @@ in :mod:`experiments.realtime`.
 
 from __future__ import annotations
 
-from experiments import charts, realtime
+from experiments import charts, charts_interleaving, realtime
 from experiments.models import Experiment, StatsSnapshot
 from experiments.selectors.results import experiment_arms, snapshot_latest
 
@@ -41,7 +41,13 @@ def dashboard_figures(history: list[dict], arms: list[str], stats: dict | None =
     figures["learning"] = charts.learning_curve_figure(
         [lp for point in history for lp in learning_points(point)], arms, x="at"
     )
+    if _interleaved(stats):
+        figures["preference"] = charts_interleaving.preference_figure(history, arms)
     return traffic_marked(figures, stats)
+
+
+def _interleaved(stats: dict | None) -> bool:
+    return ((stats or {}).get("experiment") or {}).get("mode") == "interleaved"
 
 
 def traffic_marked(figures: dict[str, dict], stats: dict | None) -> dict[str, dict]:
@@ -53,10 +59,12 @@ def traffic_marked(figures: dict[str, dict], stats: dict | None) -> dict[str, di
     return {**figures, "traffic": {**traffic, "layout": {**traffic["layout"], **markers}}}
 
 
-def figure_updates(point: dict, arms: list[str]) -> dict[str, dict]:
+def figure_updates(point: dict, arms: list[str], stats: dict | None = None) -> dict[str, dict]:
     """The ``extendTraces`` payloads that add ``point`` to every chart."""
     updates = charts.snapshot_update(point, arms)
     updates["learning"] = charts.learning_curve_update(learning_points(point), arms, x="at")
+    if _interleaved(stats):
+        updates["preference"] = charts_interleaving.preference_update(point, arms)
     return updates
 
 

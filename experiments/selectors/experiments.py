@@ -30,7 +30,7 @@ def experiment_summary(*, experiment: Experiment, arms: list[Arm] | None = None,
     return {
         "slug": experiment.slug,
         "name": experiment.name,
-        "mode": "ab",
+        "mode": experiment.mode,
         "status": experiment.status,
         "control": by_id.get(experiment.control_arm_id),
         "winner": by_id.get(experiment.winner_id),

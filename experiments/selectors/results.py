@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Experiment, OfflineEstimate, StatsSnapshot
+from experiments.selectors import interleaving as interleaving_selectors
 from experiments.selectors import policy as policy_selectors
 from experiments.selectors import training as training_selectors
 from experiments.selectors.rollups import experiment_stats_inputs
@@ -146,7 +147,7 @@ def results_rows(payload: dict) -> list[dict]:
 def results(payload: dict) -> dict:
     """The experiment's results document: what ``GET /api/v1/experiments/<slug>/stats`` returns."""
     report = payload["report"]
-    return {
+    out = {
         "experiment": payload["experiment"],
         "computed_at": payload["computed_at"],
         "seq": payload["seq"],
@@ -156,6 +157,9 @@ def results(payload: dict) -> dict:
         "srm": {"p_value": report["srm"]["p_value"], "alert": report["srm"]["alert"]},
         "warnings": report["warnings"],
     }
+    if "interleaving" in payload:
+        out["pairs"] = interleaving_selectors.pair_rows(payload["interleaving"])
+    return out
 
 
 WEAK_EVIDENCE_P = 0.05
@@ -178,6 +182,9 @@ def arm_evidence(payload: dict, arm: str) -> dict:
     for w in report["warnings"]:
         if w["code"] == "few_data" and w.get("arm") == arm:
             weak.append(w["message"])
+    if "interleaving" in payload:  # the pairwise preference is the evidence of an interleaved experiment
+        weak = [w for w in weak if not w.startswith(("Always-valid p", "No arm differs"))]
+        weak += interleaving_selectors.interleaving_weak_evidence(payload["interleaving"], arm)
     return {"row": row, "weak": weak, "computed_at": payload["computed_at"]}
 
 
@@ -209,6 +216,11 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
         raise ApplicationError("experiment_has_no_arms", f"experiment {experiment.slug!r} has no arms yet: add one first",
                                status=409)
     inputs = experiment_stats_inputs(experiment=experiment, arms=arms)
+    interleaved = experiment.mode == Experiment.Mode.INTERLEAVED
+    if interleaved:
+        # Team draft gives every interleaved arm the same expected share, whatever the weights (0 = left out):
+        # the sample-ratio check tests that split instead of the configured weights.
+        inputs = interleaving_selectors.equal_split(inputs)
     at = now.isoformat()
     report = experiment_report(
         inputs.arms,
@@ -235,8 +247,14 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
         }
         for arm in arms
     }
+    section = None
+    point = _point(report, at=at, freshness=freshness)
+    if interleaved:
+        section = interleaving_selectors.interleaving_section(experiment=experiment, arms=arms,
+                                                              previous=(previous or {}).get("interleaving"))
+        point["pairs"] = interleaving_selectors.pair_point(section)
     compute_ms = (time.perf_counter() - started) * 1000
-    return {
+    payload = {
         "experiment": {
             "slug": experiment.slug,
             "name": experiment.name,
@@ -244,16 +262,20 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
             "winner": next((a.name for a in arms if a.id == experiment.winner_id), None),
             "allocation_epoch": experiment.allocation_epoch,
             "conclusion": experiment.conclusion,
+            "mode": experiment.mode,
         },
         "computed_at": at,
         "seq": int((previous or {}).get("seq", 0)) + 1,
         "compute_ms": round(compute_ms, 1),
         "report": report,
         "arms": arm_meta,
-        "point": _point(report, at=at, freshness=freshness),
+        "point": point,
         "allocation": policy_selectors.allocation_summary(experiment=experiment),
         "guardrails": policy_selectors.guardrail_banners(experiment=experiment, now=now),
     }
+    if section is not None:
+        payload["interleaving"] = section
+    return payload
 
 
 def experiment_payload_current(*, experiment: Experiment, max_age_s: float = 5.0) -> dict:

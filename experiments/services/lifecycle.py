@@ -55,9 +55,8 @@ from experiments.services.decision_core import (
     require_permission,
 )
 
-MODES = ("ab",)
-# Modes that are planned but not available yet: refused with their own message.
-PLANNED_MODES = {"interleaved": "interleaved experiments are not available yet; create an \"ab\" experiment"}
+# "ab": each user sees one arm; "interleaved": every slate team-drafts the serving arms (services/interleaved.py).
+MODES = ("ab", "interleaved")
 MAX_ARMS = 20
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 SLUG = re.compile(r"[-a-zA-Z0-9_]{1,100}")
@@ -121,8 +120,6 @@ def experiment_create(
                                "for a random one).", field="salt")
     if not isinstance(name, str) or len(name) > 200:
         raise ApplicationError("invalid_name", "name is a text of at most 200 characters.", field="name")
-    if mode in PLANNED_MODES:
-        raise ApplicationError("mode_unsupported", PLANNED_MODES[mode], field="mode")
     if mode not in MODES:
         raise ApplicationError("invalid_mode", f"mode must be one of {list(MODES)}.", field="mode")
     if len(arms) > MAX_ARMS:
@@ -137,7 +134,8 @@ def experiment_create(
     reason = _decision_reason(reason, f"created {slug}")
     try:
         with transaction.atomic():
-            experiment = Experiment.objects.create(slug=slug, name=name or slug, salt=salt or secrets.token_hex(8))
+            experiment = Experiment.objects.create(slug=slug, name=name or slug, salt=salt or secrets.token_hex(8),
+                                                   mode=mode)
             made = [Arm.objects.create(experiment=experiment, name=s.name, kind=s.kind, params=s.params,
                                        weight=s.weight) for s in cleaned]
             by_name = {a.name: a for a in made}

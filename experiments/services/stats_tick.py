@@ -165,7 +165,7 @@ def stats_tick(*, experiment_id: int) -> realtime.StatsEvent:
         event = realtime.stats_event(
             experiment=experiment.slug,
             stats=payload,
-            figure_updates=dashboard_selectors.figure_updates(payload["point"], payload["report"]["arm_order"]),
+            figure_updates=dashboard_selectors.figure_updates(payload["point"], payload["report"]["arm_order"], payload),
             replaces_last=replaces_last,
         )
         slug = experiment.slug

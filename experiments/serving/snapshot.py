@@ -42,6 +42,7 @@ class ServedExperiment:
     arms: dict[int, ServedArm]
     # Sticky assignment's view of the configuration (services/assignment.py).
     layout: Layout
+    mode: str = "ab"  # "interleaved": a running experiment team-drafts its serving arms (services/interleaved.py)
 
 
 @dataclass
@@ -112,13 +113,14 @@ class ConfigRow(NamedTuple):
     weight: float
     arm_status: str
     newest_version: int | None
+    mode: str = "ab"
 
 
 CONFIG_SQL = """
 SELECT e.id, e.slug, e.salt, e.status, e.winner_id, e.allocation_epoch,
        EXTRACT(EPOCH FROM COALESCE(e.started_at, e.created_at))::float8, e.control_arm_id,
        a.id, a.name, a.kind, a.params::text, a.weight, a.status,
-       (SELECT max(c.version) FROM experiments_modelcheckpoint c WHERE c.arm_id = a.id)
+       (SELECT max(c.version) FROM experiments_modelcheckpoint c WHERE c.arm_id = a.id), e.mode
 FROM experiments_experiment e
 JOIN experiments_arm a ON a.experiment_id = e.id
 WHERE e.status IN ('running', 'concluded', 'stopped')
@@ -167,7 +169,7 @@ def experiments_from_rows(rows: list[ConfigRow]) -> dict[str, ServedExperiment]:
         out[first.slug] = ServedExperiment(
             id=first.experiment_id, slug=first.slug, salt=first.salt, status=first.status, winner_id=first.winner_id,
             allocation_epoch=first.allocation_epoch, started_at=float(first.started_at or 0.0), arms=arms,
-            layout=layout,
+            layout=layout, mode=first.mode,
         )
     return out
 

@@ -8,7 +8,7 @@
 
   const config = JSON.parse(document.getElementById("dashboard-config").textContent);
   const HISTORY_POINTS = 720;
-  const KINDS = ["ctr", "traffic", "p_best", "learning"];
+  const KINDS = ["ctr", "traffic", "p_best", "learning", "preference"];
   const BACKOFF_MS = 500;
   const BACKOFF_MAX_MS = 15000;
 
@@ -56,7 +56,30 @@
     return "offline " + pct(o.value) + " [" + pct(o.ci_low) + ", " + pct(o.ci_high) + "] " + o.estimator.toUpperCase() + " v" + o.model_version;
   }
 
+  // Interleaved experiments: the per-pair preference (payload "interleaving", experiments/selectors/interleaving.py).
+  function renderPairs(stats) {
+    const table = $("pairs-table");
+    if (!table || !stats.interleaving) return;
+    const tbody = table.querySelector("tbody");
+    const rows = stats.interleaving.pairs.map((p) => {
+      const tr = el("tr", { "data-pair": p.pair });
+      const cells = [
+        ["pair", p.pair],
+        ["record", int(p.wins) + "–" + int(p.losses) + " (" + int(p.ties) + ")"],
+        ["win_rate", pct(p.win_rate, 1) + (isNum(p.ci_low) ? " [" + pct(p.ci_low, 1) + ", " + pct(p.ci_high, 1) + "]" : "")],
+        ["delta", signed(p.delta)],
+        ["sign_p", pval(p.sign_p)],
+        ["always_valid_p", pval(p.always_valid_p)],
+        ["cs", "[" + pct(p.cs_low, 1) + ", " + pct(p.cs_high, 1) + "]"],
+      ];
+      for (const [field, text] of cells) tr.appendChild(el("td", { "data-field": field }, text));
+      return tr;
+    });
+    tbody.replaceChildren(...rows);
+  }
+
   function renderTable(stats) {
+    renderPairs(stats);
     const report = stats.report;
     const tbody = $("arms-table").querySelector("tbody");
     const rows = [];

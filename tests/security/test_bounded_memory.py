@@ -16,7 +16,7 @@ import pytest
 from experiments import features
 from experiments.bounded_cache import BoundedCache, json_tree_bytes
 from experiments.models import ShopUser
-from experiments.services import events
+from experiments.services import shoppers
 
 
 class Clock:
@@ -85,25 +85,25 @@ def test_the_user_cache_stays_within_its_byte_budget(settings):
     settings.RECSITE = {**settings.RECSITE, "USER_CACHE_MAX_BYTES": 2_000_000, "USER_CACHE_TTL_S": 60.0,
                         "SERVING_REFRESH": "background"}
     ShopUser.objects.bulk_create([ShopUser(external_id=f"big-{i}", attributes=big_attributes(i)) for i in range(60)])
-    events._user_cache.clear()
+    shoppers._user_cache.clear()
 
-    rows = [events._user_lookup(f"big-{i}", experiment_id=0, epoch=0) for i in range(60)]
+    rows = [shoppers._user_lookup(f"big-{i}", experiment_id=0, epoch=0) for i in range(60)]
 
     assert all(row is not None for row in rows)
-    assert events._user_cache.bytes <= 2_000_000
-    assert 0 < len(events._user_cache) < 60
-    assert events._user_lookup("big-59", experiment_id=0, epoch=0)[1] == big_attributes(59)  # served from the cache, intact
+    assert shoppers._user_cache.bytes <= 2_000_000
+    assert 0 < len(shoppers._user_cache) < 60
+    assert shoppers._user_lookup("big-59", experiment_id=0, epoch=0)[1] == big_attributes(59)  # served from the cache, intact
 
 
 @pytest.mark.django_db
 def test_a_returning_user_within_the_ttl_is_served_from_the_cache(settings, django_assert_num_queries):
     settings.RECSITE = {**settings.RECSITE, "USER_CACHE_TTL_S": 60.0, "SERVING_REFRESH": "background"}
     ShopUser.objects.create(external_id="regular", attributes={"segment": "a"})
-    events._user_cache.clear()
-    events._user_lookup("regular", experiment_id=0, epoch=0)
+    shoppers._user_cache.clear()
+    shoppers._user_lookup("regular", experiment_id=0, epoch=0)
 
     with django_assert_num_queries(0):
-        again = events._user_lookup("regular", experiment_id=0, epoch=0)
+        again = shoppers._user_lookup("regular", experiment_id=0, epoch=0)
 
     assert again[1] == {"segment": "a"}
 

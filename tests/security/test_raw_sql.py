@@ -35,12 +35,14 @@ REVIEWED: dict[tuple[str, str], str] = {
         "interpolates fixed optional clauses ('AND i.arm_id <> %s', 'AND i.arm_id = ANY(%s)'); values are parameters",
     ("experiments/services/bulk.py", "events_import"):
         "COPY column list: every name checked by _columns() against the fixed REQUIRED/OPTIONAL sets",
-    ("experiments/services/events.py", "_user_lookup"):
+    ("experiments/services/shoppers.py", "_user_lookup"):
         "_USER_SQL joins module constants (sessions.SELECT_COLUMNS); values are parameters",
     ("experiments/services/events.py", "recommendation_serve"):
         "_IMPRESSIONS_SQL joins module constants (the async-commit prefix, sessions.IMPRESSIONS_CTE); values are parameters",
-    ("experiments/services/events.py", "click_record"):
+    ("experiments/services/clicks.py", "click_record"):
         "_CLICK_SQL joins module constants (sessions.CLICK_CTE); values are parameters",
+    ("experiments/services/interleaved.py", "interleaved_serve"):
+        "_INTERLEAVED_SQL joins module constants (the async-commit prefix, sessions.IMPRESSIONS_CTE); values are parameters",
     ("experiments/services/partitions.py", "impression_partition_drop"):
         "interpolates a partition name built from a datetime.date (experiments_impression_YYYYMMDD), never input",
     ("experiments/selectors/segments.py", "experiment_segments"):

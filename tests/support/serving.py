@@ -54,7 +54,7 @@ def serving_manual(settings):
     The user and assignment caches stay off unless a test sets ``RECSITE["USER_CACHE_TTL_S"]``, so every request
     reads the database as a process that has never seen the user would.
     """
-    from experiments.services import events
+    from experiments.services import shoppers
     from experiments.serving.assignments import assignment_cache
     from experiments.serving.cache import serving_cache
 
@@ -62,7 +62,7 @@ def serving_manual(settings):
 
     def reset() -> None:
         serving_cache._state = None
-        events._user_cache.clear()
+        shoppers._user_cache.clear()
         assignment_cache.clear()
 
     reset()

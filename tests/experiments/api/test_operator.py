@@ -180,7 +180,6 @@ ARM = {"name": "x", "kind": "popularity"}
     [
         ({**ARENA, "slug": "has space"}, 400, "invalid_slug", "slug"),
         ({**ARENA, "slug": None}, 400, "required", "slug"),
-        ({**ARENA, "mode": "interleaved"}, 400, "mode_unsupported", "mode"),
         ({**ARENA, "mode": "bandit"}, 400, "invalid_mode", "mode"),
         ({**ARENA, "arms": {"a": 1}}, 400, "invalid_type", "arms"),
         ({**ARENA, "arms": [{**ARM, "name": "bad/name"}]}, 400, "invalid_name", "arms[0].name"),
@@ -334,3 +333,23 @@ def test_a_webhook_request_without_url_is_refused(api, launched):
     assert (missing.status_code, missing.json()["error"]["code"], missing.json()["error"]["field"]) == (
         400, "required", "url")
     assert (null.status_code, null.json()["error"]["field"]) == (400, "url")
+
+
+def test_an_interleaved_experiment_from_ci_serves_team_drafted_slates_and_promotes(api, client):
+    catalogue_make(n=12)
+    created = documented("/api/v1/experiments", "post",
+                         api.post("/api/v1/experiments", {**ARENA, "mode": "interleaved"}), "ExperimentSummary")
+    api.post("/api/v1/experiments/launch/start")
+    response = client.post("/api/v1/recommendations", json.dumps({"user_id": "u1", "k": 6, "experiment": "launch"}),
+                           content_type="application/json")
+    body = response.json()
+    promoted = api.post("/api/v1/experiments/launch/promote", {"arm": "ftrl", "reason": "wins the interleave"})
+    after = client.post("/api/v1/recommendations", json.dumps({"user_id": "u1", "k": 3, "experiment": "launch"}),
+                        content_type="application/json").json()
+
+    assert created["mode"] == "interleaved"
+    schema_check(DOC, "Recommendation", body)
+    assert body["arm"] == "control+ftrl"
+    assert sorted(i["arm"] for i in body["items"]) == ["control"] * 3 + ["ftrl"] * 3
+    assert promoted.status_code == 201
+    assert after["arm"] == "ftrl" and all("arm" not in i for i in after["items"])

@@ -49,6 +49,17 @@ def test_create_from_the_dashboard_makes_the_audited_draft_with_its_salt_control
     assert (decision.action, decision.user.username) == ("create", "admin")
 
 
+def test_the_mode_is_chosen_at_creation(login):
+    client = login("admin", promoter=True)
+    assert 'name="mode"' in client.get("/dashboard/new/").content.decode()
+
+    response = post(client, "/dashboard/new/", create_form(mode="interleaved"))
+
+    assert response.status_code == 302
+    assert Experiment.objects.get(slug="shoes").mode == "interleaved"
+    assert Decision.objects.get(experiment__slug="shoes").stats_snapshot["mode"] == "interleaved"
+
+
 def test_a_bad_param_shows_the_registry_message_next_to_its_field_and_writes_nothing(login):
     client = login("admin", promoter=True)
 

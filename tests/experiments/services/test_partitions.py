@@ -6,7 +6,8 @@ import pytest
 from django.db import connection
 
 from experiments.models import ArmUserStat, Click, Impression
-from experiments.services.events import click_record, recommendation_serve
+from experiments.services.clicks import click_record
+from experiments.services.events import recommendation_serve
 from experiments.services.partitions import (
     impression_partition_days,
     impression_partition_ensure,

@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from experiments import features
 from experiments.models import Arm, Impression, Item, ModelCheckpoint, ShopUser
-from experiments.services import events, sessions
-from experiments.services.events import click_record, recommendation_serve
+from experiments.services import sessions, shoppers
+from experiments.services.clicks import click_record
+from experiments.services.events import recommendation_serve
 from experiments.services.training_data import Horizon, step_batch, step_rows_read
 from models.types import PAD
 from tests.support.serving import catalogue_make, experiment_make
@@ -109,7 +110,7 @@ def test_a_cached_user_sees_this_process_own_writes(arena, settings):
     recommendation_serve(user_id="shopper", k=3)  # creates the user; the next lookup caches them
     first = recommendation_serve(user_id="shopper", k=3)
     click_record(impression_id=first.items[2].impression_id)
-    cached = events._user_cache.get("shopper")[2]
+    cached = shoppers._user_cache.get("shopper")[2]
     stored = ShopUser.objects.values_list("session_clicked", "session_impressed").get()
     assert cached == sessions.Session(*map(tuple, stored))
     assert cached.clicked == tuple(_pks([first.items[2].item_id]))
