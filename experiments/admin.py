@@ -241,3 +241,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         n = api_tokens_revoke(tokens=queryset)
         self.message_user(request, f"Revoked {n} token(s).", messages.SUCCESS)
+
+
+@admin.register(m.ExperimentSchedule)
+class ExperimentScheduleAdmin(ReadOnlyAdmin):
+    """Read-only: a schedule is set on the dashboard's schedule page, where the change is audited."""
+
+    list_display = ("experiment", "start_at", "stop_at", "auto_stop", "updated_at")
+    list_filter = ("auto_stop",)
+    search_fields = ("experiment__slug",)

@@ -266,7 +266,8 @@ class Decision(models.Model):
         POLICY = "policy"
         CONCLUDE = "conclude"
         WEBHOOK = "webhook"
-        # Made by the system (user null): the allocation policy and the guardrails.
+        SCHEDULE = "schedule"
+        # Made by the system (user null): the allocation policy and the guardrails (and a schedule's start and stop).
         REALLOCATE = "reallocate"
         GUARDRAIL_PAUSE = "guardrail_pause"
         GUARDRAIL_ROLLBACK = "guardrail_rollback"
@@ -378,4 +379,5 @@ class ArmEpochSums(models.Model):
 from experiments.api_tokens import ApiToken  # noqa: E402,F401  (split by sub-domain, registered from here)
 from experiments.interleaving_models import InterleaveCredit  # noqa: E402,F401
 from experiments.offline_models import OfflineEstimate  # noqa: E402,F401
+from experiments.schedule_models import ExperimentSchedule  # noqa: E402,F401
 from experiments.webhook_models import WebhookDelivery, WebhookEndpoint  # noqa: E402,F401

@@ -89,6 +89,14 @@ def policy_tick() -> dict[str, str]:
     return tick()
 
 
+@shared_task(name="recsite.schedules.apply", queue="default", ignore_result=True, expires=30)
+def schedules_apply() -> list[int]:
+    """Beat, every RECSITE_SCHEDULE_TICK_S: start and stop the experiments whose schedule is due (queue ``default``)."""
+    from experiments.services.schedules import schedules_apply as apply
+
+    return [d.id for d in apply()]
+
+
 @shared_task(name="recsite.guardrails.check", queue="default", ignore_result=True, expires=15)
 def guardrails_check() -> list[int]:
     """Beat, every RECSITE_GUARDRAIL_INTERVAL_S: pause harmful or diverging arms, roll back collapsed models.

@@ -162,6 +162,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": env_float("RECSITE_POLICY_TICK_S", 30.0),
         "options": {"queue": "default", "expires": 30},
     },
+    # Schedules: scheduled starts and stops, and auto-stops on a decided test or the planned size (issue 19).
+    "schedules-apply": {
+        "task": "recsite.schedules.apply",
+        "schedule": env_float("RECSITE_SCHEDULE_TICK_S", 30.0),
+        "options": {"queue": "default", "expires": 30},
+    },
     "guardrails-check": {
         "task": "recsite.guardrails.check",
         "schedule": env_float("RECSITE_GUARDRAIL_INTERVAL_S", 15.0),

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from experiments.models import Experiment
+from experiments.models import Experiment, ExperimentSchedule
 from experiments.services.decisions import MAX_REASON
 
 
@@ -42,3 +42,23 @@ class PlanForm(forms.Form):
         if self.is_bound and self.is_valid():
             return self.cleaned_data
         return {name: field.initial for name, field in self.fields.items()}
+
+
+class ScheduleForm(forms.Form):
+    """When beat starts and stops the experiment, and whether it stops itself (services/schedules.py)."""
+
+    _when = {"type": "datetime-local", "step": "1"}
+    start_at = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs=_when),
+                                   help_text="UTC. A draft experiment starts then (empty: start it yourself).")
+    stop_at = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs=_when),
+                                  help_text="UTC. A running experiment stops then: the control serves everyone.")
+    auto_stop = forms.ChoiceField(choices=ExperimentSchedule.AutoStop.choices, initial="off",
+                                  help_text="decided: stop once the always-valid test (Holm) calls a challenger; "
+                                            "planned: stop once every competing arm has the planned sample size.")
+    planned_mde = forms.FloatField(label="planned min. detectable effect", min_value=0.001, max_value=9.0, initial=0.05,
+                                   widget=forms.NumberInput(attrs={"step": "any"}))
+    planned_alpha = forms.FloatField(label="planned α", min_value=0.0001, max_value=0.4, initial=0.05,
+                                     widget=forms.NumberInput(attrs={"step": "any"}))
+    planned_power = forms.FloatField(label="planned power", min_value=0.5, max_value=0.999, initial=0.8,
+                                     widget=forms.NumberInput(attrs={"step": "any"}))
+    reason = forms.CharField(max_length=MAX_REASON, required=False, widget=forms.Textarea(attrs={"rows": 2}))

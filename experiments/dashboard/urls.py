@@ -10,6 +10,7 @@ urlpatterns = [
     path("dashboard/<slug:slug>/", views.experiment_detail, name="detail"),
     path("dashboard/<slug:slug>/arms/new/", workbench.arm_new, name="arm_new"),
     path("dashboard/<slug:slug>/webhook/", workbench.experiment_webhook, name="webhook"),
+    path("dashboard/<slug:slug>/schedule/", workbench.experiment_schedule, name="schedule"),
     path("dashboard/<slug:slug>/segments/", workbench.segments, name="segments"),
     path("dashboard/<slug:slug>/candidates/", workbench.candidates, name="candidates"),
     path("dashboard/<slug:slug>/arms/<int:arm_id>/evaluate/", workbench.arm_evaluate, name="arm_evaluate"),

@@ -254,3 +254,38 @@ def experiment_webhook(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("dashboard:webhook", slug=experiment.slug)
     return render(request, "dashboard/webhook.html", {"experiment": experiment, "form": form, "endpoint": endpoint,
                                                       "events": webhook_services.EVENTS}, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def experiment_schedule(request: HttpRequest, slug: str) -> HttpResponse:
+    """The experiment's schedule: start and stop times and the auto-stop rule, applied by beat (services/schedules.py)."""
+    from datetime import UTC
+
+    from experiments.dashboard.forms import ScheduleForm
+    from experiments.models import ExperimentSchedule
+    from experiments.services import schedules
+
+    require_decider(request)
+    experiment = get_object_or_404(Experiment, slug=slug)
+    current = ExperimentSchedule.objects.filter(experiment=experiment).first()
+    initial = {}
+    if current is not None:
+        initial = {name: getattr(current, name) for name in ("auto_stop", "planned_mde", "planned_alpha", "planned_power")}
+        initial.update({name: getattr(current, name).astimezone(UTC).replace(tzinfo=None)
+                        for name in ("start_at", "stop_at") if getattr(current, name)})
+    form = ScheduleForm(request.POST or None, initial=initial)
+
+    def save(data: dict) -> str:
+        # The form's times are UTC (the page says so), whatever the server's zone.
+        when = {name: data[name].replace(tzinfo=UTC) if data[name] else None for name in ("start_at", "stop_at")}
+        spec = schedules.ScheduleSpec(**when, auto_stop=data["auto_stop"], planned_mde=data["planned_mde"],
+                                      planned_alpha=data["planned_alpha"], planned_power=data["planned_power"])
+        decision = schedules.schedule_set(experiment=experiment, spec=spec, user=request.user, reason=data["reason"])
+        return f"Schedule saved: recorded as decision #{decision.id}."
+
+    done, status = form_submit(request, form, save)
+    if done:
+        return redirect("dashboard:schedule", slug=experiment.slug)
+    return render(request, "dashboard/schedule.html", {"experiment": experiment, "form": form, "schedule": current},
+                  status=status)

@@ -183,9 +183,12 @@ def arm_create(*, experiment: Experiment, spec: ArmSpec, user, reason: str | Non
     return arm
 
 
-def experiment_start(*, experiment: Experiment, user, reason: str | None = None) -> Decision:
-    """Draft or stopped → running. A stopped experiment's returning users go back to their own arms."""
-    require_permission(user, "start experiments")
+def experiment_start(*, experiment: Experiment, user, reason: str | None = None, actor: str | None = None) -> Decision:
+    """Draft or stopped → running. A stopped experiment's returning users go back to their own arms.
+
+    ``user=None`` with an ``actor`` is the system (a schedule, services/schedules.py): no permission to check."""
+    if not (user is None and actor):
+        require_permission(user, "start experiments")
     reason = _decision_reason(reason, "started")
     with transaction.atomic():
         experiment, arms = lock(experiment.id)
@@ -210,13 +213,16 @@ def experiment_start(*, experiment: Experiment, user, reason: str | None = None)
         return commit_change(
             experiment=experiment, arms=arms, action=Decision.Action.START, arm=None, user=user, reason=reason,
             previous_state=previous, evidence=stats, period=FIRST_PERIOD if first else NEW_PERIOD,
-            experiment_fields=fields,
+            experiment_fields=fields, actor=actor,
         )
 
 
-def experiment_stop(*, experiment: Experiment, user, reason: str | None = None) -> Decision:
-    """Running → stopped: the control arm serves everyone, without a winner (module doc)."""
-    require_permission(user, "stop experiments")
+def experiment_stop(*, experiment: Experiment, user, reason: str | None = None, actor: str | None = None,
+                    extra_evidence: dict | None = None) -> Decision:
+    """Running → stopped: the control arm serves everyone, without a winner (module doc). ``user=None`` with an
+    ``actor`` is the system, as for :func:`experiment_start`."""
+    if not (user is None and actor):
+        require_permission(user, "stop experiments")
     reason = _decision_reason(reason, "stopped")
     with transaction.atomic():
         experiment, arms = lock(experiment.id)
@@ -228,11 +234,11 @@ def experiment_stop(*, experiment: Experiment, user, reason: str | None = None) 
             raise ApplicationError("control_not_active", "A stopped experiment serves its control arm: set an active "
                                    "control first.", status=409)
         previous = experiment_state(experiment=experiment, arms=arms)
-        stats = evidence(experiment)
+        stats = {**evidence(experiment), **(extra_evidence or {})}
         experiment.status = Experiment.Status.STOPPED
         return commit_change(
             experiment=experiment, arms=arms, action=Decision.Action.STOP, arm=control, user=user, reason=reason,
-            previous_state=previous, evidence=stats,
+            previous_state=previous, evidence=stats, actor=actor,
         )
 
 
