@@ -13,22 +13,19 @@ import uuid
 from typing import Any
 
 import numpy as np
-from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection
 
 from experiments.errors import ApplicationError
 from experiments.services import sessions
 from experiments.services.assignment import KEEP, MOVE, NoEligibleArm, arm_sticky, bucket_of
 from experiments.services.impression_ids import impression_ids_encode
 from experiments.services.shoppers import (
-    _ASYNC_COMMIT,
-    _USER_CREATE_SQL,
     Recommendation,
     ServedItem,
     _user_cache_ttl,
-    _user_forget,
     _user_lookup,
     _user_session_refresh,
+    impressions_write,
     rank_context,
 )
 from experiments.serving.assignments import assignment_cache
@@ -175,25 +172,10 @@ def recommendation_serve(
         "moved_from": recorded if write == MOVE else None,
         **sessions.impression_params(tracked=tracked, session=session),
     }
-    impressions_sql = (_ASYNC_COMMIT if settings.RECSITE.get("IMPRESSIONS_ASYNC_COMMIT", True) else "") + _IMPRESSIONS_SQL
-    user_created = False
-    if row is not None:
-        # The common case: one statement, one round trip, atomic on its own.
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(impressions_sql, params)
-                written = cursor.fetchall()
-        except IntegrityError:
-            _user_forget(user_id)  # the cached user row was deleted meanwhile
-            assignment_cache.forget(experiment_id=experiment.id, user_id=user_id)
-            raise
-    else:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_USER_CREATE_SQL, [user_id])
-            params["user_id"], user_created = cursor.fetchone()
-            cursor.execute(impressions_sql, params)
-            written = cursor.fetchall()
-        _user_forget(user_id)
+    written, user_created = impressions_write(
+        sql=_IMPRESSIONS_SQL, params=params, user_id=user_id, known=row is not None,
+        on_conflict=lambda: assignment_cache.forget(experiment_id=experiment.id, user_id=user_id),
+    )
     impression_ids = [r[0] for r in written]
     if tracked and written and written[0][2] is not None:
         _user_session_refresh(user_id, sessions.Session(tuple(written[0][2]), tuple(written[0][3])))

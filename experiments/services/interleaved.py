@@ -21,20 +21,16 @@ import uuid
 from typing import Any
 
 import numpy as np
-from django.conf import settings
-from django.db import IntegrityError, connection, transaction
 
 from experiments.errors import ApplicationError
 from experiments.services import sessions
 from experiments.services.impression_ids import impression_ids_encode
 from experiments.services.shoppers import (
-    _ASYNC_COMMIT,
-    _USER_CREATE_SQL,
     Recommendation,
     ServedItem,
-    _user_forget,
     _user_lookup,
     _user_session_refresh,
+    impressions_write,
     rank_context,
 )
 from experiments.serving.cache import ServedExperiment, ServingState, serving_cache
@@ -138,23 +134,8 @@ def interleaved_serve(
         "stat_n": [served_arms.count(a) for a in stat_arms],
         **sessions.impression_params(tracked=tracked, session=session),
     }
-    sql = (_ASYNC_COMMIT if settings.RECSITE.get("IMPRESSIONS_ASYNC_COMMIT", True) else "") + _INTERLEAVED_SQL
-    user_created = False
-    if row is not None:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                written = cursor.fetchall()
-        except IntegrityError:
-            _user_forget(user_id)
-            raise
-    else:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_USER_CREATE_SQL, [user_id])
-            params["user_id"], user_created = cursor.fetchone()
-            cursor.execute(sql, params)
-            written = cursor.fetchall()
-        _user_forget(user_id)
+    written, user_created = impressions_write(sql=_INTERLEAVED_SQL, params=params, user_id=user_id,
+                                              known=row is not None)
     if tracked and written and written[0][1] is not None:
         _user_session_refresh(user_id, sessions.Session(tuple(written[0][1]), tuple(written[0][2])))
     names = [experiment.arms[a].name for a in served_arms]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 from experiments import features
 from experiments.bounded_cache import BoundedCache, json_tree_bytes
@@ -147,3 +147,31 @@ def rank_context(*, model: Any, user_id: str, attributes: dict, catalogue: Any, 
         impressed=sessions.history_keys(session.impressed, catalogue.pks, catalogue.keys) if tracked else None,
         history_len=sessions.HISTORY_LEN,
     )
+
+
+def impressions_write(*, sql: str, params: dict[str, Any], user_id: str, known: bool,
+                      on_conflict: Any = None) -> tuple[list[tuple], bool]:
+    """One request's impressions (A/B or interleaved): ``sql`` (a module constant of the caller) runs as one
+    statement, behind the async-commit prefix unless ``IMPRESSIONS_ASYNC_COMMIT`` is off. A new user (``known``
+    False) is created first, in one transaction with it. Returns the statement's rows and whether the user was
+    created. A known user whose row was deleted meanwhile raises IntegrityError after the caches forget them
+    (``on_conflict``: the caller's own cache to forget as well)."""
+    sql = (_ASYNC_COMMIT if settings.RECSITE.get("IMPRESSIONS_ASYNC_COMMIT", True) else "") + sql
+    if known:
+        # The common case: one statement, one round trip, atomic on its own.
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall(), False
+        except IntegrityError:
+            _user_forget(user_id)  # the cached user row was deleted meanwhile
+            if on_conflict is not None:
+                on_conflict()
+            raise
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_USER_CREATE_SQL, [user_id])
+        params["user_id"], created = cursor.fetchone()
+        cursor.execute(sql, params)
+        written = cursor.fetchall()
+    _user_forget(user_id)
+    return written, bool(created)

@@ -37,12 +37,11 @@ REVIEWED: dict[tuple[str, str], str] = {
         "COPY column list: every name checked by _columns() against the fixed REQUIRED/OPTIONAL sets",
     ("experiments/services/shoppers.py", "_user_lookup"):
         "_USER_SQL joins module constants (sessions.SELECT_COLUMNS); values are parameters",
-    ("experiments/services/events.py", "recommendation_serve"):
-        "_IMPRESSIONS_SQL joins module constants (the async-commit prefix, sessions.IMPRESSIONS_CTE); values are parameters",
+    ("experiments/services/shoppers.py", "impressions_write"):
+        "the async-commit prefix + the caller's module constant (events._IMPRESSIONS_SQL, interleaved._INTERLEAVED_SQL, "
+        "both joining sessions.IMPRESSIONS_CTE); values are parameters",
     ("experiments/services/clicks.py", "click_record"):
         "_CLICK_SQL joins module constants (sessions.CLICK_CTE); values are parameters",
-    ("experiments/services/interleaved.py", "interleaved_serve"):
-        "_INTERLEAVED_SQL joins module constants (the async-commit prefix, sessions.IMPRESSIONS_CTE); values are parameters",
     ("experiments/services/partitions.py", "impression_partition_drop"):
         "interpolates a partition name built from a datetime.date (experiments_impression_YYYYMMDD), never input",
     ("experiments/selectors/segments.py", "experiment_segments"):

@@ -179,3 +179,23 @@ def test_after_a_reweight_the_period_srm_stays_quiet_and_a_real_imbalance_alerts
     assert honest["periods"][1]["counts"]["a"] + honest["periods"][1]["counts"]["b"] == 200  # only the newcomers
     assert not honest["alert"] and honest["p_value"] > 0.01
     assert broken["alert"] and broken["p_value"] < 0.001
+
+
+@pytest.mark.django_db(transaction=True)  # the user foreign key is checked when the statement commits
+def test_a_cached_user_deleted_meanwhile_fails_once_then_is_created_afresh(serving_manual, settings):
+    from django.db import IntegrityError
+
+    from experiments.models import Impression, ShopUser
+
+    catalogue_make(n=20)
+    experiment_make()
+    settings.RECSITE = {**settings.RECSITE, "USER_CACHE_TTL_S": 60.0}
+    serving_manual.refresh()
+    for _ in range(2):  # created, then read and cached (with the assignment)
+        recommendation_serve(user_id="gone", k=3)
+    ShopUser.objects.filter(external_id="gone").delete()  # an erasure, behind this process's caches
+    with pytest.raises(IntegrityError):
+        recommendation_serve(user_id="gone", k=3)
+    assert len(assignment_cache) == 0  # forgotten with the user: the next request starts afresh
+    again = recommendation_serve(user_id="gone", k=3)
+    assert again.user_created and Impression.objects.filter(user__external_id="gone").count() == 3
