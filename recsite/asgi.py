@@ -6,7 +6,12 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+# One BLAS thread per serving process: its NumPy products are small (a user against the catalogue, bench/
+# profile_serving.py), and OpenBLAS's own thread pool in each of several processes on the same cores made the
+# ranking's tail 4x slower under load (neural_bandit p99 7.8 ms → 1.8 ms). Before anything imports NumPy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")
 # Django must be set up before the routing module imports consumers and models.

@@ -25,6 +25,9 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+# The workers inherit this before they import NumPy (recsite/asgi.py says why: one BLAS thread per process).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY") or _cores())
 worker_class = "uvicorn_worker.UvicornWorker"
