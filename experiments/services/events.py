@@ -26,6 +26,7 @@ from experiments.services.shoppers import (
     _user_lookup,
     _user_session_refresh,
     impressions_write,
+    model_loaded,
     rank_context,
 )
 from experiments.serving.assignments import assignment_cache
@@ -129,13 +130,7 @@ def recommendation_serve(
                                    recorded=recorded)
     except NoEligibleArm:
         raise ApplicationError("no_active_arm", f"experiment {experiment.slug!r} has no active arm", status=409) from None
-    loaded = state.models.get(arm_id)
-    if loaded is None and arm_id in state.pending:
-        # This process is still building the arm (first request after start-up, a new arm).
-        state = serving_cache.model_wait(arm_id)
-        loaded = state.models.get(arm_id)
-    if loaded is None:
-        raise ApplicationError("arm_unavailable", f"arm {experiment.arms[arm_id].name!r} could not be loaded", status=503)
+    state, loaded = model_loaded(state, experiment, arm_id)
     catalogue = state.catalogue
     if catalogue.n == 0:
         raise ApplicationError("empty_catalogue", "the catalogue has no active items; POST /api/v1/items first")

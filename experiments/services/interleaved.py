@@ -31,9 +31,10 @@ from experiments.services.shoppers import (
     _user_lookup,
     _user_session_refresh,
     impressions_write,
+    model_loaded,
     rank_context,
 )
-from experiments.serving.cache import ServedExperiment, ServingState, serving_cache
+from experiments.serving.cache import ServedExperiment, ServingState
 from experiments.stats.interleaving import team_draft
 
 # Per-row arm, score, propensity and model version; one rollup row per contributing arm. No Assignment row.
@@ -64,16 +65,6 @@ def interleaved_arms(experiment: ServedExperiment) -> list[int]:
     return list(experiment.layout.arm_ids)
 
 
-def _loaded(state: ServingState, experiment: ServedExperiment, arm_id: int) -> tuple[ServingState, Any]:
-    loaded = state.models.get(arm_id)
-    if loaded is None and arm_id in state.pending:
-        state = serving_cache.model_wait(arm_id)
-        loaded = state.models.get(arm_id)
-    if loaded is None:
-        raise ApplicationError("arm_unavailable", f"arm {experiment.arms[arm_id].name!r} could not be loaded", status=503)
-    return state, loaded
-
-
 def interleaved_serve(
     *, state: ServingState, experiment: ServedExperiment, user_id: str, k: int,
     user_attributes: dict[str, Any] | None = None,
@@ -85,7 +76,7 @@ def interleaved_serve(
     row = _user_lookup(user_id, experiment_id=experiment.id, epoch=experiment.allocation_epoch)
     loaded = []
     for arm_id in arm_ids:
-        state, model = _loaded(state, experiment, arm_id)
+        state, model = model_loaded(state, experiment, arm_id)
         loaded.append(model)
     catalogue = state.catalogue
     if catalogue.n == 0:

@@ -175,3 +175,19 @@ def impressions_write(*, sql: str, params: dict[str, Any], user_id: str, known: 
         written = cursor.fetchall()
     _user_forget(user_id)
     return written, bool(created)
+
+
+def model_loaded(state: Any, experiment: Any, arm_id: int) -> tuple[Any, Any]:
+    """The arm's loaded model in ``state`` (waiting for it while this process still builds it: the first request
+    after start-up, a new arm); 503 ``arm_unavailable`` when it could not be loaded. Returns the state it was
+    found in and the model."""
+    from experiments.errors import ApplicationError
+    from experiments.serving.cache import serving_cache
+
+    loaded = state.models.get(arm_id)
+    if loaded is None and arm_id in state.pending:
+        state = serving_cache.model_wait(arm_id)
+        loaded = state.models.get(arm_id)
+    if loaded is None:
+        raise ApplicationError("arm_unavailable", f"arm {experiment.arms[arm_id].name!r} could not be loaded", status=503)
+    return state, loaded
