@@ -17,7 +17,8 @@ What is measured, and where (the fast path bypasses Django's middleware, so it i
   oldest click a new version learnt from → that version's commit: the training part of freshness), in
   ``services.training``;
 * ``recsite_stats_tick_seconds{experiment}``, in ``services.stats_tick``;
-* ``recsite_queue_depth{queue}``: the Celery queues' lengths in Redis, read at scrape time.
+* ``recsite_queue_depth{queue}``: the lengths in Redis of the default queue and the trainers' queues (or their
+  shards, ``TrainingConfig.queues``), read at scrape time.
 
 Experiments are labelled by slug and arms by name: bounded sets, as Prometheus needs.
 """
@@ -90,18 +91,20 @@ class _QueueDepth:
         import redis
         from django.conf import settings
 
+        from experiments.services.training_config import TrainingConfig
+
         family = GaugeMetricFamily("recsite_queue_depth", "Celery tasks waiting, per queue", labels=["queue"])
-        queues = {"default", "training", *(f"training.{s}" for s in range(int(os.environ.get("RECSITE_TRAIN_SHARDS", 0) or 0)))}
+        queues = sorted({settings.CELERY_TASK_DEFAULT_QUEUE, *TrainingConfig.from_env().queues()})
         try:
             client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
             with client.pipeline(transaction=False) as pipe:
-                for queue in sorted(queues):
+                for queue in queues:
                     pipe.llen(queue)
                 depths = pipe.execute()
         except redis.RedisError as exc:
             log.warning("metrics_queue_depth_unavailable error=%s", type(exc).__name__)
             return
-        for queue, depth in zip(sorted(queues), depths, strict=True):
+        for queue, depth in zip(queues, depths, strict=True):
             family.add_metric([queue], float(depth))
         yield family
 

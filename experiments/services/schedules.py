@@ -48,10 +48,10 @@ def _clean(spec: ScheduleSpec) -> ScheduleSpec:
     if spec.auto_stop not in ExperimentSchedule.AutoStop.values:
         raise ApplicationError("invalid_choice", f"auto_stop is one of {ExperimentSchedule.AutoStop.values}",
                                field="auto_stop")
-    checks = (("planned_mde", spec.planned_mde, 0 < spec.planned_mde < 10, "a relative lift between 0 and 10"),
-              ("planned_alpha", spec.planned_alpha, 0 < spec.planned_alpha < 0.5, "between 0 and 0.5"),
-              ("planned_power", spec.planned_power, 0.5 <= spec.planned_power < 1, "between 0.5 and 1"))
-    for name, _, ok, what in checks:
+    checks = (("planned_mde", 0 < spec.planned_mde < 10, "a relative lift between 0 and 10"),
+              ("planned_alpha", 0 < spec.planned_alpha < 0.5, "between 0 and 0.5"),
+              ("planned_power", 0.5 <= spec.planned_power < 1, "between 0.5 and 1"))
+    for name, ok, what in checks:
         if not ok:
             raise ApplicationError("out_of_range", f"{name} must be {what}", field=name)
     return spec

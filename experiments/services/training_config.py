@@ -79,3 +79,7 @@ class TrainingConfig:
 
     def queue_for(self, arm_id: int) -> str:
         return f"{self.queue}.{arm_id % self.shards}" if self.shards > 0 else self.queue
+
+    def queues(self) -> list[str]:
+        """Every queue :meth:`queue_for` can name: the trainers' queue, or its shards."""
+        return [f"{self.queue}.{s}" for s in range(self.shards)] if self.shards > 0 else [self.queue]

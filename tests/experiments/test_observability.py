@@ -183,3 +183,19 @@ def test_a_celery_worker_logs_json_lines_too(transactional_db):
     ready = [json.loads(ln) for ln in lines if "ready." in ln]
     assert ready and ready[0]["level"] == "INFO" and ready[0]["logger"].startswith("celery")
     assert all(json.loads(ln)["message"] is not None for ln in lines)
+
+
+@pytest.mark.django_db
+def test_queue_depth_follows_the_trainers_queue_and_its_shards(client, monkeypatch):
+    monkeypatch.setenv("RECSITE_TRAIN_QUEUE", "learners")
+    monkeypatch.setenv("RECSITE_TRAIN_SHARDS", "2")
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("learners.1")
+    broker.rpush("learners.1", "x", "y")
+    try:
+        after = _scrape(client)
+    finally:
+        broker.delete("learners.1")
+    queues = {dict(labels)["queue"] for name, labels in after if name == "recsite_queue_depth"}
+    assert queues == {"default", "learners.0", "learners.1"}
+    assert _value(after, "recsite_queue_depth", queue="learners.1") == 2
