@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 from django import forms
 
 from experiments.models import Experiment, ExperimentSchedule
@@ -44,6 +46,12 @@ class PlanForm(forms.Form):
         return {name: field.initial for name, field in self.fields.items()}
 
 
+def _planned(name: str) -> forms.Field:
+    field = copy.deepcopy(PlanForm.base_fields[name])
+    field.label = f"planned {field.label}"
+    return field
+
+
 class ScheduleForm(forms.Form):
     """When beat starts and stops the experiment, and whether it stops itself (services/schedules.py)."""
 
@@ -55,10 +63,8 @@ class ScheduleForm(forms.Form):
     auto_stop = forms.ChoiceField(choices=ExperimentSchedule.AutoStop.choices, initial="off",
                                   help_text="decided: stop once the always-valid test (Holm) calls a challenger; "
                                             "planned: stop once every competing arm has the planned sample size.")
-    planned_mde = forms.FloatField(label="planned min. detectable effect", min_value=0.001, max_value=9.0, initial=0.05,
-                                   widget=forms.NumberInput(attrs={"step": "any"}))
-    planned_alpha = forms.FloatField(label="planned α", min_value=0.0001, max_value=0.4, initial=0.05,
-                                     widget=forms.NumberInput(attrs={"step": "any"}))
-    planned_power = forms.FloatField(label="planned power", min_value=0.5, max_value=0.999, initial=0.8,
-                                     widget=forms.NumberInput(attrs={"step": "any"}))
+    # The planning calculator's own fields (ranges, defaults), under the schedule's names.
+    planned_mde = _planned("mde")
+    planned_alpha = _planned("alpha")
+    planned_power = _planned("power")
     reason = forms.CharField(max_length=MAX_REASON, required=False, widget=forms.Textarea(attrs={"rows": 2}))
