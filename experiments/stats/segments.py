@@ -26,7 +26,7 @@ def segment_report(
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """``sums[segment][arm]``: the clustered sums of that arm's users in that segment."""
-    segments = sorted(sums, key=lambda s: -sum(x.n_users for x in sums[s].values()))
+    segments = sorted(sums, key=lambda s: (-sum(x.n_users for x in sums[s].values()), s))  # ties: by name
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     p_by_arm: dict[str, dict[str, float | None]] = {a: {} for a in arms if a != control}
     for seg in segments:
