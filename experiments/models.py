@@ -93,6 +93,11 @@ class Experiment(models.Model):
     # Guardrails (experiments/services/guardrails.py): pause a harmful or diverging arm, roll back a collapsed model.
     guardrails = models.BooleanField(default=True)
     guardrail_alpha = models.FloatField(default=0.01)
+    # Holdout (services/holdouts.py): a fixed share of users stays on a baseline arm for the experiment's whole
+    # life, through promotions, until an operator ends it. Set before the start.
+    holdout_arm = models.ForeignKey("Arm", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    holdout_share = models.FloatField(default=0.0, db_default=0.0)
+    holdout_ended_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         permissions = [("promote_arm", "Can promote, roll back, pause and re-weight arms")]
@@ -113,7 +118,14 @@ class Experiment(models.Model):
                 condition=Q(status="concluded", winner__isnull=False) | ~Q(status="concluded"),
                 name="experiment_concluded_has_winner",
             ),
+            models.CheckConstraint(
+                condition=Q(holdout_share__gte=0) & Q(holdout_share__lte=0.5), name="experiment_holdout_share_range"
+            ),
         ]
+
+    @property
+    def holdout_running(self) -> bool:
+        return self.holdout_arm_id is not None and self.holdout_share > 0 and self.holdout_ended_at is None
 
     def __str__(self) -> str:
         return self.slug
@@ -267,6 +279,8 @@ class Decision(models.Model):
         CONCLUDE = "conclude"
         WEBHOOK = "webhook"
         SCHEDULE = "schedule"
+        HOLDOUT = "holdout"
+        HOLDOUT_END = "holdout_end"
         # Made by the system (user null): the allocation policy and the guardrails (and a schedule's start and stop).
         REALLOCATE = "reallocate"
         GUARDRAIL_PAUSE = "guardrail_pause"
@@ -378,6 +392,7 @@ class ArmEpochSums(models.Model):
 
 from experiments.api_tokens import ApiToken  # noqa: E402,F401  (split by sub-domain, registered from here)
 from experiments.interleaving_models import InterleaveCredit  # noqa: E402,F401
+from experiments.layer_models import Layer, LayerAllocation  # noqa: E402,F401
 from experiments.offline_models import OfflineEstimate  # noqa: E402,F401
 from experiments.schedule_models import ExperimentSchedule  # noqa: E402,F401
 from experiments.webhook_models import WebhookDelivery, WebhookEndpoint  # noqa: E402,F401

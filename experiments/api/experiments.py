@@ -95,10 +95,29 @@ def experiments(request: HttpRequest, user, body: dict) -> HttpResponse:
         arms=[_arm_spec(arm, f"arms[{i}]") for i, arm in enumerate(arms)],
         control=None if control is None else v.identifier(control, "control"),
         salt=None if body.get("salt") is None else v.text(body["salt"], "salt", max_length=64),
+        holdout=body.get("holdout"),
+        layer=None if body.get("layer") is None else v.identifier(body["layer"], "layer"),
+        layer_share=None if body.get("layer_share") is None else v.number(body["layer_share"], "layer_share", lo=0,
+                                                                           hi=1),
         user=user,
         reason=_reason(body),
     )
     return JsonResponse(experiment_selectors.experiment_summary(experiment=experiment), status=201)
+
+
+@operator_view(methods=["GET", "POST"])
+def layers(request: HttpRequest, user, body: dict) -> HttpResponse:
+    """GET: every layer with its experiments' ranges and its free ranges. POST: make a layer."""
+    from experiments.selectors.layers import layer_summaries, layer_summary
+    from experiments.services.layers import layer_create
+
+    if request.method == "GET":
+        return JsonResponse({"layers": layer_summaries()})
+    layer = layer_create(slug=v.identifier(body.get("slug"), "slug"), name=v.text(body.get("name"), "name",
+                         max_length=200), salt=None if body.get("salt") is None else v.text(body["salt"], "salt",
+                                                                                             max_length=64), user=user)
+    log.info("layer_created layer=%s user=%s", layer.slug, user.get_username())
+    return JsonResponse(layer_summary(layer, []), status=201)
 
 
 # ----------------------------------------------------------------------------- actions
@@ -170,6 +189,27 @@ def experiment_weights(request: HttpRequest, user, body: dict, slug: str) -> Htt
     decision = decision_services.experiment_reweight(
         experiment=experiment, weights=cleaned, user=user, reason=_reason(body) or "weights set through the API",
     )
+    return _decision_response(decision, experiment, user)
+
+
+@operator_view(methods=["POST"])
+def experiment_holdout(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
+    """Set a draft experiment's holdout: ``share`` of its users on ``arm`` for its whole life; audited."""
+    from experiments.services.holdouts import holdout_set
+
+    experiment = _experiment(slug)
+    decision = holdout_set(experiment=experiment, arm=v.identifier(body.get("arm"), "arm"), share=body.get("share"),
+                           user=user, reason=_reason(body))
+    return _decision_response(decision, experiment, user)
+
+
+@operator_view(methods=["POST"])
+def experiment_holdout_end(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
+    """End the holdout: its users move to the live arms (or the winner); audited, a new period."""
+    from experiments.services.holdouts import holdout_end
+
+    experiment = _experiment(slug)
+    decision = holdout_end(experiment=experiment, user=user, reason=_reason(body) or "holdout ended through the API")
     return _decision_response(decision, experiment, user)
 
 

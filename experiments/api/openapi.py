@@ -72,7 +72,13 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                   "description": "at most RECSITE['MAX_K']; fewer items come back if the catalogue is smaller"},
             "context": {"type": ["object", "null"], "default": {}},
             "experiment": {"type": ["string", "null"],
-                           "description": "slug; defaults to the one running experiment (required when several run)"},
+                           "description": "slug; defaults to the one running experiment (required when several run, "
+                           "unless they all share one layer). An experiment in a layer serves only the users whose "
+                           "layer bucket it owns: a request naming it is routed by the layer, and the response's "
+                           "experiment says which one served"},
+            "layer": {"type": ["string", "null"],
+                      "description": "layer slug (instead of experiment): the layer's experiment that owns the user's "
+                      "bucket serves them; 409 layer_unallocated where none does"},
             "user": {"type": ["object", "null"],
                      "description": "attributes for this request only; never stored (store them with POST /api/v1/users)"},
         },
@@ -173,6 +179,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         "properties": {
             "arm": {"type": "string"},
             "is_control": {"type": "boolean"},
+            "is_holdout": {"type": "boolean", "description": "the baseline arm of the experiment's holdout: its "
+                           "numbers are the held-out users'"},
             "status": {"type": ["string", "null"]},
             "health": {"type": ["string", "null"]},
             "weight": NUMBER_OR_NULL,
@@ -306,7 +314,57 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "salt": {"type": ["string", "null"], "pattern": "^[-a-zA-Z0-9_.:]{1,64}$",
                      "description": "hashed with each user id into a bucket; random when omitted; fixed for good"},
             "reason": {"type": ["string", "null"], "maxLength": 2000},
+            "holdout": {
+                "type": ["object", "null"], "required": ["arm", "share"], "additionalProperties": False,
+                "description": "A/B only: keep this share of the users on this arm (weight 0) for the experiment's "
+                "whole life, through promotions, until POST …/holdout/end",
+                "properties": {"arm": {"type": "string"}, "share": {"type": "number", "exclusiveMinimum": 0,
+                                                                      "maximum": 0.5}},
+            },
+            "layer": {"type": ["string", "null"], "description": "layer slug: the experiment owns a range of the "
+                      "layer's buckets, so no user is in two experiments of the layer"},
+            "layer_share": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1,
+                            "description": "its share of the layer's users (first free range that fits); default "
+                            "the largest free range"},
         },
+    },
+    "HoldoutRequest": {
+        "type": "object",
+        "required": ["arm", "share"],
+        "properties": {"arm": {"type": "string"}, "share": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5},
+                       "reason": {"type": ["string", "null"], "maxLength": 2000}},
+    },
+    "LayerCreate": {
+        "type": "object",
+        "required": ["slug"],
+        "properties": {
+            "slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]{1,100}$"},
+            "name": {"type": ["string", "null"], "maxLength": 200},
+            "salt": {"type": ["string", "null"], "pattern": "^[-a-zA-Z0-9_.:]{1,64}$",
+                     "description": "hashes each user into the layer's 10,000 buckets; random when omitted"},
+        },
+    },
+    "Layer": {
+        "type": "object",
+        "required": ["slug", "name", "created_at", "experiments", "free", "free_share"],
+        "properties": {
+            "slug": {"type": "string"},
+            "name": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "experiments": {"type": "array", "items": {
+                "type": "object", "required": ["slug", "status", "start", "end", "share"],
+                "properties": {"slug": {"type": "string"}, "status": {"type": "string"},
+                               "start": {"type": "integer"}, "end": {"type": "integer"}, "share": {"type": "number"}},
+            }},
+            "free": {"type": "array", "items": {"type": "object", "required": ["start", "end"], "properties": {
+                "start": {"type": "integer"}, "end": {"type": "integer"}}}},
+            "free_share": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+    },
+    "LayerList": {
+        "type": "object",
+        "required": ["layers"],
+        "properties": {"layers": {"type": "array", "items": ref("Layer")}},
     },
     "EvaluateRequest": {
         "type": "object",
@@ -389,6 +447,14 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                 "required": ["enabled", "alpha"],
                 "properties": {"enabled": {"type": "boolean"}, "alpha": {"type": "number"}},
             },
+            "layer": {"type": ["object", "null"], "required": ["slug", "start", "end", "share"],
+                      "description": "the layer buckets [start, end) it owns",
+                      "properties": {"slug": {"type": "string"}, "start": {"type": "integer"},
+                                     "end": {"type": "integer"}, "share": {"type": "number"}}},
+            "holdout": {"type": ["object", "null"], "required": ["arm", "share", "running", "ended_at"],
+                        "properties": {"arm": {"type": ["string", "null"]}, "share": {"type": "number"},
+                                       "running": {"type": "boolean"},
+                                       "ended_at": {"type": ["string", "null"], "format": "date-time"}}},
             "arms": {"type": "array", "items": ref("ArmSummary")},
         },
     },
@@ -490,8 +556,9 @@ PATHS: dict[str, dict[str, Any]] = {
             "requestBody": {"required": True, **json_body(ref("RecommendationRequest"))},
             "responses": {
                 "200": json_body(ref("Recommendation"), "the ranked items"),
-                "404": {**ERROR, "description": "unknown experiment"},
-                "409": {**ERROR, "description": "no running experiment, or no active arm"},
+                "404": {**ERROR, "description": "unknown experiment, or no layer with a serving experiment"},
+                "409": {**ERROR, "description": "no running experiment, no active arm, or no serving experiment of "
+                        "the layer owns the user's bucket (layer_unallocated)"},
                 **KEY_ERRORS,
                 **COMMON_ERRORS,
                 "400": {**ERROR, "description": "invalid field, several running experiments, or empty catalogue"},
@@ -611,9 +678,60 @@ PATHS: dict[str, dict[str, Any]] = {
                 "201": json_body(ref("ExperimentSummary"), "created (status draft)"),
                 **OPERATOR_ERRORS,
                 "400": {**ERROR, "description": "invalid field (the registry's message for bad params)"},
-                "409": {**ERROR, "description": "the slug is taken (experiment_exists)"},
+                "404": {**ERROR, "description": "unknown layer (layer_not_found)"},
+                "409": {**ERROR, "description": "the slug is taken (experiment_exists), or the layer has no free "
+                        "range of that size (layer_full)"},
             },
         },
+    },
+    "/api/v1/layers": {
+        "get": {
+            "summary": "Every layer with its experiments' bucket ranges and its free ranges (staff)",
+            "operationId": "layerList",
+            "security": OPERATOR_SECURITY,
+            "responses": {"200": json_body(ref("LayerList"), "by slug"), **OPERATOR_ERRORS},
+        },
+        "post": {
+            "summary": "Make a layer: experiments created in it split its buckets, so none shares a user (staff "
+            "with promote_arm)",
+            "operationId": "layerCreate",
+            "security": OPERATOR_SECURITY,
+            "requestBody": {"required": True, **json_body(ref("LayerCreate"))},
+            "responses": {
+                "201": json_body(ref("Layer"), "made"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "the slug is taken (layer_exists)"},
+            },
+        },
+    },
+    "/api/v1/experiments/{slug}/holdout": {
+        "post": {
+            "summary": "Set a draft experiment's holdout: share of its users on arm (its weight becomes 0) for the "
+            "experiment's whole life, through promotions; audited",
+            "operationId": "holdoutSet",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "requestBody": {"required": True, **json_body(ref("HoldoutRequest"))},
+            "responses": {
+                "200": json_body(ref("DecisionResult"), "set"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "not a draft (not_draft), or no other arm would take traffic"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/holdout/end": {
+        "post": {
+            "summary": "End the holdout: its users move to the live arms (or the winner); audited, a new period",
+            "operationId": "holdoutEnd",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "requestBody": {"required": False, **json_body(ref("ReasonRequest"))},
+            "responses": {
+                "200": json_body(ref("DecisionResult"), "ended"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "no running holdout (no_holdout)"},
+            },
+        }
     },
     "/api/v1/experiments/{slug}/arms": {
         "post": {

@@ -134,10 +134,13 @@ def recommendations(request: HttpRequest, body: Any) -> HttpResponse:
     experiment = body.get("experiment")
     if experiment is not None:
         experiment = v.identifier(experiment, "experiment")
+    layer = body.get("layer")
+    if layer is not None:
+        layer = v.identifier(layer, "layer")
     user_attributes = None
     if body.get("user") is not None:
         user_attributes = v.json_object(body["user"], "user")
-    result = recommendation_serve(user_id=user_id, k=k, experiment_slug=experiment,
+    result = recommendation_serve(user_id=user_id, k=k, experiment_slug=experiment, layer=layer,
                                   user_attributes=user_attributes, context=context)
     request.recsite_served = (result.experiment, result.arm)
     return JsonResponse(result.as_dict(), status=200)

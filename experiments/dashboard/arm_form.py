@@ -148,11 +148,20 @@ class ExperimentCreateForm(ArmFields):
                              initial="ab", required=False,
                              help_text="Fixed at creation. Interleaving compares rankers with far fewer users "
                              "(docs/statistics.md §15).")
+    layer = forms.ChoiceField(required=False, help_text="Optional: the experiment owns a range of this layer's users, "
+                              "so no user is in two experiments of the layer (Layers page).")
+    layer_share = forms.FloatField(required=False, min_value=0.0001, max_value=1.0,
+                                   widget=forms.NumberInput(attrs={"step": "any"}),
+                                   help_text="Its share of the layer's users; empty: the largest free range.")
     reason = forms.CharField(max_length=MAX_REASON, required=False, widget=forms.Textarea(attrs={"rows": 2}))
-    field_order = ["slug", "name", "salt", "mode", "arm_name", "kind", "reason"]
+    field_order = ["slug", "name", "salt", "mode", "layer", "layer_share", "arm_name", "kind", "reason"]
 
     def __init__(self, *args, **kwargs):
+        from experiments.models import Layer
+
         super().__init__(*args, **kwargs)
+        self.fields["layer"].choices = [("", "none")] + [(s, s) for s in Layer.objects.order_by("slug")
+                                                          .values_list("slug", flat=True)]
         self.fields["arm_name"].label = "Control arm"
         self.fields["arm_name"].help_text = "The first arm, the one the others are compared against."
 

@@ -1,14 +1,16 @@
 from django.urls import path
 
-from experiments.dashboard import views, workbench
+from experiments.dashboard import traffic_design, views, workbench
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("dashboard/", views.experiment_list, name="list"),
     path("dashboard/new/", workbench.experiment_new, name="new"),
+    path("dashboard/layers/", traffic_design.layer_list, name="layers"),
     path("dashboard/<slug:slug>/", views.experiment_detail, name="detail"),
     path("dashboard/<slug:slug>/arms/new/", workbench.arm_new, name="arm_new"),
+    path("dashboard/<slug:slug>/holdout/", traffic_design.experiment_holdout, name="holdout"),
     path("dashboard/<slug:slug>/webhook/", workbench.experiment_webhook, name="webhook"),
     path("dashboard/<slug:slug>/schedule/", workbench.experiment_schedule, name="schedule"),
     path("dashboard/<slug:slug>/segments/", workbench.segments, name="segments"),

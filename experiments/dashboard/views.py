@@ -27,6 +27,7 @@ from experiments.selectors import planning as planning_selectors
 from experiments.selectors import policy as policy_selectors
 from experiments.selectors import results as result_selectors
 from experiments.selectors import training as training_selectors
+from experiments.selectors.layers import allocation_of, allocation_summary
 from experiments.services import allocation as allocation_services
 from experiments.services import decisions as decision_services
 
@@ -62,12 +63,14 @@ def experiment_detail(request: HttpRequest, slug: str) -> HttpResponse:
     plan = (planning_selectors.experiment_plan_current(experiment=experiment, **plan_form.values())
             if experiment.status != Experiment.Status.DRAFT else None)
     config["candidatesUrl"] = reverse("dashboard:candidates", args=[experiment.slug])
+    config["holdoutUrl"] = reverse("dashboard:holdout", args=[experiment.slug])
     config["evaluateUrl"] = f"/api/v1/experiments/{experiment.slug}/arms/ARM/evaluate"
     return render(
         request,
         "dashboard/detail.html",
         {"experiment": experiment, "arms": arms, "can_decide": allowed, "config": config, "plan_form": plan_form,
-         "plan": plan, **candidates_context(experiment, request.user)},
+         "plan": plan, "layer": allocation_summary(allocation_of(experiment)),
+         **candidates_context(experiment, request.user)},
     )
 
 

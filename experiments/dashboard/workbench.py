@@ -28,7 +28,7 @@ from experiments.services import webhooks as webhook_services
 
 # A service's dotted field → the form field it belongs to.
 _FIELD_OF = {"slug": "slug", "name": "name", "salt": "salt", "control": "arm_name", "reason": "reason",
-             "weight": "weight", "conclusion": "conclusion"}
+             "weight": "weight", "conclusion": "conclusion", "layer": "layer", "layer_share": "layer_share"}
 
 
 def _put_error(form, fieldsets, kind: str | None, exc: ApplicationError) -> None:
@@ -72,7 +72,7 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     def create(data: dict, params: dict) -> None:
         made["experiment"] = lifecycle.experiment_create(
             slug=data["slug"], name=data["name"], salt=data["salt"] or None, control=data["arm_name"],
-            mode=data.get("mode") or "ab",
+            mode=data.get("mode") or "ab", layer=data.get("layer") or None, layer_share=data.get("layer_share"),
             arms=[lifecycle.ArmSpec(name=data["arm_name"], kind=data["kind"], params=params, weight=1.0)],
             user=request.user, reason=data["reason"] or None,
         )

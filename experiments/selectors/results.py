@@ -89,7 +89,7 @@ def snapshot_last_two(*, experiment: Experiment) -> list[StatsSnapshot]:
 
 
 RESULT_FIELDS = (
-    "arm", "is_control", "status", "health", "weight", "users", "impressions", "clicks",
+    "arm", "is_control", "is_holdout", "status", "health", "weight", "users", "impressions", "clicks",
     "ctr", "ctr_ci_low", "ctr_ci_high", "lift", "lift_ci_low", "lift_ci_high", "p_value", "p_value_holm",
     "always_valid_p", "always_valid_p_holm", "p_best", "expected_loss", "model_version",
     "seconds_since_update", "logloss", "auc", "offline_estimator", "offline_ctr", "offline_ci_low", "offline_ci_high",
@@ -113,6 +113,7 @@ def results_rows(payload: dict) -> list[dict]:
             {
                 "arm": name,
                 "is_control": r["is_control"],
+                "is_holdout": bool(meta.get("is_holdout")),
                 "status": meta.get("status"),
                 "health": meta.get("health"),
                 "weight": r["weight"],
@@ -242,6 +243,9 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
             "health_reason": arm.health_reason,
             "weight": arm.weight,
             "is_winner": arm.id == experiment.winner_id,
+            # The holdout's baseline (its numbers are the holdout's); "holdout_running" False once it was ended.
+            "is_holdout": arm.id == experiment.holdout_arm_id,
+            "holdout_running": arm.id == experiment.holdout_arm_id and experiment.holdout_running,
             "offline_estimate": offline.get(arm.name),
             **freshness.get(arm.name, {}),
         }

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from experiments.models import AllocationEpoch, Arm, ArmEpochSums, Experiment
+from experiments.services.assignment import holdout_split
 from experiments.stats import AllocationPeriod, ClusteredRatioSummary
 
 SUM_FIELDS = ("n_users", "sum_n", "sum_c", "sum_nn", "sum_cc", "sum_nc")
@@ -94,12 +95,19 @@ def arm_first_epoch_users_scan(*, arm_ids: list[int]) -> dict[tuple[int, int], i
 
 def arm_effective_weights(*, experiment: Experiment, arms: list[Arm]) -> dict[str, float]:
     """The split serving applies to new users now: a winner (or a stopped experiment's control) takes everything,
-    paused or retired arms get nothing."""
+    paused or retired arms get nothing; a running holdout takes its share first."""
     if experiment.winner_id is not None:
-        return {arm.name: (1.0 if arm.id == experiment.winner_id else 0.0) for arm in arms}
-    if experiment.status == Experiment.Status.STOPPED and experiment.control_arm_id is not None:
-        return {arm.name: (1.0 if arm.id == experiment.control_arm_id else 0.0) for arm in arms}
-    return {arm.name: (arm.weight if arm.status == Arm.Status.ACTIVE else 0.0) for arm in arms}
+        split = {arm.name: (1.0 if arm.id == experiment.winner_id else 0.0) for arm in arms}
+    elif experiment.status == Experiment.Status.STOPPED and experiment.control_arm_id is not None:
+        split = {arm.name: (1.0 if arm.id == experiment.control_arm_id else 0.0) for arm in arms}
+    else:
+        split = {arm.name: (arm.weight if arm.status == Arm.Status.ACTIVE else 0.0) for arm in arms}
+    holdout = next((arm.name for arm in arms if arm.id == experiment.holdout_arm_id), None)
+    if holdout is not None:
+        split[holdout] = 0.0  # the holdout arm takes no one outside the holdout …
+    if holdout is None or not experiment.holdout_running:
+        return split
+    return holdout_split(split, holdout=holdout, share=experiment.holdout_share)  # … and its share of everyone
 
 
 @dataclass(frozen=True)

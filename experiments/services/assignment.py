@@ -20,6 +20,12 @@ reference behaviour.
 Experiment-wide overrides do not touch the rows: a concluded experiment sends
 everyone to its winner and a stopped one to its control, and a rollback of the
 promotion (or a restart) brings every user back to their own arm.
+
+A **holdout** keeps a fixed share of users on a baseline arm for the experiment's whole life: a third hash of
+(salt, user) below the share's bound puts a user there, before any override, so a promotion keeps them on the
+baseline. It is independent of the first bucket, so the other users still split by the weights. The holdout
+arm takes no one else. Once the operator ends the holdout the arm stops serving and its users move as from a
+paused arm (to the winner, if there is one).
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ class Layout:
     bounds: tuple[int, ...]  # … and their upper bucket bounds
     serving: frozenset[int]  # arms that keep their users (active, any weight)
     override: int | None = None  # winner of a concluded / control of a stopped experiment: serves everyone
+    holdout_arm: int | None = None  # the baseline arm of a running holdout …
+    holdout_bound: int = 0  # … and the holdout hash's upper bound (share × 10,000)
 
 
 def bucket_of(*, salt: str, user_id: str) -> int:
@@ -67,6 +75,23 @@ def move_bucket_of(*, salt: str, user_id: str, from_arm_id: int) -> int:
     """The bucket that places a user leaving ``from_arm_id``: a second, independent hash."""
     key = f"{salt}\x1fmove\x1f{int(from_arm_id)}\x1f{user_id}".encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % N_BUCKETS
+
+
+def holdout_bucket_of(*, salt: str, user_id: str) -> int:
+    """The bucket that decides holdout membership: a third hash, independent of the other two."""
+    key = f"{salt}\x1fholdout\x1f{user_id}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % N_BUCKETS
+
+
+def holdout_split(weights: dict[str, float], *, holdout: str | None, share: float) -> dict[str, float]:
+    """The expected split of users: the holdout arm takes ``share``, the others share the rest by weight."""
+    if holdout is None or share <= 0 or holdout not in weights:
+        return dict(weights)
+    rest = {name: w for name, w in weights.items() if name != holdout}
+    total = sum(rest.values())
+    out = {name: (w / total * (1.0 - share) if total > 0 else 0.0) for name, w in rest.items()}
+    out[holdout] = share
+    return {name: out[name] for name in weights}
 
 
 def bucket_boundaries(*, arms: Sequence[ArmSlot]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -86,14 +111,22 @@ def bucket_boundaries(*, arms: Sequence[ArmSlot]) -> tuple[tuple[int, ...], tupl
     return tuple(ids), tuple(bounds)
 
 
-def layout_of(*, arms: Sequence[ArmSlot], override: int | None = None) -> Layout:
-    """The layout of these arms; no arm takes new users when none is active with a positive weight."""
+def layout_of(*, arms: Sequence[ArmSlot], override: int | None = None, holdout_arm: int | None = None,
+              holdout_share: float = 0.0, holdout_running: bool = True) -> Layout:
+    """The layout of these arms; no arm takes new users when none is active with a positive weight.
+
+    ``holdout_arm`` is taken out of the weighted split and of the arms that keep their users; while the holdout
+    runs it serves the users whose holdout bucket falls under ``holdout_share``.
+    """
+    live = [a for a in arms if a.arm_id != holdout_arm]
     try:
-        arm_ids, bounds = bucket_boundaries(arms=arms)
+        arm_ids, bounds = bucket_boundaries(arms=live)
     except NoEligibleArm:
         arm_ids, bounds = (), ()
-    serving = frozenset(a.arm_id for a in arms if a.status == "active")
-    return Layout(arm_ids, bounds, serving, override)
+    serving = frozenset(a.arm_id for a in live if a.status == "active")
+    if holdout_arm is None or not holdout_running or holdout_share <= 0:
+        return Layout(arm_ids, bounds, serving, override)
+    return Layout(arm_ids, bounds, serving, override, holdout_arm, round(holdout_share * N_BUCKETS))
 
 
 def arm_for_bucket(*, bucket: int, arm_ids: Sequence[int], bounds: Sequence[int]) -> int:
@@ -109,6 +142,10 @@ def arm_sticky(*, layout: Layout, salt: str, user_id: str, bucket: int, recorded
     ``recorded`` is the arm of the user's row (None on first sight). Raises
     :class:`NoEligibleArm` when the user needs a new arm and none takes new users.
     """
+    if layout.holdout_arm is not None and holdout_bucket_of(salt=salt, user_id=user_id) < layout.holdout_bound:
+        if recorded == layout.holdout_arm:
+            return recorded, KEEP
+        return layout.holdout_arm, (INSERT if recorded is None else MOVE)
     if layout.override is not None:
         return layout.override, KEEP
     if recorded is not None and recorded in layout.serving:

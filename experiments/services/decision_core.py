@@ -22,6 +22,7 @@ from experiments.selectors import results as result_selectors
 from experiments.selectors import rollups as rollup_selectors
 from experiments.services import stats_tick as tick_services
 from experiments.services import webhooks as webhook_services
+from experiments.services.assignment import holdout_split
 from experiments.serving.versions import serving_config_notify
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,13 @@ def arm_of(arms: list[Arm], arm_id: int) -> Arm:
     raise ApplicationError("unknown_arm", "This arm is not part of the experiment.", status=404, field="arm")
 
 
+def refuse_holdout_arm(experiment: Experiment, arm: Arm, *, what: str, field: str = "arm") -> None:
+    """A running holdout's baseline serves its holdout and no one else: it is not paused, re-weighted or promoted."""
+    if experiment.holdout_running and arm.id == experiment.holdout_arm_id:
+        raise ApplicationError("holdout_arm", f"Arm {arm.name!r} is the holdout's baseline: end the holdout before "
+                               f"you {what} it.", status=409, field=field)
+
+
 def experiment_state(*, experiment: Experiment, arms: list[Arm]) -> dict:
     """Everything a decision can change, in a form a rollback can restore."""
     return {
@@ -71,6 +79,8 @@ def experiment_state(*, experiment: Experiment, arms: list[Arm]) -> dict:
         "concluded_at": experiment.concluded_at.isoformat() if experiment.concluded_at else None,
         "allocation_epoch": experiment.allocation_epoch,
         "arms": {str(arm.id): {"name": arm.name, "weight": arm.weight, "status": arm.status} for arm in arms},
+        "holdout": {"arm_id": experiment.holdout_arm_id, "share": experiment.holdout_share,
+                    "running": experiment.holdout_running},
     }
 
 
@@ -87,12 +97,18 @@ def evidence(experiment: Experiment) -> dict:
 def weights_from_state(state: dict, arms: list[Arm]) -> dict[str, float]:
     """The new-user split that a recorded state applied (what its period's weights were)."""
     if state.get("winner_id") is not None:
-        return {a.name: (1.0 if a.id == state["winner_id"] else 0.0) for a in arms}
-    out = {}
-    for a in arms:
-        s = state["arms"].get(str(a.id), {})
-        out[a.name] = float(s.get("weight", 0.0)) if s.get("status") == Arm.Status.ACTIVE else 0.0
-    return out
+        out = {a.name: (1.0 if a.id == state["winner_id"] else 0.0) for a in arms}
+    else:
+        out = {}
+        for a in arms:
+            s = state["arms"].get(str(a.id), {})
+            out[a.name] = float(s.get("weight", 0.0)) if s.get("status") == Arm.Status.ACTIVE else 0.0
+    holdout = state.get("holdout") or {}
+    name = next((a.name for a in arms if a.id == holdout.get("arm_id")), None)
+    if name is None:
+        return out
+    out[name] = 0.0
+    return holdout_split(out, holdout=name, share=float(holdout["share"])) if holdout.get("running") else out
 
 
 def commit_change(

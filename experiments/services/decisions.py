@@ -34,6 +34,7 @@ from experiments.services.decision_core import (
     evidence,
     experiment_state,
     lock,
+    refuse_holdout_arm,
     require_permission,
 )
 from experiments.services.training import lock_key
@@ -65,6 +66,7 @@ def arm_promote(*, experiment: Experiment, arm: Arm, user, reason: str) -> Decis
             raise ApplicationError("not_running", "Only a running experiment can be concluded.", status=409)
         if target.status != Arm.Status.ACTIVE:
             raise ApplicationError("arm_not_active", "Resume the arm before promoting it.", status=409, field="arm")
+        refuse_holdout_arm(experiment, target, what="promote")
         previous = experiment_state(experiment=experiment, arms=arms)
         stats = evidence(experiment)
         experiment.winner = target
@@ -117,6 +119,7 @@ def arm_status_set(*, arm: Arm, status: str, user, reason: str, action: str, act
             raise ApplicationError("arm_retired", "A retired arm cannot take traffic.", status=409, field="arm")
         if target.status == status:
             raise ApplicationError("no_change", f"The arm is already {status}.", status=409, field="arm")
+        refuse_holdout_arm(experiment, target, what="pause or resume")
         if status == Arm.Status.PAUSED and experiment.winner_id == target.id:
             raise ApplicationError("winner", "Roll back the promotion before pausing the winner.", status=409, field="arm")
         if (status == Arm.Status.PAUSED and experiment.status == Experiment.Status.STOPPED
@@ -187,6 +190,7 @@ def experiment_reweight(*, experiment: Experiment, weights: dict[str, float], us
                 raise ApplicationError("unknown_arm", f"The experiment has no arm {name!r}.", field=f"{field}.{name}")
             if target.status == Arm.Status.RETIRED:
                 raise ApplicationError("arm_retired", f"Arm {name!r} is retired.", status=409, field=f"{field}.{name}")
+            refuse_holdout_arm(experiment, target, what="re-weight", field=f"{field}.{name}")
         if all(by_name[name].weight == weight for name, weight in cleaned.items()):
             raise ApplicationError("no_change", "These are the weights already.", status=409, field=field)
         previous = experiment_state(experiment=experiment, arms=arms)

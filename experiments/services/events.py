@@ -19,6 +19,7 @@ from experiments.errors import ApplicationError
 from experiments.services import sessions
 from experiments.services.assignment import KEEP, MOVE, NoEligibleArm, arm_sticky, bucket_of
 from experiments.services.impression_ids import impression_ids_encode
+from experiments.services.layers import route
 from experiments.services.shoppers import (
     Recommendation,
     ServedItem,
@@ -31,6 +32,7 @@ from experiments.services.shoppers import (
 )
 from experiments.serving.assignments import assignment_cache
 from experiments.serving.cache import ServedExperiment, ServingState, serving_cache
+from experiments.serving.snapshot import ServedLayer
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +94,44 @@ def _assignment_settle(*, user_id: str, user_pk: int, experiment: ServedExperime
                          arm_id=row_arm)
 
 
-def experiment_resolve(*, state: ServingState, slug: str | None) -> ServedExperiment:
+def _layer_route(state: ServingState, layer: ServedLayer, user_id: str) -> ServedExperiment:
+    bucket = bucket_of(salt=layer.salt, user_id=user_id)
+    slug = route(starts=layer.starts, ends=layer.ends, owners=layer.experiments, bucket=bucket)
+    if slug is None:
+        raise ApplicationError("layer_unallocated", f"no serving experiment of layer {layer.slug!r} owns this user's "
+                               "bucket: show the shop's default", status=409, field="layer")
+    return state.experiments[slug]
+
+
+def experiment_resolve(*, state: ServingState, slug: str | None, user_id: str, layer: str | None = None
+                       ) -> ServedExperiment:
+    """The experiment that serves this user: the one named, else the default one; and in a layer (named, or the
+    named experiment's), the experiment of the layer that owns the user's bucket."""
+    if layer is not None:
+        if slug is not None:
+            raise ApplicationError("ambiguous", "name a layer or an experiment, not both", field="layer")
+        served = state.layers.get(layer)
+        if served is None:
+            raise ApplicationError("layer_not_found", f"no layer {layer!r} with a serving experiment", status=404,
+                                   field="layer")
+        return _layer_route(state, served, user_id)
     if slug is not None:
         experiment = state.experiments.get(slug)
         if experiment is None:
             raise ApplicationError("experiment_not_found", f"no running or concluded experiment {slug!r}", status=404, field="experiment")
-        return experiment
-    experiment = state.default_experiment()
-    if experiment is None and state.running_count() > 1:
-        raise ApplicationError("experiment_required", "several experiments are running; name one", field="experiment")
-    if experiment is None:
-        raise ApplicationError("no_running_experiment", "no experiment is running", status=409)
+    else:
+        experiment = state.default_experiment()
+        if experiment is None:
+            # Several running experiments of one layer (and none outside it) are one default: the layer.
+            in_layers = {e.layer for e in state.experiments.values() if e.status == "running"}
+            if len(in_layers) == 1 and None not in in_layers:
+                return _layer_route(state, state.layers[in_layers.pop()], user_id)
+        if experiment is None and state.running_count() > 1:
+            raise ApplicationError("experiment_required", "several experiments are running; name one", field="experiment")
+        if experiment is None:
+            raise ApplicationError("no_running_experiment", "no experiment is running", status=409)
+    if experiment.layer is not None:
+        return _layer_route(state, state.layers[experiment.layer], user_id)
     return experiment
 
 
@@ -111,12 +140,13 @@ def recommendation_serve(
     user_id: str,
     k: int,
     experiment_slug: str | None = None,
+    layer: str | None = None,
     user_attributes: dict[str, Any] | None = None,
     context: dict[str, Any] | None = None,
 ) -> Recommendation:
     """Assign the user, rank the active catalogue with the arm's loaded model, log the impressions."""
     state = serving_cache.current()
-    experiment = experiment_resolve(state=state, slug=experiment_slug)
+    experiment = experiment_resolve(state=state, slug=experiment_slug, user_id=user_id, layer=layer)
     if experiment.mode == "interleaved" and experiment.layout.override is None:
         from experiments.services.interleaved import interleaved_serve
 

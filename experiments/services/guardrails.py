@@ -20,7 +20,7 @@ the stats tick already record, so they are tested without a database:
   of the ``REFERENCE_VERSIONS`` before them: the model is **rolled back** to the last
   version that was still measured good (the one the last good batch was scored with).
 
-The control arm and a winner are never paused by a guardrail (that would end the
+The control arm, a winner and a running holdout's baseline are never paused by a guardrail (that would end the
 comparison; their health shows on the dashboard), nor the last arm with traffic. An
 operator's resume overrides a guardrail's pause: the CTR rule leaves a resumed arm
 alone, and the divergence rule only counts versions made after the resume. After a
@@ -203,7 +203,8 @@ def experiment_guardrails(*, experiment: Experiment, now: datetime | None = None
             rollback = _arm_rollback_check(arm, now)
             if rollback is not None:
                 made.append(rollback)
-            if arm.id in (experiment.control_arm_id, experiment.winner_id):
+            if arm.id in (experiment.control_arm_id, experiment.winner_id) or (
+                    experiment.holdout_running and arm.id == experiment.holdout_arm_id):
                 continue
             pause = _arm_pause_check(arm, rows.get(arm.name), experiment.guardrail_alpha)
             if pause is not None:

@@ -32,9 +32,8 @@ these same functions.
 from __future__ import annotations
 
 import math
-import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -43,6 +42,7 @@ from django.utils import timezone
 
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment, Impression, ModelCheckpoint
+from experiments.services import layers
 from experiments.services.decision_core import (
     FIRST_PERIOD,
     NEW_PERIOD,
@@ -54,13 +54,12 @@ from experiments.services.decision_core import (
     lock,
     require_permission,
 )
+from experiments.services.holdouts import holdout_clean
+from experiments.services.identifiers import ARM_NAME, SALT, SLUG
 
 # "ab": each user sees one arm; "interleaved": every slate team-drafts the serving arms (services/interleaved.py).
 MODES = ("ab", "interleaved")
 MAX_ARMS = 20
-ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-SLUG = re.compile(r"[-a-zA-Z0-9_]{1,100}")
-SALT = re.compile(r"[-a-zA-Z0-9_.:]{1,64}")
 # Dashboard paths under /dashboard/ that an experiment slug must not shadow.
 RESERVED_SLUGS = frozenset({"new"})
 MAX_CONCLUSION = 10_000
@@ -103,11 +102,15 @@ def _decision_reason(reason: str | None, default: str) -> str:
 
 def experiment_create(
     *, slug: str, name: str = "", arms: list[ArmSpec], control: str | None = None, mode: str = "ab", user,
-    reason: str | None = None, salt: str | None = None,
+    reason: str | None = None, salt: str | None = None, holdout: dict | None = None, layer: str | None = None,
+    layer_share: float | None = None,
 ) -> Experiment:
     """A draft experiment with its arms (all validated first: nothing is written unless everything is valid).
 
     ``salt`` (hashed with each user id into a bucket) is random unless given; it is fixed from here on.
+    ``holdout`` (``{"arm", "share"}``) keeps that share of the users on that arm for the experiment's life
+    (services/holdouts.py); the arm's weight is 0, since it takes no one else. ``layer`` places the experiment
+    in a layer (services/layers.py) with ``layer_share`` of its buckets (default: its largest free range).
     """
     require_permission(user, "create experiments")
     if not isinstance(slug, str) or not SLUG.fullmatch(slug):
@@ -131,6 +134,15 @@ def experiment_create(
             raise ApplicationError("duplicate", f"Arm name {arm_name!r} is used twice.", field=f"arms[{i}].name")
     if control is not None and control not in names:
         raise ApplicationError("unknown_arm", f"control {control!r} is not one of the arms {names}.", field="control")
+    held = holdout_clean(holdout, arm_names=names, mode=mode)
+    if layer is None and layer_share is not None:
+        raise ApplicationError("required", "layer_share needs a layer.", field="layer")
+    share = layers.layer_share_clean(layer_share)
+    if held is not None:
+        cleaned = [replace(s, weight=0.0) if s.name == held[0] else s for s in cleaned]
+        if not any(s.weight > 0 for s in cleaned):
+            raise ApplicationError("no_traffic", "An arm other than the holdout's must have a positive weight.",
+                                   field="arms")
     reason = _decision_reason(reason, f"created {slug}")
     try:
         with transaction.atomic():
@@ -140,11 +152,19 @@ def experiment_create(
                                        weight=s.weight) for s in cleaned]
             by_name = {a.name: a for a in made}
             experiment.control_arm = by_name.get(control) if control is not None else (made[0] if made else None)
+            if held is not None:
+                experiment.holdout_arm, experiment.holdout_share = by_name[held[0]], held[1]
+            allocation = None if layer is None else layers.layer_allocate(experiment=experiment, layer_slug=layer,
+                                                                          share=share)
             commit_change(
                 experiment=experiment, arms=made, action=Decision.Action.CREATE, arm=None, user=user, reason=reason,
                 previous_state={}, evidence={"arms": [asdict(s) for s in cleaned], "control": control, "mode": mode,
-                                                  "salt_given": salt is not None},
-                period=NO_PERIOD, experiment_fields=("control_arm",),
+                                                  "salt_given": salt is not None,
+                                                  "holdout": {"arm": held[0], "share": held[1]} if held else None,
+                                                  "layer": None if allocation is None else {
+                                                      "slug": layer, "start": allocation.start,
+                                                      "end": allocation.end}},
+                period=NO_PERIOD, experiment_fields=("control_arm", "holdout_arm", "holdout_share"),
             )
     except IntegrityError:
         raise ApplicationError("experiment_exists", f"An experiment {slug!r} exists already.", status=409,

@@ -43,6 +43,34 @@ class ServedExperiment:
     # Sticky assignment's view of the configuration (services/assignment.py).
     layout: Layout
     mode: str = "ab"  # "interleaved": a running experiment team-drafts its serving arms (services/interleaved.py)
+    layer: str | None = None  # the layer whose buckets [layer_start, layer_end) it owns (services/layers.py)
+    layer_start: int = 0
+    layer_end: int = 0
+    layer_salt: str = ""
+
+
+@dataclass(frozen=True)
+class ServedLayer:
+    """A layer's routing table: the serving experiments' ranges, sorted by start."""
+
+    slug: str
+    salt: str
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    experiments: tuple[str, ...]
+
+
+def layers_from(experiments: dict[str, ServedExperiment]) -> dict[str, ServedLayer]:
+    grouped: dict[str, list[ServedExperiment]] = {}
+    for e in experiments.values():
+        if e.layer is not None:
+            grouped.setdefault(e.layer, []).append(e)
+    out = {}
+    for slug, members in grouped.items():
+        members.sort(key=lambda e: e.layer_start)
+        out[slug] = ServedLayer(slug, members[0].layer_salt, tuple(e.layer_start for e in members),
+                                tuple(e.layer_end for e in members), tuple(e.slug for e in members))
+    return out
 
 
 @dataclass
@@ -80,6 +108,10 @@ class ServingState:
     refreshed_at: float
     # Arms whose model is still being built or loaded by the refresh in progress.
     pending: frozenset[int] = frozenset()
+    layers: dict[str, ServedLayer] = field(init=False)  # derived from the experiments
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", layers_from(self.experiments))
 
     def default_experiment(self) -> ServedExperiment | None:
         running = [e for e in self.experiments.values() if e.status == "running"]
@@ -114,15 +146,25 @@ class ConfigRow(NamedTuple):
     arm_status: str
     newest_version: int | None
     mode: str = "ab"
+    holdout_arm_id: int | None = None
+    holdout_share: float = 0.0
+    holdout_running: bool = False
+    layer: str | None = None
+    layer_salt: str | None = None
+    layer_start: int | None = None
+    layer_end: int | None = None
 
 
 CONFIG_SQL = """
 SELECT e.id, e.slug, e.salt, e.status, e.winner_id, e.allocation_epoch,
        EXTRACT(EPOCH FROM COALESCE(e.started_at, e.created_at))::float8, e.control_arm_id,
        a.id, a.name, a.kind, a.params::text, a.weight, a.status,
-       (SELECT max(c.version) FROM experiments_modelcheckpoint c WHERE c.arm_id = a.id), e.mode
+       (SELECT max(c.version) FROM experiments_modelcheckpoint c WHERE c.arm_id = a.id), e.mode,
+       e.holdout_arm_id, e.holdout_share, e.holdout_ended_at IS NULL, l.slug, l.salt, la.start, la."end"
 FROM experiments_experiment e
 JOIN experiments_arm a ON a.experiment_id = e.id
+LEFT JOIN experiments_layerallocation la ON la.experiment_id = e.id
+LEFT JOIN experiments_layer l ON l.id = la.layer_id
 WHERE e.status IN ('running', 'concluded', 'stopped')
 ORDER BY e.id, a.id
 """
@@ -165,11 +207,14 @@ def experiments_from_rows(rows: list[ConfigRow]) -> dict[str, ServedExperiment]:
             for r in exp_rows
         }
         override = {"concluded": first.winner_id, "stopped": first.control_arm_id}.get(first.status)
-        layout = layout_of(arms=[ArmSlot(a.id, a.weight, a.status) for a in arms.values()], override=override)
+        layout = layout_of(arms=[ArmSlot(a.id, a.weight, a.status) for a in arms.values()], override=override,
+                           holdout_arm=first.holdout_arm_id, holdout_share=float(first.holdout_share or 0.0),
+                           holdout_running=bool(first.holdout_running))
         out[first.slug] = ServedExperiment(
             id=first.experiment_id, slug=first.slug, salt=first.salt, status=first.status, winner_id=first.winner_id,
             allocation_epoch=first.allocation_epoch, started_at=float(first.started_at or 0.0), arms=arms,
-            layout=layout, mode=first.mode,
+            layout=layout, mode=first.mode, layer=first.layer, layer_start=first.layer_start or 0,
+            layer_end=first.layer_end or 0, layer_salt=first.layer_salt or "",
         )
     return out
 

@@ -91,7 +91,8 @@
       // [field, main text, second line]: grouped so that the table fits 1,280 px.
       const cells = [
         ["name", name + (r.is_control ? " (control)" : "") + (m.is_winner ? " ★" : ""),
-          (candidate ? "candidate" : m.status || "—") + (m.kind ? " · " + m.kind : "")],
+          (m.is_holdout ? (m.holdout_running ? "holdout" : "holdout ended") : candidate ? "candidate" : m.status || "—")
+            + (m.kind ? " · " + m.kind : "")],
         ["weight", pct(r.weight, 0)],
         ["impressions", int(r.impressions)],
         ["clicks", int(r.clicks)],
@@ -115,6 +116,13 @@
       }
       if (config.canDecide) {
         const td = el("td", { class: "actions" });
+        if (m.holdout_running) {  // the holdout's baseline: only "End the holdout" (on its page) and the model
+          td.appendChild(el("a", { href: config.holdoutUrl, "data-action": "holdout" }, "holdout"));
+          td.appendChild(actionLink(name, "model", "model"));
+          tr.appendChild(td);
+          rows.push(tr);
+          continue;
+        }
         if (stats.experiment.status === "running" && m.status === "active") td.appendChild(actionLink(name, "promote", "promote"));
         if (!m.is_winner) {
           td.appendChild(m.status === "paused" ? actionLink(name, "resume", "resume") : actionLink(name, "pause", "pause"));

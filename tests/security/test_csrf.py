@@ -34,6 +34,9 @@ CSRF_EXEMPT_ALLOWED = {
     "experiments.api.experiments.arm_evaluate",
     "experiments.api.experiments.experiment_conclude",
     "experiments.api.experiments.experiment_webhook",
+    "experiments.api.experiments.experiment_holdout",
+    "experiments.api.experiments.experiment_holdout_end",
+    "experiments.api.experiments.layers",
 }
 
 

@@ -42,8 +42,10 @@ class Rows:
         self.salt = salt
         self.arm: dict[str, int] = {}
 
-    def serve(self, users, arms, *, override=None) -> dict[str, int]:
-        layout = layout_of(arms=arms, override=override)
+    def serve(self, users, arms, *, override=None, holdout=None, holdout_running=True) -> dict[str, int]:
+        arm, share = holdout or (None, 0.0)
+        layout = layout_of(arms=arms, override=override, holdout_arm=arm, holdout_share=share,
+                           holdout_running=holdout_running)
         served = {}
         for u in users:
             arm_id, write = arm_sticky(layout=layout, salt=self.salt, user_id=u, bucket=bucket_of(salt=self.salt, user_id=u),
