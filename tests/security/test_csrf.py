@@ -34,6 +34,9 @@ CSRF_EXEMPT_ALLOWED = {
     "experiments.api.experiments.arm_evaluate",
     "experiments.api.experiments.experiment_conclude",
     "experiments.api.experiments.experiment_webhook",
+    # GET only (operator_view, staff=False): reads, which Django's CSRF check never covers anyway.
+    "experiments.api.exports.experiment_users_csv",
+    "experiments.api.exports.experiment_users_parquet",
 }
 
 
