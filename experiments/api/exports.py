@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
+from contextlib import closing
 from datetime import UTC
 
 from asgiref.sync import sync_to_async
@@ -35,16 +36,19 @@ def _csv_row(row: UserRow) -> tuple:
     return (csv_cell(arm), csv_cell(user_id), epoch, n, c, tick_n, tick_c, first, pre_n, pre_c)
 
 
-def csv_chunks(chunks: Iterator[list[UserRow]]) -> Iterator[bytes]:
-    """The header, then one block of lines per chunk of rows (text that looks like a formula gets an apostrophe)."""
+def csv_chunks(chunks: Generator[list[UserRow]]) -> Generator[bytes]:
+    """The header, then one block of lines per chunk of rows (text that looks like a formula gets an apostrophe).
+
+    Closing this closes ``chunks`` too (and so ends the rows' transaction at once)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(USER_EXPORT_FIELDS)
-    for chunk in chunks:
-        writer.writerows(_csv_row(row) for row in chunk)
-        yield buffer.getvalue().encode()
-        buffer.seek(0)
-        buffer.truncate()
+    with closing(chunks):
+        for chunk in chunks:
+            writer.writerows(_csv_row(row) for row in chunk)
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
     yield buffer.getvalue().encode()
 
 
@@ -89,14 +93,16 @@ class _ChunkSink:
         return out
 
 
-def parquet_chunks(chunks: Iterator[list[UserRow]], *, metadata: dict[str, str]) -> Iterator[bytes]:
-    """One Parquet row group per chunk of rows, written as it comes; the footer last (an empty file is valid)."""
+def parquet_chunks(chunks: Generator[list[UserRow]], *, metadata: dict[str, str]) -> Generator[bytes]:
+    """One Parquet row group per chunk of rows, written as it comes; the footer last (an empty file is valid).
+
+    Closing this closes ``chunks`` too."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = arrow_schema(metadata)
     sink = _ChunkSink()
-    with pq.ParquetWriter(sink, schema) as writer:
+    with closing(chunks), pq.ParquetWriter(sink, schema) as writer:
         for chunk in chunks:
             columns = zip(*chunk, strict=True)
             arrays = [pa.array(column, type=field.type) for column, field in zip(columns, schema, strict=True)]
@@ -105,25 +111,26 @@ def parquet_chunks(chunks: Iterator[list[UserRow]], *, metadata: dict[str, str])
     yield sink.take()
 
 
-async def _on_request_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _on_request_thread(chunks: Generator[bytes]) -> AsyncIterator[bytes]:
     """Under ASGI: each chunk is made on the request's own thread (its database connection and transaction), so
     the file streams instead of being collected first; the connection is closed at the end as
     ``recsite.middleware.CloseConnectionsUnderASGI`` does for every other sync view."""
     step = sync_to_async(next, thread_sensitive=True)
     try:
         while (chunk := await step(chunks, None)) is not None:
-            yield chunk
+            if chunk:
+                yield chunk
     finally:
         await sync_to_async(_finish, thread_sensitive=True)(chunks)
 
 
-def _finish(chunks: Iterator[bytes]) -> None:
+def _finish(chunks: Generator[bytes]) -> None:
     chunks.close()  # ends the export's transaction if the client went away half-way
     for connection in connections.all(initialized_only=True):
         connection.close()
 
 
-def streaming_file(request: HttpRequest, chunks: Iterator[bytes], *, content_type: str,
+def streaming_file(request: HttpRequest, chunks: Generator[bytes], *, content_type: str,
                    filename: str) -> StreamingHttpResponse:
     content = _on_request_thread(chunks) if isinstance(request, ASGIRequest) else chunks
     response = StreamingHttpResponse(content, content_type=content_type)

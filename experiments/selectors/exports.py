@@ -21,7 +21,7 @@ History older than the impression log's retention is not seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import datetime
 from typing import Any
 
@@ -84,7 +84,8 @@ SELECT arm.name, u.external_id, s.epoch, s.impressions, s.clicks, s.folded_impre
 UserRow = tuple[str, str, int, int, int, int, int, datetime | None, int, int]
 
 
-def experiment_user_row_chunks(*, experiment: Experiment, chunk_rows: int | None = None) -> Iterator[list[UserRow]]:
+def experiment_user_row_chunks(*, experiment: Experiment, chunk_rows: int | None = None
+                               ) -> Generator[list[UserRow]]:
     """The export's rows (``USER_EXPORT_FIELDS`` order) in chunks of at most ``chunk_rows`` (default
     ``CHUNK_ROWS``), by arm, user (in order of first sight) and period.
 

@@ -11,9 +11,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from django.core.handlers.asgi import ASGIHandler
+from django.db import connection
 from django.test import Client
 
-from experiments.api.exports import arrow_schema
+from experiments.api.exports import arrow_schema, csv_chunks, parquet_chunks
 from experiments.api.openapi import openapi_document
 from experiments.models import Experiment
 from experiments.selectors import exports as export_selectors
@@ -112,6 +113,18 @@ def test_text_that_looks_like_a_formula_is_defused_in_the_csv_only(db):
 
     assert from_csv.column("user_id").to_pylist()[0].startswith("'=HYPERLINK(1)")
     assert from_parquet.column("user_id").to_pylist()[0].startswith("=HYPERLINK(1)")
+
+
+@pytest.mark.parametrize("encode", [csv_chunks, lambda rows: parquet_chunks(rows, metadata={})])
+def test_a_download_abandoned_half_way_ends_the_rows_transaction(small, encode):
+    outside = len(connection.atomic_blocks)
+    stream = encode(export_selectors.experiment_user_row_chunks(experiment=small, chunk_rows=2))
+
+    next(stream)
+    inside = len(connection.atomic_blocks)
+    stream.close()
+
+    assert (inside, len(connection.atomic_blocks)) == (outside + 1, outside)
 
 
 @pytest.mark.parametrize("path", [CSV_PATH, PARQUET_PATH])
