@@ -531,6 +531,14 @@ OPERATOR_ERRORS = {
     "413": {**ERROR, "description": "body too large"},
     "503": {**ERROR, "description": "database unavailable"},
 }
+EXPORT_ERRORS = {
+    "401": {**ERROR, "description": "no session and no bearer token (unauthenticated), or an unknown, revoked or "
+            "expired token (invalid_token)"},
+    "403": {**ERROR, "description": "the token's user is deactivated (forbidden)"},
+    "404": {**ERROR, "description": "unknown experiment (experiment_not_found)"},
+    "405": {**ERROR, "description": "method not allowed"},
+    "503": {**ERROR, "description": "database unavailable"},
+}
 SLUG = {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}
 ARM = {"name": "arm", "in": "path", "required": True, "schema": {"type": "string"}, "description": "arm name"}
 # Recommendations and clicks: open unless the deployment sets RECSITE_API_KEY_EVENTS=1 (with RECSITE_API_KEY).
@@ -637,6 +645,37 @@ PATHS: dict[str, dict[str, Any]] = {
                 "405": {**ERROR, "description": "method not allowed"},
                 "409": {**ERROR, "description": "the experiment has no arms yet"},
                 "503": {**ERROR, "description": "database unavailable"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/export/users.csv": {
+        "get": {
+            "summary": "Per-user rows for notebooks, as CSV (streamed): one row per arm × user × allocation period "
+            "with the clustered counts (now and at the last stats tick) and the pre-exposure covariate; readable "
+            "like the stats (docs/statistics.md §17 says how to recompute the dashboard's intervals from it)",
+            "operationId": "experimentExportUsersCsv",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "responses": {
+                "200": {"description": "attachment `<slug>-users.csv`; header row, then the rows by arm and user",
+                        "content": {"text/csv": {"schema": {"type": "string"}}}},
+                **EXPORT_ERRORS,
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/export/users.parquet": {
+        "get": {
+            "summary": "The same rows as users.csv, as Parquet (one row group per chunk, streamed; schema in "
+            "docs/statistics.md §17)",
+            "operationId": "experimentExportUsersParquet",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG],
+            "responses": {
+                "200": {"description": "attachment `<slug>-users.parquet`",
+                        "content": {"application/vnd.apache.parquet": {"schema": {"type": "string",
+                                                                                  "contentMediaType":
+                                                                                  "application/vnd.apache.parquet"}}}},
+                **EXPORT_ERRORS,
             },
         }
     },

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from experiments.api import experiments, views
+from experiments.api import experiments, exports, views
 
 app_name = "api"
 
@@ -16,6 +16,10 @@ urlpatterns = [
     path("api/v1/experiments", experiments.experiments, name="experiments"),
     path("api/v1/layers", experiments.layers, name="layers"),
     path("api/v1/experiments/<slug:slug>/stats", experiments.experiment_stats, name="experiment-stats"),
+    path("api/v1/experiments/<slug:slug>/export/users.csv", exports.experiment_users_csv,
+         name="experiment-export-users-csv"),
+    path("api/v1/experiments/<slug:slug>/export/users.parquet", exports.experiment_users_parquet,
+         name="experiment-export-users-parquet"),
     path("api/v1/experiments/<slug:slug>/promote", experiments.experiment_promote, name="experiment-promote"),
     path("api/v1/experiments/<slug:slug>/arms", experiments.experiment_arms, name="experiment-arms"),
     path("api/v1/experiments/<slug:slug>/start", experiments.experiment_start, name="experiment-start"),

@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from experiments.api.errors import application_error_response
+from experiments.csv_cells import csv_cell
 from experiments.dashboard.common import can_decide, form_submit, require_decider
 from experiments.dashboard.forms import DecisionForm, ModelRollbackForm, PlanForm, PolicyForm, ReweightForm
 from experiments.dashboard.workbench import candidates_context
@@ -109,20 +110,6 @@ def export_json(request: HttpRequest, slug: str) -> HttpResponse:
     response = JsonResponse(result_selectors.results(payload), json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="{slug}-results.json"'
     return response
-
-
-# A text cell a spreadsheet would read as a formula (OWASP's list; tab and CR too).
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value):
-    """The value as a CSV cell that no spreadsheet runs: text starting like a formula gets a leading
-    apostrophe (numbers stay numbers, so a negative lift is still -0.02)."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
-        return "'" + value
-    return value
 
 
 @login_required

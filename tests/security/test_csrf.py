@@ -37,6 +37,9 @@ CSRF_EXEMPT_ALLOWED = {
     "experiments.api.experiments.experiment_holdout",
     "experiments.api.experiments.experiment_holdout_end",
     "experiments.api.experiments.layers",
+    # GET only (operator_view, staff=False): reads, which Django's CSRF check never covers anyway.
+    "experiments.api.exports.experiment_users_csv",
+    "experiments.api.exports.experiment_users_parquet",
 }
 
 

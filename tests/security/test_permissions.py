@@ -134,3 +134,13 @@ def test_json_stats_and_promote_follow_the_same_matrix(arena, role):
     expected = {"anonymous": (401, 401), "analyst": (200, 403), "staff_no_perm": (200, 403), "admin": (200, 201)}
     assert (stats.status_code, promote.status_code) == expected[role]
     assert traffic_state(experiment)[3] == before[3] + (role == "admin")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/experiments/sec/export/users.csv",
+                                  "/api/v1/experiments/sec/export/users.parquet"])
+@pytest.mark.parametrize("role", ROLES)
+def test_the_per_user_export_is_read_like_the_stats(arena, role, path):
+    response = client_for(role).get(path)
+
+    expected = {"anonymous": 401, "analyst": 200, "staff_no_perm": 200, "admin": 200}
+    assert response.status_code == expected[role]

@@ -1,1 +1,1 @@
-from tests.support.serving import serving_inline  # noqa: F401  (fixture)
+from tests.support.serving import serving_inline, serving_manual  # noqa: F401  (fixtures)

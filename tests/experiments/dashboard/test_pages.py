@@ -120,3 +120,16 @@ def test_exports_have_one_row_per_arm_with_the_dashboard_numbers(experiment, log
     assert [a["arm"] for a in doc["arms"]] == ["control", "treat"]
     assert doc["arms"][0]["ctr"] == pytest.approx(6 / 60)
     assert set(doc) >= {"experiment", "computed_at", "srm", "warnings"}
+
+
+def test_the_page_links_the_per_user_export_beside_the_results_exports(experiment, login):
+    client = login("analyst", promoter=False)
+
+    page = client.get("/dashboard/homepage/").content.decode()
+    links = [page.index(f'href="{url}"') for url in ("/dashboard/homepage/export.json",
+                                                      "/api/v1/experiments/homepage/export/users.csv",
+                                                      "/api/v1/experiments/homepage/export/users.parquet")]
+    downloaded = client.get("/api/v1/experiments/homepage/export/users.csv")
+
+    assert links == sorted(links)
+    assert (downloaded.status_code, len(b"".join(downloaded.streaming_content).splitlines())) == (200, 1 + 5)
