@@ -250,3 +250,27 @@ class ExperimentScheduleAdmin(ReadOnlyAdmin):
     list_display = ("experiment", "start_at", "stop_at", "auto_stop", "updated_at")
     list_filter = ("auto_stop",)
     search_fields = ("experiment__slug",)
+
+
+@admin.register(m.Layer)
+class LayerAdmin(ReadOnlyAdmin):
+    """Read-only: layers are made on the dashboard's Layers page or through POST /api/v1/layers."""
+
+    list_display = ("slug", "name", "created_at")
+    search_fields = ("slug", "name")
+
+
+@admin.register(m.LayerAllocation)
+class LayerAllocationAdmin(ReadOnlyAdmin):
+    list_display = ("layer", "experiment", "start", "end", "created_at")
+    list_filter = ("layer",)
+    search_fields = ("experiment__slug", "layer__slug")
+
+
+@admin.register(m.ShadowImpression)
+class ShadowImpressionAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "experiment", "arm", "served_arm", "impression_id", "position", "logged_propensity",
+                    "target_propensity")
+    list_filter = ("experiment",)
+    search_fields = ("request_id",)
+    list_select_related = ("experiment", "arm", "served_arm")

@@ -93,8 +93,7 @@ class Experiment(models.Model):
     # Guardrails (experiments/services/guardrails.py): pause a harmful or diverging arm, roll back a collapsed model.
     guardrails = models.BooleanField(default=True)
     guardrail_alpha = models.FloatField(default=0.01)
-    # Holdout (services/holdouts.py): a fixed share of users stays on a baseline arm for the experiment's whole
-    # life, through promotions, until an operator ends it. Set before the start.
+    # Holdout (services/holdouts.py): a share of users stays on a baseline arm for good (set before the start).
     holdout_arm = models.ForeignKey("Arm", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     holdout_share = models.FloatField(default=0.0, db_default=0.0)
     holdout_ended_at = models.DateTimeField(null=True, blank=True)
@@ -124,7 +123,7 @@ class Experiment(models.Model):
         ]
 
     @property
-    def holdout_running(self) -> bool:
+    def holdout_running(self) -> bool:  # a promotion keeps it; only an operator ends it
         return self.holdout_arm_id is not None and self.holdout_share > 0 and self.holdout_ended_at is None
 
     def __str__(self) -> str:
@@ -136,6 +135,7 @@ class Arm(models.Model):
         ACTIVE = "active"
         PAUSED = "paused"
         RETIRED = "retired"
+        SHADOW = "shadow"  # ranks every request without being shown; learns off-policy (services/shadow.py)
 
     class Health(models.TextChoices):
         HEALTHY = "healthy"
@@ -281,6 +281,7 @@ class Decision(models.Model):
         SCHEDULE = "schedule"
         HOLDOUT = "holdout"
         HOLDOUT_END = "holdout_end"
+        SHADOW = "shadow"
         # Made by the system (user null): the allocation policy and the guardrails (and a schedule's start and stop).
         REALLOCATE = "reallocate"
         GUARDRAIL_PAUSE = "guardrail_pause"
@@ -395,4 +396,5 @@ from experiments.interleaving_models import InterleaveCredit  # noqa: E402,F401
 from experiments.layer_models import Layer, LayerAllocation  # noqa: E402,F401
 from experiments.offline_models import OfflineEstimate  # noqa: E402,F401
 from experiments.schedule_models import ExperimentSchedule  # noqa: E402,F401
+from experiments.shadow_models import ShadowImpression  # noqa: E402,F401
 from experiments.webhook_models import WebhookDelivery, WebhookEndpoint  # noqa: E402,F401

@@ -53,6 +53,8 @@ TRAINING_LAG_SECONDS = Histogram(
     "recsite_training_lag_seconds", "Oldest click a version learnt from, to the commit of that version",
     ["experiment", "arm"], buckets=_SLOW,
 )
+SHADOW_DROPPED = Counter("recsite_shadow_dropped", "Served requests a shadow arm did not rank (its queue was full)",
+                         ["experiment"])
 STATS_TICK_SECONDS = Histogram("recsite_stats_tick_seconds", "One statistics tick of one experiment", ["experiment"],
                                buckets=_SLOW)
 

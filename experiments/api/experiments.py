@@ -127,7 +127,17 @@ def layers(request: HttpRequest, user, body: dict) -> HttpResponse:
 def experiment_arms(request: HttpRequest, user, body: dict, slug: str) -> HttpResponse:
     experiment = _experiment(slug)
     spec = _arm_spec(body, "arm")
+    shadow = body.get("shadow", False)
+    if not isinstance(shadow, bool):
+        raise ApplicationError("invalid_type", "shadow must be true or false", field="shadow")
+    if shadow and body.get("weight") not in (None, 0):
+        raise ApplicationError("invalid_weight", "a shadow arm is shown to nobody: leave its weight 0",
+                               field="weight")
+    if shadow:
+        spec = lifecycle.ArmSpec(spec.name, spec.kind, spec.params, 0.0)
     arm = lifecycle.arm_create(experiment=experiment, spec=spec, user=user, reason=_reason(body))
+    if shadow:
+        decision_services.arm_shadow(arm=arm, user=user, reason=_reason(body) or "added as a shadow arm")
     experiment.refresh_from_db()
     summary = experiment_selectors.experiment_summary(experiment=experiment)
     return JsonResponse({"arm": next(a for a in summary["arms"] if a["name"] == arm.name), "experiment": summary},
@@ -222,6 +232,11 @@ def _arm_decision(service, user, body: dict, slug: str, arm: str, default_reason
 @operator_view(methods=["POST"])
 def arm_pause(request: HttpRequest, user, body: dict, slug: str, arm: str) -> HttpResponse:
     return _arm_decision(decision_services.arm_pause, user, body, slug, arm, "paused through the API")
+
+
+@operator_view(methods=["POST"])
+def arm_shadow(request: HttpRequest, user, body: dict, slug: str, arm: str) -> HttpResponse:
+    return _arm_decision(decision_services.arm_shadow, user, body, slug, arm, "into the shadow through the API")
 
 
 @operator_view(methods=["POST"])

@@ -298,7 +298,10 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     },
     "ArmAddRequest": {
         "allOf": [ref("ArmSpec")],
-        "properties": {"reason": {"type": ["string", "null"], "maxLength": 2000}},
+        "properties": {"reason": {"type": ["string", "null"], "maxLength": 2000},
+                       "shadow": {"type": "boolean", "default": False,
+                                  "description": "add it as a shadow arm (weight 0): it ranks every served request "
+                                  "without being shown and learns from the served arms' clicks"}},
     },
     "ExperimentCreate": {
         "type": "object",
@@ -407,7 +410,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "weight": {"type": "number", "minimum": 0},
             "share": {"type": "number", "minimum": 0, "maximum": 1,
                       "description": "share of new users now (returning users keep their arm)"},
-            "status": {"enum": ["active", "paused", "retired"]},
+            "status": {"enum": ["active", "paused", "retired", "shadow"],
+                       "description": "shadow: ranks every served request without being shown, learns off-policy"},
             "health": {"enum": ["healthy", "unhealthy"]},
             "health_reason": {"type": "string"},
         },
@@ -905,6 +909,24 @@ PATHS: dict[str, dict[str, Any]] = {
                 "200": json_body(ref("DecisionResult"), "resumed"),
                 **OPERATOR_ERRORS,
                 "409": {**ERROR, "description": "already active, or retired"},
+            },
+        }
+    },
+    "/api/v1/experiments/{slug}/arms/{arm}/shadow": {
+        "post": {
+            "summary": "Put an arm in the shadow: it is shown to nobody (its users move, as in a pause), ranks every "
+            "request the experiment serves, logs its own propensity of the shown slate and learns from the served "
+            "arms' clicks, importance-weighted; its doubly robust estimate shows on the dashboard. Resume to make "
+            "it a live candidate",
+            "operationId": "armShadow",
+            "security": OPERATOR_SECURITY,
+            "parameters": [SLUG, ARM],
+            "requestBody": {"required": False, **json_body(ref("ReasonRequest"))},
+            "responses": {
+                "200": json_body(ref("DecisionResult"), "in the shadow"),
+                **OPERATOR_ERRORS,
+                "409": {**ERROR, "description": "already in the shadow, retired, the control, the winner, the "
+                        "holdout's baseline, or an interleaved experiment"},
             },
         }
     },

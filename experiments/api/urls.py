@@ -32,6 +32,7 @@ urlpatterns = [
     path("api/v1/experiments/<slug:slug>/weights", experiments.experiment_weights, name="experiment-weights"),
     path("api/v1/experiments/<slug:slug>/arms/<str:arm>/pause", experiments.arm_pause, name="arm-pause"),
     path("api/v1/experiments/<slug:slug>/arms/<str:arm>/evaluate", experiments.arm_evaluate, name="arm-evaluate"),
+    path("api/v1/experiments/<slug:slug>/arms/<str:arm>/shadow", experiments.arm_shadow, name="arm-shadow"),
     path("api/v1/experiments/<slug:slug>/arms/<str:arm>/resume", experiments.arm_resume, name="arm-resume"),
     # Keep last: any other path under /api/ is a JSON 404, never Django's HTML page.
     re_path(r"^api/", views.not_found, name="not-found"),

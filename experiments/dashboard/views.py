@@ -37,6 +37,7 @@ ARM_ACTIONS = {
     "pause": ("Pause", decision_services.arm_pause),
     "resume": ("Resume", decision_services.arm_resume),
     "reweight": ("Re-weight", decision_services.arm_reweight),
+    "shadow": ("Shadow", decision_services.arm_shadow),
 }
 
 

@@ -17,6 +17,7 @@ from experiments.errors import ApplicationError
 from experiments.models import Arm, Experiment, OfflineEstimate, StatsSnapshot
 from experiments.selectors import interleaving as interleaving_selectors
 from experiments.selectors import policy as policy_selectors
+from experiments.selectors import shadow as shadow_selectors
 from experiments.selectors import training as training_selectors
 from experiments.selectors.rollups import experiment_stats_inputs
 from experiments.stats import experiment_report
@@ -234,6 +235,7 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
     )
     freshness = arm_freshness(arms=arms, now=now)
     offline = arm_offline_estimates(experiment=experiment)
+    shadow = shadow_selectors.shadow_estimates(arms=arms, seed=experiment.id)
     arm_meta = {
         arm.name: {
             "id": arm.id,
@@ -246,7 +248,9 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
             # The holdout's baseline (its numbers are the holdout's); "holdout_running" False once it was ended.
             "is_holdout": arm.id == experiment.holdout_arm_id,
             "holdout_running": arm.id == experiment.holdout_arm_id and experiment.holdout_running,
-            "offline_estimate": offline.get(arm.name),
+            # A shadow arm shows its live doubly robust estimate where the others show their stored offline one.
+            "offline_estimate": shadow.get(arm.name) or offline.get(arm.name),
+            "shadow_estimate": shadow.get(arm.name),
             **freshness.get(arm.name, {}),
         }
         for arm in arms

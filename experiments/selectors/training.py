@@ -26,9 +26,10 @@ LAG_WINDOW_S = 120.0
 
 
 def training_arm_ids() -> list[int]:
-    """Arms that may get traffic: active arms of running, stopped (the control serves) or concluded experiments."""
+    """Arms that may get traffic: active arms of running, stopped (the control serves) or concluded experiments,
+    and shadow arms (they learn from the served arms' traffic)."""
     return list(
-        Arm.objects.filter(status=Arm.Status.ACTIVE)
+        Arm.objects.filter(status__in=[Arm.Status.ACTIVE, Arm.Status.SHADOW])
         .filter(experiment__status__in=[Experiment.Status.RUNNING, Experiment.Status.STOPPED,
                                         Experiment.Status.CONCLUDED])
         .order_by("id")

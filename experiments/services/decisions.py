@@ -43,7 +43,7 @@ from experiments.services.training_guard import Baseline
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "MAX_REASON", "PERMISSION", "arm_pause", "arm_promote", "arm_resume", "arm_reweight", "arm_rollback_to_checkpoint",
+    "MAX_REASON", "PERMISSION", "arm_pause", "arm_shadow", "arm_promote", "arm_resume", "arm_reweight", "arm_rollback_to_checkpoint",
     "REVERSIBLE", "arm_status_set", "checkpoint_rollback_apply", "decision_rollback", "experiment_reweight",
 ]
 
@@ -120,7 +120,7 @@ def arm_status_set(*, arm: Arm, status: str, user, reason: str, action: str, act
         if target.status == status:
             raise ApplicationError("no_change", f"The arm is already {status}.", status=409, field="arm")
         refuse_holdout_arm(experiment, target, what="pause or resume")
-        if status == Arm.Status.PAUSED and experiment.winner_id == target.id:
+        if status in (Arm.Status.PAUSED, Arm.Status.SHADOW) and experiment.winner_id == target.id:
             raise ApplicationError("winner", "Roll back the promotion before pausing the winner.", status=409, field="arm")
         if (status == Arm.Status.PAUSED and experiment.status == Experiment.Status.STOPPED
                 and experiment.control_arm_id == target.id):
@@ -140,6 +140,20 @@ def arm_pause(*, arm: Arm, user, reason: str) -> Decision:
     require_permission(user)
     return arm_status_set(arm=arm, status=Arm.Status.PAUSED, user=user, reason=clean_reason(reason),
                           action=Decision.Action.PAUSE)
+
+
+def arm_shadow(*, arm: Arm, user, reason: str) -> Decision:
+    """The arm stops being shown (its users move, as in a pause) and ranks every served request in the shadow,
+    learning from the served arms' clicks (services/shadow.py); resume makes it a live candidate again."""
+    require_permission(user)
+    if arm.experiment.mode != Experiment.Mode.AB:
+        raise ApplicationError("not_ab", "Shadow arms are for A/B experiments: an interleaved slate shows every "
+                               "arm.", status=409, field="arm")
+    if arm.id == arm.experiment.control_arm_id:
+        raise ApplicationError("control", "The control is compared against: it cannot go into the shadow.",
+                               status=409, field="arm")
+    return arm_status_set(arm=arm, status=Arm.Status.SHADOW, user=user, reason=clean_reason(reason),
+                          action=Decision.Action.SHADOW)
 
 
 def arm_resume(*, arm: Arm, user, reason: str) -> Decision:

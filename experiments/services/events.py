@@ -20,6 +20,7 @@ from experiments.services import sessions
 from experiments.services.assignment import KEEP, MOVE, NoEligibleArm, arm_sticky, bucket_of
 from experiments.services.impression_ids import impression_ids_encode
 from experiments.services.layers import route
+from experiments.services.shadow import ShadowJob, shadow_submit
 from experiments.services.shoppers import (
     Recommendation,
     ServedItem,
@@ -206,6 +207,11 @@ def recommendation_serve(
         _user_session_refresh(user_id, sessions.Session(tuple(written[0][2]), tuple(written[0][3])))
     _assignment_settle(user_id=user_id, user_pk=params["user_id"], experiment=experiment, write=write, arm_id=arm_id,
                        recorded=recorded, written=bool(written) and written[0][1] > 0)
+    shadows = experiment.shadow_arm_ids
+    if shadows and written:
+        shadow_submit(ShadowJob(
+            experiment.id, experiment.slug, shadows, arm_id, request_id, user_id, params["user_id"], attributes,
+            row.session if row is not None else sessions.EMPTY, catalogue, indices, propensities, impression_ids))
     items = [
         ServedItem(catalogue.external_ids[i], pos, float(s), float(p), imp)
         for i, pos, s, p, imp in zip(indices.tolist(), positions, scores.tolist(), propensities.tolist(),

@@ -33,6 +33,14 @@ ORDER BY c.relname
 """
 
 # Clicks whose impression is gone (its partition dropped), within the id span the dropped partition held.
+# Shadow arms' rows of the dropped impressions go with them (experiments/shadow_models.py).
+_ORPHAN_SHADOW_SQL = """
+DELETE FROM experiments_shadowimpression WHERE id IN (
+    SELECT s.id FROM experiments_shadowimpression s
+    WHERE s.impression_id BETWEEN %s AND %s
+      AND NOT EXISTS (SELECT 1 FROM experiments_impression i WHERE i.id = s.impression_id)
+    LIMIT %s)
+"""
 _ORPHAN_CLICKS_SQL = """
 DELETE FROM experiments_click WHERE id IN (
     SELECT c.id FROM experiments_click c
@@ -86,13 +94,15 @@ def impression_partition_drop(*, day: date, click_batch: int = 50_000) -> Droppe
     deleted = 0
     started = time.perf_counter()
     if lo is not None:
-        while True:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(_ORPHAN_CLICKS_SQL, [lo, hi, click_batch])
-                batch = cursor.rowcount
-            deleted += batch
-            if batch < click_batch:
-                break
+        for sql in (_ORPHAN_SHADOW_SQL, _ORPHAN_CLICKS_SQL):
+            while True:
+                with transaction.atomic(), connection.cursor() as cursor:
+                    cursor.execute(sql, [lo, hi, click_batch])
+                    batch = cursor.rowcount
+                if sql is _ORPHAN_CLICKS_SQL:
+                    deleted += batch
+                if batch < click_batch:
+                    break
     seconds_clicks = time.perf_counter() - started
     log.info("impression_partition_dropped day=%s seconds=%.3f clicks_deleted=%s clicks_seconds=%.3f", day.isoformat(),
              seconds, deleted, seconds_clicks)

@@ -59,6 +59,7 @@ from experiments.services.checkpoints import (
     checkpoint_model,
     state_compact,
 )
+from experiments.services.shadow_training import shadow_cursors, shadow_rows_read
 from experiments.services.training_config import TrainingConfig
 from experiments.services.training_data import safe_horizon, step_rows_read
 from experiments.services.training_fold import RetryUnfolded, fit_fold
@@ -176,13 +177,10 @@ def _step(arm: Arm, config: TrainingConfig) -> StepResult:
         return StepResult("inflight")
     fold_batches = 1 if arm.id in _no_fold else config.fold_batches
     _no_fold.discard(arm.id)
-    rows = step_rows_read(
-        arm_id=arm.id,
-        cursor=head["cursor"],
-        click_cursor=head["click_cursor"],
-        horizon=horizon,
-        limit=config.batch_rows * fold_batches,
-    )
+    shadow = arm.status == Arm.Status.SHADOW  # learns from the served arms' traffic (services/shadow_training.py)
+    cursor, click_cursor = shadow_cursors(arm_id=arm.id, head=head) if shadow else (head["cursor"], head["click_cursor"])
+    rows = (shadow_rows_read if shadow else step_rows_read)(
+        arm_id=arm.id, cursor=cursor, click_cursor=click_cursor, horizon=horizon, limit=config.batch_rows * fold_batches)
     t_read = time.perf_counter()
     if rows.n == 0:
         return StepResult("idle", timings_ms={"read": (t_read - t0) * 1e3})
@@ -220,12 +218,13 @@ def _step(arm: Arm, config: TrainingConfig) -> StepResult:
     metrics: dict[str, Any] = {
         "accepted": accepted,
         "reject_reason": reason,
-        "scheme": "fnw",
+        "scheme": "fnw-ips" if shadow else "fnw",
         "base_version": base_version,
-        "imp_from": head["cursor"],
+        "imp_from": cursor,
         "imp_to": rows.cursor,
-        "click_from": head["click_cursor"],
+        "click_from": click_cursor,
         "click_to": rows.click_cursor,
+        **({"shadow": True, "shadow_cursor": rows.cursor, "shadow_click_cursor": rows.click_cursor} if shadow else {}),
         "n_impressions": len(rows.impressions),
         "n_clicks": len(rows.clicks),
         "first_click_at": rows.clicks[0]["clicked_at"].timestamp() if rows.clicks else None,
@@ -250,8 +249,9 @@ def _step(arm: Arm, config: TrainingConfig) -> StepResult:
             common = {
                 "arm_id": arm.id,
                 "version": version,
-                "cursor": rows.cursor,
-                "click_cursor": rows.click_cursor,
+                # A shadow version keeps the arm's own cursors (its shadow cursors are in the metrics).
+                "cursor": head["cursor"] if shadow else rows.cursor,
+                "click_cursor": head["click_cursor"] if shadow else rows.click_cursor,
                 "examples_seen": head["examples_seen"] + (rows.n if accepted else 0),
             }
             if state is not None:

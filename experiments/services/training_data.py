@@ -189,6 +189,25 @@ def _tables() -> dict[str, str]:
             "item": Item._meta.db_table}
 
 
+def entities_read(cur, rows: list[dict[str, Any]]) -> Entities:
+    """Each distinct user and item of ``rows`` read once (two queries on ``cur``)."""
+    t = _tables()
+    user_pks = sorted({r["user_id"] for r in rows})
+    item_pks = sorted({r["item_id"] for r in rows})
+    users, items = [], []
+    if user_pks:
+        cur.execute(_USERS_SQL.format(**t), [user_pks])
+        users = cur.fetchall()
+        cur.execute(_ITEMS_SQL.format(**t), [item_pks])
+        items = cur.fetchall()
+    return Entities(
+        np.array([u[0] for u in users], dtype=np.int64),
+        [(u[1], json.loads(u[2]) if u[2] else {}) for u in users],
+        np.array([i[0] for i in items], dtype=np.int64),
+        [(i[1], i[2], i[3], json.loads(i[4]) if i[4] else {}) for i in items],
+    )
+
+
 def step_rows_read(*, arm_id: int, cursor: int, click_cursor: int, horizon: Horizon, limit: int) -> StepRows:
     """The next mini-batch: up to ``limit`` impressions and ``limit`` counted clicks past the cursors.
 
@@ -206,20 +225,7 @@ def step_rows_read(*, arm_id: int, cursor: int, click_cursor: int, horizon: Hori
                     [click_cursor, horizon.click_id, arm_id, limit])
         names = ("id", "clicked_at", "impression_id", *IMPRESSION_COLUMNS)
         clicks = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        user_pks = sorted({r["user_id"] for r in imps} | {r["user_id"] for r in clicks})
-        item_pks = sorted({r["item_id"] for r in imps} | {r["item_id"] for r in clicks})
-        users, items = [], []
-        if user_pks:
-            cur.execute(_USERS_SQL.format(**t), [user_pks])
-            users = cur.fetchall()
-            cur.execute(_ITEMS_SQL.format(**t), [item_pks])
-            items = cur.fetchall()
-    entities = Entities(
-        np.array([u[0] for u in users], dtype=np.int64),
-        [(u[1], json.loads(u[2]) if u[2] else {}) for u in users],
-        np.array([i[0] for i in items], dtype=np.int64),
-        [(i[1], i[2], i[3], json.loads(i[4]) if i[4] else {}) for i in items],
-    )
+        entities = entities_read(cur, imps + clicks)
     # A full page may stop short of the horizon; otherwise every id up to it is final and read.
     new_cursor = imps[-1]["id"] if len(imps) == limit else max(cursor, horizon.impression_id)
     new_click_cursor = clicks[-1]["id"] if len(clicks) == limit else max(click_cursor, horizon.click_id)
@@ -242,7 +248,11 @@ def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Batch:
     hist = [(r["hist_clicked"], r["hist_impressed"]) for r in all_rows]
     ids = {i for pair in hist for part in pair if part for i in part}
     clicked, impressed = sessions.history_matrix(hist, sessions.item_keys_of(ids)) if ids else (None, None)
+    # Shadow arms' rows carry an importance weight (services/shadow_training.py); the FNW weights multiply it.
+    weights = [r.get("weight") for r in all_rows]
+    sample_weight = None if not weights or weights[0] is None else np.asarray(weights, dtype=np.float32)
     return Batch.make(
+        sample_weight=sample_weight,
         user_keys=user_keys,
         user_feats=user_feats,
         item_keys=item_keys,

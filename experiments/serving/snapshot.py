@@ -48,6 +48,11 @@ class ServedExperiment:
     layer_end: int = 0
     layer_salt: str = ""
 
+    @property
+    def shadow_arm_ids(self) -> tuple[int, ...]:
+        """Arms that rank every served request without being shown (services/shadow.py)."""
+        return tuple(a.id for a in self.arms.values() if a.status == "shadow")
+
 
 @dataclass(frozen=True)
 class ServedLayer:

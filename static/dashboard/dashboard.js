@@ -53,6 +53,9 @@
     if (!o) return "";
     if (o.insufficient_overlap) return "offline: insufficient overlap";
     if (!isNum(o.value)) return "";
+    if (o.live) {  // a shadow arm: its live doubly robust estimate from the served arms' traffic
+      return "shadow " + pct(o.value) + " [" + pct(o.ci_low) + ", " + pct(o.ci_high) + "] DR · ESS " + int(o.effective_sample_size) + " v" + o.model_version;
+    }
     return "offline " + pct(o.value) + " [" + pct(o.ci_low) + ", " + pct(o.ci_high) + "] " + o.estimator.toUpperCase() + " v" + o.model_version;
   }
 
@@ -87,7 +90,7 @@
       const r = report.arms[name];
       const m = stats.arms[name] || {};
       const tr = el("tr", { "data-arm": name, class: (m.is_winner ? "winner " : "") + (m.status || "") });
-      const candidate = m.status === "active" && r.weight === 0 && !m.is_winner;
+      const candidate = m.status === "active" && r.weight === 0 && !m.is_winner && !m.is_holdout;
       // [field, main text, second line]: grouped so that the table fits 1,280 px.
       const cells = [
         ["name", name + (r.is_control ? " (control)" : "") + (m.is_winner ? " ★" : ""),
@@ -125,8 +128,10 @@
         }
         if (stats.experiment.status === "running" && m.status === "active") td.appendChild(actionLink(name, "promote", "promote"));
         if (!m.is_winner) {
-          td.appendChild(m.status === "paused" ? actionLink(name, "resume", "resume") : actionLink(name, "pause", "pause"));
+          td.appendChild(m.status === "paused" || m.status === "shadow" ? actionLink(name, "resume", "resume") : actionLink(name, "pause", "pause"));
         }
+        if (m.status === "shadow") td.appendChild(actionLink(name, "pause", "pause"));
+        if (candidate && !r.is_control && stats.experiment.mode !== "interleaved") td.appendChild(actionLink(name, "shadow", "shadow"));
         if (!stats.allocation || stats.allocation.policy === "fixed") td.appendChild(actionLink(name, "reweight", "weight"));
         td.appendChild(actionLink(name, "model", "model"));
         tr.appendChild(td);

@@ -31,6 +31,7 @@ CSRF_EXEMPT_ALLOWED = {
     "experiments.api.experiments.experiment_weights",
     "experiments.api.experiments.arm_pause",
     "experiments.api.experiments.arm_resume",
+    "experiments.api.experiments.arm_shadow",
     "experiments.api.experiments.arm_evaluate",
     "experiments.api.experiments.experiment_conclude",
     "experiments.api.experiments.experiment_webhook",

@@ -31,6 +31,11 @@ REVIEWED: dict[tuple[str, str], str] = {
         "interpolates sequence names returned by pg_get_serial_sequence() for our own tables",
     ("experiments/services/training_data.py", "step_rows_read"):
         "interpolates the models' _meta.db_table names and the fixed IMPRESSION_COLUMNS tuple; values are parameters",
+    ("experiments/services/training_data.py", "entities_read"):
+        "interpolates the models' _meta.db_table names; values are parameters",
+    ("experiments/services/shadow_training.py", "shadow_rows_read"):
+        "module constants built from the fixed IMPRESSION_COLUMNS tuple and the fixed weight expression; values are "
+        "parameters",
     ("experiments/offline/services.py", "offline_evaluate"):
         "interpolates fixed optional clauses ('AND i.arm_id <> %s', 'AND i.arm_id = ANY(%s)'); values are parameters",
     ("experiments/services/bulk.py", "events_import"):

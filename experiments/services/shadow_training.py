@@ -1,0 +1,87 @@
+"""What a shadow arm learns from: the served arms' impressions and clicks it ranked in the shadow, each weighted by
+π_shadow / π_logged (the shadow's probability of the shown item at its position over the served arm's), clipped
+at :data:`MAX_WEIGHT` (the usual bias-for-variance trade of clipped IPS).
+
+Shadow rows are written after the response, by each serving process's own thread, so a row for an older
+impression can commit after a newer one. Both reads therefore stay :data:`LAG_S` behind the clock: a shadow
+row or a click is read only once it is that old, and a cursor only moves past what is that old. A click's
+shadow rows are written within a second of its impression (or never, when a queue was full), long before
+that. The cursors are kept in the version's metrics (``shadow_cursor``, ``shadow_click_cursor``), not in
+the checkpoint's own impression and click cursors, which stay for the arm's own traffic once it is live.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+
+from experiments.models import ModelCheckpoint
+from experiments.services.training_data import IMPRESSION_COLUMNS, Horizon, StepRows, entities_read
+
+MAX_WEIGHT = 10.0
+LAG_S = 5.0
+
+_COLS = ", ".join(f"s.{c}" for c in IMPRESSION_COLUMNS)
+_WEIGHT = "LEAST(s.target_propensity / s.logged_propensity, %(max_weight)s)"
+_IMPRESSIONS_SQL = f"""
+SELECT s.id, {_COLS}, {_WEIGHT} FROM experiments_shadowimpression s
+WHERE s.arm_id = %(arm)s AND s.id > %(cursor)s AND s.created_at < now() - make_interval(secs => %(lag)s)
+ORDER BY s.id LIMIT %(limit)s
+"""
+_IMPRESSIONS_END_SQL = """
+SELECT max(s.id) FROM experiments_shadowimpression s
+WHERE s.arm_id = %(arm)s AND s.id > %(cursor)s AND s.created_at < now() - make_interval(secs => %(lag)s)
+"""
+_CLICKS_SQL = f"""
+SELECT c.id, c.clicked_at, c.impression_id, {_COLS}, {_WEIGHT} FROM experiments_click c
+JOIN experiments_shadowimpression s ON s.arm_id = %(arm)s AND s.impression_id = c.impression_id
+WHERE c.id > %(cursor)s AND c.id <= %(horizon)s AND NOT c.late
+  AND c.clicked_at < now() - make_interval(secs => %(lag)s)
+ORDER BY c.id LIMIT %(limit)s
+"""
+_CLICKS_END_SQL = """
+SELECT max(c.id) FROM experiments_click c
+WHERE c.id > %(cursor)s AND c.id <= %(horizon)s AND c.clicked_at < now() - make_interval(secs => %(lag)s)
+"""
+
+
+def shadow_cursors(*, arm_id: int, head: dict[str, Any]) -> tuple[int, int]:
+    """(shadow-row cursor, click cursor) of a shadow step: the head's, or the newest shadow version's when the arm
+    was live meanwhile (0, 0 for its first time in the shadow). Shadow versions carry the arm's own cursors
+    unchanged in the checkpoint's columns, so a live step always starts from the head's."""
+    for metrics in [head.get("metrics") or {}] + [
+            m or {} for m in ModelCheckpoint.objects.filter(arm_id=arm_id, metrics__shadow=True)
+            .order_by("-version").values_list("metrics", flat=True)[:1]]:
+        if metrics.get("shadow"):
+            return int(metrics.get("shadow_cursor", 0)), int(metrics.get("shadow_click_cursor", 0))
+    return 0, 0
+
+
+def shadow_rows_read(*, arm_id: int, cursor: int, click_cursor: int, horizon: Horizon, limit: int) -> StepRows:
+    """The next mini-batch of a shadow arm: up to ``limit`` shadow impressions and ``limit`` clicks on them, each
+    row carrying its importance weight (``weight``)."""
+    args = {"arm": arm_id, "cursor": cursor, "limit": limit, "lag": LAG_S, "max_weight": MAX_WEIGHT,
+            "horizon": horizon.click_id}
+    names = ("id", *IMPRESSION_COLUMNS, "weight")
+    with connection.cursor() as cur:
+        cur.execute(_IMPRESSIONS_SQL, args)
+        imps = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        if len(imps) < limit:
+            cur.execute(_IMPRESSIONS_END_SQL, args)
+            end = cur.fetchone()[0]
+            new_cursor = max(cursor, int(end or 0))
+        else:
+            new_cursor = imps[-1]["id"]
+        click_args = {**args, "cursor": click_cursor}
+        cur.execute(_CLICKS_SQL, click_args)
+        click_names = ("id", "clicked_at", "impression_id", *IMPRESSION_COLUMNS, "weight")
+        clicks = [dict(zip(click_names, row, strict=True)) for row in cur.fetchall()]
+        if len(clicks) < limit:
+            cur.execute(_CLICKS_END_SQL, click_args)
+            end = cur.fetchone()[0]
+            new_click_cursor = max(click_cursor, int(end or 0))
+        else:
+            new_click_cursor = clicks[-1]["id"]
+        entities = entities_read(cur, imps + clicks)
+    return StepRows(imps, clicks, new_cursor, new_click_cursor, entities)

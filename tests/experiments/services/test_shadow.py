@@ -1,0 +1,201 @@
+"""Shadow arms through the real serve path, Postgres and the trainer: what is logged for every served request,
+the importance-weighted training, the live doubly robust estimate, and the decisions that put an arm there."""
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from experiments.errors import ApplicationError
+from experiments.models import Arm, Click, Decision, Impression, ModelCheckpoint, ShadowImpression
+from experiments.selectors import results as result_selectors
+from experiments.services import decisions, lifecycle, sessions, training
+from experiments.services.clicks import click_record
+from experiments.services.events import recommendation_serve
+from experiments.services.shadow import shadow_recorder
+from experiments.services.shadow_training import MAX_WEIGHT, shadow_rows_read
+from experiments.services.shoppers import rank_context
+from experiments.services.training_config import TrainingConfig
+from experiments.services.training_data import Horizon, step_batch
+from tests.experiments.stats_support import fast_passwords, make_login  # noqa: F401  (autouse)
+from tests.support.serving import catalogue_make, serving_inline  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.django_db
+
+USERS = [f"shopper-{i}" for i in range(60)]
+CONFIG = TrainingConfig(batch_rows=10_000, budget_s=60.0)
+
+
+@pytest.fixture
+def boss():
+    return make_login(username="boss", promoter=True)
+
+
+@pytest.fixture
+def arena(boss, serving_manual, settings):
+    settings.RECSITE = {**settings.RECSITE, "SHADOW_INLINE": True}
+    catalogue_make(n=12)
+    experiment = lifecycle.experiment_create(
+        slug="shady", control="pop", user=boss,
+        arms=[lifecycle.ArmSpec("pop", "popularity"), lifecycle.ArmSpec("ftrl", "ftrl_logreg"),
+              lifecycle.ArmSpec("apprentice", "ftrl_logreg", {"epsilon": 0.2}, 0.0)])
+    lifecycle.experiment_start(experiment=experiment, user=boss)
+    arms = {a.name: a for a in experiment.arms.all()}
+    decisions.arm_shadow(arm=arms["apprentice"], user=boss, reason="watch it learn")
+    serving_manual.refresh()
+    return experiment, {a.name: a for a in experiment.arms.all()}
+
+
+def _age(seconds: int = 60) -> None:
+    with connection.cursor() as cur:
+        cur.execute("UPDATE experiments_shadowimpression SET created_at = now() - make_interval(secs => %s)",
+                    [seconds])
+        cur.execute("UPDATE experiments_click SET clicked_at = now() - make_interval(secs => %s)", [seconds])
+
+
+def test_every_served_request_is_ranked_in_the_shadow_and_the_shadow_is_shown_to_nobody(arena, serving_manual):
+    experiment, arms = arena
+    served = [recommendation_serve(user_id=u, k=4, experiment_slug="shady") for u in USERS]
+
+    assert "apprentice" not in {r.arm for r in served}
+    rows = list(ShadowImpression.objects.filter(arm=arms["apprentice"]).order_by("id"))
+    impressions = {i.id: i for i in Impression.objects.filter(experiment=experiment)}
+    assert len(rows) == len(impressions) == 4 * len(USERS)
+    assert {r.impression_id for r in rows} == set(impressions)
+    for r in rows:
+        shown = impressions[r.impression_id]
+        assert (r.item_id, r.position, r.served_arm_id, r.user_id) == (shown.item_id, shown.position, shown.arm_id,
+                                                                       shown.user_id)
+        assert r.logged_propensity == pytest.approx(shown.propensity)
+    # The shadow's own probability of the shown item is its exact propensity matrix for that request.
+    state = serving_manual.current()
+    model = state.models[arms["apprentice"].id].model
+    first = [r for r in rows if r.request_id == rows[0].request_id]
+    ctx = rank_context(model=model, user_id=USERS[0], attributes={}, catalogue=state.catalogue,
+                       session=sessions.EMPTY)
+    matrix = model.propensity_matrix(ctx, 4)
+    index = {int(pk): i for i, pk in enumerate(state.catalogue.pks)}
+    for r in first:
+        assert r.target_propensity == pytest.approx(matrix[index[r.item_id], r.position - 1])
+    assert 0 < sum(r.target_propensity for r in first) <= 4 + 1e-9
+    assert len({r.shadow_item_id for r in first}) == 4  # its own slate: 4 distinct items
+
+
+def test_the_shadow_learns_from_the_served_arms_clicks_importance_weighted(arena):
+    experiment, arms = arena
+    served = [recommendation_serve(user_id=u, k=4, experiment_slug="shady") for u in USERS]
+    clicked = [r.items[0].impression_id for r in served[::3]]
+    for impression_id in clicked:
+        click_record(impression_id=impression_id)
+    shadow = ShadowImpression.objects.filter(arm=arms["apprentice"])
+
+    fresh = training.arm_train(arm_id=arms["apprentice"].id, config=CONFIG)
+    assert [s.status for s in fresh.steps] == ["idle"]  # rows younger than the lag are not read yet
+    _age()
+    run = training.arm_train(arm_id=arms["apprentice"].id, config=CONFIG)
+
+    (v1,) = ModelCheckpoint.objects.filter(arm=arms["apprentice"]).order_by("version").defer("state")
+    assert run.versions == [1] and v1.metrics["accepted"] and v1.metrics["scheme"] == "fnw-ips"
+    assert (v1.metrics["n_impressions"], v1.metrics["n_clicks"]) == (shadow.count(), len(clicked))
+    assert (v1.metrics["shadow_cursor"], v1.metrics["shadow_click_cursor"]) == (
+        max(shadow.values_list("id", flat=True)), max(Click.objects.values_list("id", flat=True)))
+    assert (v1.cursor, v1.click_cursor) == (0, 0)  # its own cursors wait for its own traffic
+    # Every row of the batch it learnt from carries its clipped importance ratio as its sample weight.
+    rows = shadow_rows_read(arm_id=arms["apprentice"].id, cursor=0, click_cursor=0,
+                            horizon=Horizon(0, 10**12, 0.0), limit=10_000)
+    batch = step_batch(rows=rows, params=arms["apprentice"].params)
+    by_impression = {s.impression_id: min(s.target_propensity / s.logged_propensity, MAX_WEIGHT) for s in shadow}
+    by_id = {s.id: by_impression[s.impression_id] for s in shadow}
+    expected = [by_id[r["id"]] for r in rows.impressions] + [by_impression[r["impression_id"]] for r in rows.clicks]
+    assert batch.sample_weight == pytest.approx(np.array(expected), rel=1e-6)
+    assert len(rows.clicks) == len(clicked) and max(expected) <= MAX_WEIGHT
+    assert [s.status for s in training.arm_train(arm_id=arms["apprentice"].id, config=CONFIG).steps] == ["idle"]
+
+    # Live again: it trains on its own impressions from its own cursors, none of the shadow rows twice.
+    boss = Decision.objects.filter(experiment=experiment).first().user
+    decisions.arm_resume(arm=arms["apprentice"], user=boss, reason="launch as a candidate")
+    decisions.arm_reweight(arm=Arm.objects.get(pk=arms["apprentice"].id), weight=5.0, user=boss, reason="go")
+    from experiments.serving.cache import serving_cache
+
+    serving_cache.refresh()
+    own = [r for r in (recommendation_serve(user_id=f"new-{i}", k=3, experiment_slug="shady") for i in range(40))
+           if r.arm == "apprentice"]
+    assert own
+    training.arm_train(arm_id=arms["apprentice"].id, config=CONFIG)
+    v2 = ModelCheckpoint.objects.filter(arm=arms["apprentice"]).order_by("-version").defer("state").first()
+    assert "shadow" not in v2.metrics and v2.metrics["n_impressions"] == 3 * len(own)
+
+
+def test_the_dashboard_payload_carries_the_shadow_arms_live_doubly_robust_estimate(arena):
+    experiment, arms = arena
+    served = [recommendation_serve(user_id=u, k=4, experiment_slug="shady") for u in USERS]
+    for r in served[::4]:
+        click_record(impression_id=r.items[1].impression_id)
+
+    payload = result_selectors.experiment_stats_payload(experiment=experiment, previous=None)
+    meta = payload["arms"]["apprentice"]
+    estimate = meta["shadow_estimate"]
+    assert meta["status"] == "shadow" and meta["offline_estimate"] == estimate
+    assert estimate["estimator"] == "dr" and estimate["live"] and estimate["rows"] == 4 * len(USERS)
+    assert 0 <= estimate["ci_low"] <= estimate["value"] <= estimate["ci_high"] <= 1
+    assert 0 < estimate["effective_sample_size"] <= estimate["rows"]
+    assert payload["arms"]["ftrl"]["shadow_estimate"] is None
+    assert payload["report"]["arms"]["apprentice"]["impressions"] == 0
+
+
+def test_only_a_non_control_arm_of_an_ab_experiment_goes_into_the_shadow(arena, boss):
+    experiment, arms = arena
+    with pytest.raises(ApplicationError) as err:
+        decisions.arm_shadow(arm=arms["pop"], user=boss, reason="x")
+    assert (err.value.code, err.value.status) == ("control", 409)
+    with pytest.raises(ApplicationError) as err:
+        decisions.arm_shadow(arm=arms["apprentice"], user=boss, reason="x")
+    assert err.value.code == "no_change"
+    interleaved = lifecycle.experiment_create(slug="mixed", mode="interleaved", user=boss,
+                                              arms=[lifecycle.ArmSpec("a", "popularity"),
+                                                    lifecycle.ArmSpec("b", "popularity")])
+    with pytest.raises(ApplicationError) as err:
+        decisions.arm_shadow(arm=interleaved.arms.get(name="b"), user=boss, reason="x")
+    assert err.value.code == "not_ab"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_serving_thread_writes_the_shadow_rows_off_the_request(boss, serving_manual):
+    catalogue_make(n=8)
+    experiment = lifecycle.experiment_create(
+        slug="threaded", user=boss, arms=[lifecycle.ArmSpec("pop", "popularity"),
+                                          lifecycle.ArmSpec("shadowy", "popularity", {}, 0.0)])
+    lifecycle.experiment_start(experiment=experiment, user=boss)
+    decisions.arm_shadow(arm=experiment.arms.get(name="shadowy"), user=boss, reason="thread")
+    serving_manual.refresh()
+    for u in USERS[:20]:
+        recommendation_serve(user_id=u, k=3, experiment_slug="threaded")
+    assert shadow_recorder.drain(timeout=30)
+    assert ShadowImpression.objects.filter(experiment=experiment).count() == 60
+
+
+@pytest.mark.usefixtures("serving_inline")
+def test_the_api_adds_a_shadow_arm_and_the_dashboard_puts_a_candidate_in_the_shadow(boss, login):
+    from experiments.services.tokens import api_token_issue
+    from tests.experiments.api.test_operator import Api, documented
+    from tests.experiments.dashboard.test_workbench import post
+
+    api = Api(api_token_issue(user=boss, name="ci")[1])
+    catalogue_make(n=4)
+    api.post("/api/v1/experiments", {"slug": "api-shadow", "arms": [{"name": "pop", "kind": "popularity"}]})
+    added = api.post("/api/v1/experiments/api-shadow/arms", {"name": "deep", "kind": "ftrl_logreg", "shadow": True})
+    assert added.status_code == 201, added.content
+    arm = documented("/api/v1/experiments/{slug}/arms", "post", added, "ArmAdded")["arm"]
+    assert (arm["status"], arm["weight"]) == ("shadow", 0.0)
+    weighted = api.post("/api/v1/experiments/api-shadow/arms", {"name": "x", "kind": "popularity", "shadow": True,
+                                                                "weight": 1})
+    assert documented("/api/v1/experiments/{slug}/arms", "post", weighted)["error"]["field"] == "weight"
+    control = api.post("/api/v1/experiments/api-shadow/arms/pop/shadow", {})
+    assert documented("/api/v1/experiments/{slug}/arms/{arm}/shadow", "post", control)["error"]["code"] == "control"
+    api.post("/api/v1/experiments/api-shadow/arms", {"name": "cand", "kind": "popularity", "weight": 0})
+
+    client = login("boss2", promoter=True)
+    cand = Arm.objects.get(experiment__slug="api-shadow", name="cand")
+    response = post(client, f"/dashboard/api-shadow/arms/{cand.id}/shadow/", {"reason": "apprentice first"})
+    cand.refresh_from_db()
+    assert response.status_code == 302 and cand.status == "shadow"
+    assert Decision.objects.filter(arm=cand, action="shadow").get().reason == "apprentice first"
