@@ -79,7 +79,7 @@ def test_an_event_id_repeated_inside_a_file_keeps_its_first_row(served):
     ("user-1,purchase,2999-01-01T00:00:00Z,,1,,,\n", "in the future"),
     (f"user-1,purchase,{SOON},,1,,00000000-0000-0000-0000-000000000001,\n", "request_id without position"),
     (f"user-1,purchase,{SOON},,1,,00000000-0000-0000-0000-000000000001,1\n", "no impression of their user"),
-    (f"user-1,purchase,,,1,,,\n", "empty required field"),
+    ("user-1,purchase,,,1,,,\n", "empty required field"),
     ("user-1,purchase,not-a-time,,1,,,\n", "file line 3"),
 ])
 def test_one_bad_row_fails_the_whole_file(served, line, message):
