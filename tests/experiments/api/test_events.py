@@ -237,3 +237,27 @@ def test_a_get_is_a_json_405(client):
     response = client.get(URL)
     schema_check(DOC, "Error", response.json())
     assert response.status_code == 405
+
+
+KEY = "k3y-0123456789abcdef"
+
+
+def test_with_a_key_configured_events_need_it(client, served, settings):
+    settings.RECSITE = {**settings.RECSITE, "API_KEY": KEY}
+    body = {"user_id": "alice", "type": "purchase", "value": 1}
+
+    missing = post_json(client, URL, body)
+    wrong = post_json(client, URL, body, **{"X-API-Key": "nope"})
+    keyed = post_json(client, URL, body, Authorization=f"Bearer {KEY}")
+
+    assert (missing.status_code, wrong.status_code, keyed.status_code) == (401, 403, 201)
+    assert BusinessEvent.objects.count() == 1
+
+
+def test_without_a_key_events_are_closed_unless_ingestion_is_public(client, served, settings):
+    settings.RECSITE = {**settings.RECSITE, "API_KEY": "", "PUBLIC_INGEST": False}
+    response = post_json(client, URL, {"user_id": "alice", "type": "purchase", "value": 1})
+
+    schema_check(DOC, "Error", response.json())
+    assert (response.status_code, response.json()["error"]["code"]) == (403, "ingestion_closed")
+    assert not BusinessEvent.objects.exists()
