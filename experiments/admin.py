@@ -274,3 +274,31 @@ class ShadowImpressionAdmin(ReadOnlyAdmin):
     list_filter = ("experiment",)
     search_fields = ("request_id",)
     list_select_related = ("experiment", "arm", "served_arm")
+
+
+@admin.register(m.BusinessEvent)
+class BusinessEventAdmin(ReadOnlyAdmin):
+    """Read-only: events come through POST /api/v1/events and import_events, with their rollup."""
+
+    list_display = ("id", "ts", "type", "user", "item", "value", "event_id")
+    list_filter = ("type",)
+    search_fields = ("event_id", "user__external_id", "item__external_id")
+    raw_id_fields = ("user", "item", "impression")
+    date_hierarchy = "ts"
+    show_full_result_count = False
+
+
+@admin.register(m.EventAttribution)
+class EventAttributionAdmin(ReadOnlyAdmin):
+    list_display = ("event", "experiment", "arm", "epoch", "late")
+    list_filter = ("experiment", "late")
+    search_fields = ("event__event_id",)
+    raw_id_fields = ("event", "impression")
+    show_full_result_count = False
+
+
+@admin.register(m.ArmUserOutcome)
+class ArmUserOutcomeAdmin(ReadOnlyAdmin):
+    list_display = ("arm", "user", "epoch", "views", "carts", "purchases", "revenue")
+    list_filter = ("arm__experiment", "arm", "epoch")
+    raw_id_fields = ("user",)

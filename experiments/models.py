@@ -390,8 +390,8 @@ class ArmEpochSums(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["arm", "epoch"], name="armepochsums_unique")]
 
-
 from experiments.api_tokens import ApiToken  # noqa: E402,F401  (split by sub-domain, registered from here)
+from experiments.business_models import ArmUserOutcome, BusinessEvent, EventAttribution  # noqa: E402,F401
 from experiments.interleaving_models import InterleaveCredit  # noqa: E402,F401
 from experiments.layer_models import Layer, LayerAllocation  # noqa: E402,F401
 from experiments.offline_models import OfflineEstimate  # noqa: E402,F401

@@ -260,6 +260,11 @@ METRICS_PUBLIC = env_bool("RECSITE_METRICS_PUBLIC", RECSITE_DEV)
 RECSITE = {
     # A click later than this after its impression is stored as late and not counted.
     "ATTRIBUTION_WINDOW_S": env_float("RECSITE_ATTRIBUTION_WINDOW_S", 30 * 60),
+    # Business events (POST /api/v1/events): a ``ts`` more than this ahead of the server's clock is refused, and an
+    # event up to this long before its impression still counts (client clocks drift). Older than MAX_AGE: refused
+    # (history goes through ``import_events``).
+    "EVENT_CLOCK_SKEW_S": env_float("RECSITE_EVENT_CLOCK_SKEW_S", 300.0),
+    "EVENT_MAX_AGE_S": env_float("RECSITE_EVENT_MAX_AGE_S", 7 * 24 * 3600.0),
     "MAX_K": int(os.environ.get("RECSITE_MAX_K", 100)),
     "MAX_BULK_ROWS": int(os.environ.get("RECSITE_MAX_BULK_ROWS", 10_000)),
     # API key for ingestion (items, users). Without one, ingestion is closed (403) unless PUBLIC_INGEST.

@@ -5,9 +5,12 @@ An access check is a callable ``check(request) -> None`` that raises
 runs it before the body is read (``api_view(..., access=ingestion_access)``).
 
 * :func:`ingestion_access` guards everything that writes what serving and the statistics trust —
-  the catalogue, users, and business events: with ``RECSITE_API_KEY`` set the key is required; without one
-  ingestion is **closed** (403 ``ingestion_closed``) unless ``RECSITE_PUBLIC_INGEST=1`` opens it (the default
-  only in development, ``RECSITE_DEV=1``).
+  the catalogue, users, and business events (``POST /api/v1/events``: a purchase carries revenue, and unlike a
+  click it needs no unguessable impression id, so an open endpoint would let anyone post revenue for any
+  user): with ``RECSITE_API_KEY`` set the key is required; without one ingestion is **closed** (403
+  ``ingestion_closed``) unless ``RECSITE_PUBLIC_INGEST=1`` opens it (the default only in development,
+  ``RECSITE_DEV=1``). The demo shop's buttons therefore post to the shop itself (``/shop/event``, session
+  cookie + CSRF), which records the event server-side, as a real shop reports purchases from its servers.
 * :func:`event_access` guards recommendations and clicks: open (a shopper's browser calls them), unless
   ``RECSITE_API_KEY_EVENTS=1`` and a key is set.
 """

@@ -4,7 +4,7 @@ Under ASGI, Django runs each hook of each classic middleware through
 ``sync_to_async`` — about 13 thread hops per request for this project's seven
 middlewares — although the event endpoints use none of them (no session, no
 user, no CSRF, no messages). :func:`api_fast_path` answers
-``POST /api/v1/recommendations``, ``POST /api/v1/clicks`` and ``GET /api/v1/ping``
+``POST /api/v1/recommendations``, ``POST /api/v1/clicks``, ``POST /api/v1/events`` and ``GET /api/v1/ping``
 by calling the very same view coroutines directly with a Django ``ASGIRequest``,
 and hands every other request to Django untouched. What the skipped
 middlewares would have contributed to these responses is kept: the host is
@@ -36,6 +36,7 @@ def _fast_views() -> dict[tuple[str, str], Callable[..., Any]]:
     return {
         ("POST", "/api/v1/recommendations"): views.recommendations,
         ("POST", "/api/v1/clicks"): views.clicks,
+        ("POST", "/api/v1/events"): views.events,
         ("GET", "/api/v1/ping"): views.ping,
     }
 

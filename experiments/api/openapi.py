@@ -131,6 +131,63 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "clicked_at": {"type": "string", "format": "date-time"},
         },
     },
+    "EventRequest": {
+        "type": "object",
+        "required": ["user_id", "type"],
+        "properties": {
+            "user_id": {"type": "string", "minLength": 1, "maxLength": 255,
+                        "description": "the shopper (created on first sight, like a recommendation's)"},
+            "type": {"type": "string", "enum": ["view", "add_to_cart", "purchase"],
+                     "description": "a closed set; anything else is 400 unknown_type"},
+            "item_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 255,
+                        "description": "the item's external id; an unknown one is 404 item_not_found"},
+            "value": {"type": ["number", "null"], "minimum": 0, "maximum": 9999999999.99,
+                      "description": "money, at most two decimal places (stored exactly as numeric(12,2)); a "
+                      "purchase's value is its revenue; absent: the purchase still converts, with revenue 0"},
+            "impression_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 64,
+                              "description": "the impression that led to the event, exactly as served: the event "
+                              "counts for that impression's arm (late outside the attribution window); absent: for "
+                              "the arm of the user's latest impression within the window in each running A/B "
+                              "experiment"},
+            "event_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 255,
+                         "description": "the client's idempotency key: a repeat is 200 with the stored event, the "
+                         "same id with a different event is 409 event_id_conflict"},
+            "ts": {"type": ["string", "null"], "format": "date-time",
+                   "description": "when it happened, ISO 8601 with a time zone (default: now); at most "
+                   "RECSITE_EVENT_CLOCK_SKEW_S (300 s) ahead, at most RECSITE_EVENT_MAX_AGE_S (7 days) old"},
+        },
+    },
+    "EventAttribution": {
+        "type": "object",
+        "required": ["experiment", "arm", "epoch", "late", "counted"],
+        "properties": {
+            "experiment": {"type": "string"},
+            "arm": {"type": "string"},
+            "epoch": {"type": "integer", "minimum": 0, "description": "allocation period of the attributing serve"},
+            "late": {"type": "boolean", "description": "outside the attribution window: stored, not counted"},
+            "counted": {"type": "boolean", "description": "added to the arm's per-user outcome rollup"},
+        },
+    },
+    "BusinessEvent": {
+        "type": "object",
+        "required": ["event_id", "created", "user_id", "type", "item_id", "value", "impression_id", "ts", "counted",
+                     "late", "attributions"],
+        "properties": {
+            "event_id": {"type": ["string", "null"]},
+            "created": {"type": "boolean", "description": "false when the event_id was already recorded"},
+            "user_id": {"type": "string"},
+            "type": {"type": "string", "enum": ["view", "add_to_cart", "purchase"]},
+            "item_id": {"type": ["string", "null"]},
+            "value": NUMBER_OR_NULL,
+            "impression_id": {"type": ["string", "null"]},
+            "ts": {"type": "string", "format": "date-time"},
+            "counted": {"type": "boolean", "description": "counted for at least one arm"},
+            "late": {"type": "boolean", "description": "some attribution is late"},
+            "attributions": {"type": "array", "items": ref("EventAttribution"),
+                             "description": "one per experiment the event is attributed to; empty when no serve "
+                             "covers it"},
+        },
+    },
     "ItemRow": {
         "type": "object",
         "required": ["item_id"],
@@ -552,7 +609,7 @@ KEY_ERRORS = {
     "403": {**ERROR, "description": "wrong API key"},
 }
 
-# Ingestion (items, users): keyed when RECSITE_API_KEY is set, closed without one unless RECSITE_PUBLIC_INGEST=1.
+# Ingestion (items, users, business events): keyed when RECSITE_API_KEY is set, closed without one unless RECSITE_PUBLIC_INGEST=1.
 INGEST_ERRORS = {
     "401": {**ERROR, "description": "API key configured and missing"},
     "403": {**ERROR, "description": "wrong API key (forbidden), or ingestion closed: no key configured and "
@@ -589,6 +646,28 @@ PATHS: dict[str, dict[str, Any]] = {
                 "404": {**ERROR, "description": "unknown impression: one answer for unknown, altered and forged ids"},
                 **KEY_ERRORS,
                 **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/v1/events": {
+        "post": {
+            "summary": "Record a business event (view, add_to_cart, purchase), attributed to the arm that served the "
+                       "user (idempotent on event_id)",
+            "operationId": "recordEvent",
+            "security": API_KEY_SECURITY,
+            "requestBody": {"required": True, **json_body(ref("EventRequest"))},
+            "responses": {
+                "201": json_body(ref("BusinessEvent"), "recorded now; counted unless late or not covered by a serve"),
+                "200": json_body(ref("BusinessEvent"), "this event_id was already recorded: the stored event"),
+                "404": {**ERROR, "description": "unknown impression (impression_not_found: one answer for unknown, "
+                        "altered, forged and other users' ids), or unknown item (item_not_found)"},
+                "409": {**ERROR, "description": "the event_id was already used for a different event "
+                        "(event_id_conflict)"},
+                **INGEST_ERRORS,
+                **COMMON_ERRORS,
+                "400": {**ERROR, "description": "invalid JSON or field: missing user_id or type, unknown_type, a value "
+                        "that is not a finite non-negative amount with at most two decimals (out_of_range, "
+                        "too_precise), a ts that is not ISO 8601 with a zone (invalid), ts_in_future, ts_too_old"},
             },
         }
     },
@@ -943,7 +1022,8 @@ def openapi_document() -> dict[str, Any]:
                 "Live A/B arena for online-learning recommenders. Every error is "
                 "`{\"error\": {\"code\", \"message\", \"field\"}}`. Recommendations and clicks are open "
                 "(they are called by shoppers' browsers) unless the deployment also requires the key for them "
-                "(RECSITE_API_KEY_EVENTS=1); items and users (ingestion) need the API key, and are closed when "
+                "(RECSITE_API_KEY_EVENTS=1); items, users and business events (ingestion) need the API key, and are "
+                "closed when "
                 "none is configured unless the operator opens them (RECSITE_PUBLIC_INGEST=1). `impression_id` is "
                 "an opaque string: echo it back unchanged. Staff actions use the login session with its CSRF token, "
                 "or a staff token made in the Django admin (`Authorization: Bearer <token>`)."

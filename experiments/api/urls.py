@@ -9,6 +9,7 @@ app_name = "api"
 urlpatterns = [
     path("api/v1/recommendations", views.recommendations, name="recommendations"),
     path("api/v1/clicks", views.clicks, name="clicks"),
+    path("api/v1/events", views.events, name="events"),
     path("api/v1/items", views.items, name="items"),
     path("api/v1/users", views.users, name="users"),
     path("api/v1/schema", views.schema, name="schema"),

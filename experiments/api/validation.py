@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from experiments.errors import ApplicationError
@@ -92,6 +94,43 @@ def number(value: Any, field: str, *, lo: float, hi: float) -> float | None:
     if not math.isfinite(float(value)) or value < lo or value > hi:
         raise ApplicationError("out_of_range", f"{field} must be between {lo} and {hi}", field=field)
     return float(value)
+
+
+MAX_MONEY = Decimal("9999999999.99")
+
+
+def money(value: Any, field: str) -> Decimal | None:
+    """An amount of money: a finite, non-negative JSON number with at most two decimal places (cents)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApplicationError("invalid_type", f"{field} must be a number", field=field)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApplicationError("out_of_range", f"{field} must be a finite number", field=field)
+    # repr() is the shortest text that reads back as this float: 19.99 stays 19.99, 0.1 + 0.2 shows its tail.
+    amount = Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+    if amount < 0 or amount > MAX_MONEY:
+        raise ApplicationError("out_of_range", f"{field} must be between 0 and {MAX_MONEY}", field=field)
+    if amount.as_tuple().exponent < -2 and amount != amount.quantize(Decimal("0.01")):
+        raise ApplicationError("too_precise", f"{field} has more than two decimal places", field=field)
+    return amount.quantize(Decimal("0.01"))
+
+
+def timestamp(value: Any, field: str) -> datetime | None:
+    """An ISO 8601 date-time with a time zone (``2026-12-03T14:05:00Z``, ``…+01:00``)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApplicationError("invalid_type", f"{field} must be an ISO 8601 date-time string", field=field)
+    try:
+        parsed = datetime.fromisoformat(value) if len(value) <= 64 else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ApplicationError("invalid", f"{field} is not an ISO 8601 date-time", field=field)
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ApplicationError("invalid", f"{field} must carry a time zone (Z or ±hh:mm)", field=field)
+    return parsed
 
 
 def json_object(value: Any, field: str, *, max_bytes: int = 16_384) -> dict[str, Any]:

@@ -1,11 +1,11 @@
-"""Event endpoints of the public API: recommendations, clicks, items, users, plus schema and ping.
+"""Event endpoints of the public API: recommendations, clicks, business events, items, users, plus schema and ping.
 
 Views only validate and translate; the work is in ``experiments.services``.
 Every response, including failures, is JSON; see :func:`api_view` for how
 errors map to statuses. Authentication (documented in the OpenAPI schema,
 checks in :mod:`experiments.api.access`): recommendations and clicks are open,
-because the shop's JavaScript and any shopper-facing client call them; items and
-users are ingestion: they need ``RECSITE_API_KEY`` when one is set and are closed
+because the shop's JavaScript and any shopper-facing client call them; items, users and
+business events are ingestion: they need ``RECSITE_API_KEY`` when one is set and are closed
 without one, unless ``RECSITE_PUBLIC_INGEST=1``. A deployment whose shop calls us
 from its own servers can require the key on recommendations and clicks too
 (``RECSITE_API_KEY_EVENTS=1``). None of these endpoints use the session, so
@@ -32,6 +32,7 @@ from experiments.api.access import AccessCheck, event_access, ingestion_access
 from experiments.api.dbpool import run_db
 from experiments.api.errors import error_response, exception_response
 from experiments.errors import ApplicationError
+from experiments.services import business_events
 from experiments.services.catalogue import ItemRow, UserRow, item_bulk_upsert, user_bulk_upsert
 from experiments.services.clicks import UnknownImpression, click_record
 from experiments.services.events import recommendation_serve
@@ -146,6 +147,10 @@ def recommendations(request: HttpRequest, body: Any) -> HttpResponse:
     return JsonResponse(result.as_dict(), status=200)
 
 
+# One answer for unknown, malformed, altered and forged ids alike: nothing to learn by probing.
+IMPRESSION_NOT_FOUND = "no such impression (send impression_id exactly as served)"
+
+
 def _impression_id(value: Any) -> str:
     """The opaque id as a recommendation returned it; whether it is genuine is the service's to say (404)."""
     if value is None:
@@ -167,8 +172,31 @@ def clicks(request: HttpRequest, body: Any) -> HttpResponse:
         result = click_record(impression_id=impression_id)
     except UnknownImpression:
         # One answer for unknown, malformed, altered and forged ids alike: nothing to learn by probing.
-        raise ApplicationError("impression_not_found", "no such impression (send impression_id exactly as served)",
-                               status=404, field="impression_id") from None
+        raise ApplicationError("impression_not_found", IMPRESSION_NOT_FOUND, status=404, field="impression_id") from None
+    return JsonResponse(result.as_dict(), status=201 if result.created else 200)
+
+
+@api_view(methods=["POST"], access=ingestion_access)
+def events(request: HttpRequest, body: Any) -> HttpResponse:
+    body = _object_body(body)
+    user_id = v.identifier(body.get("user_id"), "user_id")
+    event_type = body.get("type")
+    if event_type is None:
+        raise ApplicationError("required", "type is required", field="type")
+    if not isinstance(event_type, str):
+        raise ApplicationError("invalid_type", "type must be a string", field="type")
+    item_id = body.get("item_id")
+    item_id = None if item_id is None else v.identifier(item_id, "item_id")
+    event_id = body.get("event_id")
+    event_id = None if event_id is None else v.identifier(event_id, "event_id")
+    impression_id = body.get("impression_id")
+    impression_id = None if impression_id is None else _impression_id(impression_id)
+    try:
+        result = business_events.business_event_record(
+            user_id=user_id, event_type=event_type, item_id=item_id, value=v.money(body.get("value"), "value"),
+            impression_id=impression_id, event_id=event_id, ts=v.timestamp(body.get("ts"), "ts"))
+    except business_events.UnknownImpression:
+        raise ApplicationError("impression_not_found", IMPRESSION_NOT_FOUND, status=404, field="impression_id") from None
     return JsonResponse(result.as_dict(), status=201 if result.created else 200)
 
 

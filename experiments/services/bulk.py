@@ -137,11 +137,13 @@ def _columns(header_line: str) -> list[str]:
     return columns
 
 
-def events_import(*, stream: IO[bytes]) -> ImportResult:
-    """Imports a CSV of impressions (and their clicks) in one transaction."""
+def events_import(*, stream: IO[bytes], header: str | None = None) -> ImportResult:
+    """Imports a CSV of impressions (and their clicks) in one transaction (``header``: the first line, if read).
+
+    Business events have their own file format: :mod:`experiments.services.bulk_events`.
+    """
     started = time.perf_counter()
-    header = stream.readline().decode("utf-8-sig")
-    columns = _columns(header)
+    columns = _columns(header if header is not None else stream.readline().decode("utf-8-sig"))
     window = float(settings.RECSITE["ATTRIBUTION_WINDOW_S"])
     # Every name was checked against the fixed allow-list above.
     column_sql = ", ".join(columns)
@@ -181,7 +183,7 @@ def events_import(*, stream: IO[bytes]) -> ImportResult:
             cursor.execute(_ROLLUP_SQL)
     except (DataError, IntegrityError, psycopg2.DataError, psycopg2.IntegrityError) as exc:
         # A malformed value, a broken constraint or a re-imported request: Postgres names the line.
-        raise EventImportError(_file_lines(str(exc).strip())) from None
+        raise EventImportError(file_lines(str(exc).strip())) from None
 
     result = ImportResult(impressions, clicks, int(late), new_users, new_items, time.perf_counter() - started)
     log.info(
@@ -223,9 +225,9 @@ def _foreign_key_checks_batched(cursor) -> bool:
     return True
 
 
-def _file_lines(message: str) -> str:
+def file_lines(message: str) -> str:
     """COPY counts lines after the header we consumed: report the file's own line numbers."""
-    return re.sub(r"COPY import_stage, line (\d+)", lambda m: f"file line {int(m.group(1)) + 1}", message)
+    return re.sub(r"COPY (?:import|event)_stage, line (\d+)", lambda m: f"file line {int(m.group(1)) + 1}", message)
 
 
 def events_import_text(*, text: str) -> ImportResult:

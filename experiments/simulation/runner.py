@@ -2,9 +2,13 @@
 
 Workers (threads, one keep-alive session each) share a rate limiter; each
 iteration picks a shopper, asks for recommendations, draws clicks from the
-hidden model (:mod:`experiments.simulation.world`) and posts them. Per arm it
-tallies impressions, clicks, the expected clicks of what was shown and the
-oracle's expected clicks, from which CTR, oracle CTR and regret follow.
+hidden model (:mod:`experiments.simulation.world`) and posts them; each click
+may become an add-to-cart and then a purchase at the item's price (the world's
+price-aware truth), posted to ``POST /api/v1/events`` with the impression and a
+deterministic ``event_id``. Per arm it tallies impressions, clicks, carts,
+purchases, revenue, the expected clicks and revenue of what was shown and the
+oracle's expected clicks, from which CTR, oracle CTR and regret follow. Every
+draw comes from a generator seeded by ``(seed, worker)``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import numpy as np
 import requests
 
-from experiments.simulation.world import CatalogueView, ShopperWorld
+from experiments.simulation.world import PURCHASE_GIVEN_CART, CatalogueView, ShopperWorld, cart_probability
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,10 @@ class ArmTally:
     clicks: int = 0
     expected_clicks: float = 0.0
     oracle_clicks: float = 0.0
+    carts: int = 0
+    purchases: int = 0
+    revenue: float = 0.0
+    expected_revenue: float = 0.0
     first_version: int | None = None
     last_version: int = 0
     max_version: int = 0
@@ -52,6 +60,11 @@ class ArmTally:
             "oracle_ctr": self.oracle_clicks / n,
             "regret": self.oracle_clicks - self.expected_clicks,
             "regret_per_1k_impressions": 1000 * (self.oracle_clicks - self.expected_clicks) / n,
+            "carts": self.carts,
+            "purchases": self.purchases,
+            "revenue": round(self.revenue, 2),
+            "revenue_per_1k_impressions": 1000 * self.revenue / n,
+            "expected_revenue_per_1k_impressions": 1000 * self.expected_revenue / n,
             "model_version_first": self.first_version,
             "model_version_max": self.max_version,
         }
@@ -82,6 +95,7 @@ class SimulationReport:
     clicks_posted: int
     errors: dict[str, int]
     arms: dict[str, ArmTally] = field(default_factory=dict)
+    events_posted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,23 +103,27 @@ class SimulationReport:
             "requests": self.requests,
             "requests_per_s": self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0,
             "clicks_posted": self.clicks_posted,
-            "http_calls_per_s": (self.requests + self.clicks_posted) / self.elapsed_s if self.elapsed_s > 0 else 0.0,
+            "events_posted": self.events_posted,
+            "http_calls_per_s": ((self.requests + self.clicks_posted + self.events_posted) / self.elapsed_s
+                                 if self.elapsed_s > 0 else 0.0),
             "errors": dict(self.errors),
             "arms": {name: tally.as_dict() for name, tally in sorted(self.arms.items())},
         }
 
     def table(self) -> str:
-        lines = [f"{'arm':<16}{'impr':>9}{'clicks':>8}{'CTR':>8}{'oracle':>8}{'regret':>10}{'versions':>12}"]
+        lines = [f"{'arm':<16}{'impr':>9}{'clicks':>8}{'CTR':>8}{'oracle':>8}{'regret':>10}{'buys':>7}"
+                 f"{'revenue':>11}{'versions':>12}"]
         for name, t in sorted(self.arms.items()):
             d = t.as_dict()
             lines.append(
                 f"{name:<16}{d['impressions']:>9}{d['clicks']:>8}{d['ctr']:>8.4f}{d['oracle_ctr']:>8.4f}"
-                f"{d['regret']:>10.1f}{f'{t.first_version}→{t.max_version}':>12}"
+                f"{d['regret']:>10.1f}{t.purchases:>7}{t.revenue:>11.2f}{f'{t.first_version}→{t.max_version}':>12}"
             )
         rps = self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
-        calls = (self.requests + self.clicks_posted) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        calls = (self.requests + self.clicks_posted + self.events_posted) / self.elapsed_s if self.elapsed_s > 0 else 0.0
         lines.append(f"{self.requests} recommendation requests in {self.elapsed_s:.1f}s ({rps:.1f}/s), "
-                     f"{self.clicks_posted} clicks posted ({calls:.1f} HTTP calls/s), "
+                     f"{self.clicks_posted} clicks and {self.events_posted} business events posted "
+                     f"({calls:.1f} HTTP calls/s), "
                      f"errors: {dict(self.errors) or 'none'}")
         return "\n".join(lines)
 
@@ -145,6 +163,7 @@ class Simulation:
         self._errors: dict[str, int] = {}
         self._requests = 0
         self._clicks_posted = 0
+        self._events_posted = 0
         self._successes = 0
         self._last_error = ""
         self._started = 0.0
@@ -201,18 +220,28 @@ class Simulation:
             self.catalogue.add(item_ids)
             probs = self.world.click_probability(user_id, item_ids, positions, phase)
             oracle = self.world.oracle_expected_clicks(user_id, self.catalogue, len(items), phase)
+            expected_revenue = float(self.world.expected_revenue(user_id, item_ids, positions, phase).sum())
         clicked = [item for item, p in zip(items, probs, strict=True) if rng.random() < p]
-        posted = 0
+        posted = events = carts = purchases = 0
+        revenue = 0.0
         for item in clicked:
-            try:
-                click = self._post(session, "/api/v1/clicks", {"impression_id": item["impression_id"]})
-            except requests.RequestException as exc:
-                self._error("connection", str(exc))
+            if not self._send(session, "/api/v1/clicks", {"impression_id": item["impression_id"]}, "click"):
                 continue
-            if click.status_code in (200, 201):
-                posted += 1
-            else:
-                self._error(f"click {click.status_code}", click.text[:300])
+            posted += 1
+            price = self.world.price(item["item_id"])
+            if rng.random() >= float(cart_probability(price)):
+                continue
+            base = {"user_id": user_id, "item_id": item["item_id"], "impression_id": item["impression_id"]}
+            carts += 1
+            key = f"{data['request_id']}-{item['position']}"  # deterministic: a retried post is counted once
+            events += self._send(session, "/api/v1/events", {**base, "type": "add_to_cart", "event_id": f"{key}-cart"},
+                                 "event")
+            if rng.random() >= PURCHASE_GIVEN_CART:
+                continue
+            purchases += 1
+            revenue += price
+            events += self._send(session, "/api/v1/events",
+                                 {**base, "type": "purchase", "value": price, "event_id": f"{key}-buy"}, "event")
         with self._lock:
             tally = self._tallies.setdefault(data["arm"], ArmTally())
             tally.requests += 1
@@ -220,6 +249,10 @@ class Simulation:
             tally.clicks += len(clicked)
             tally.expected_clicks += float(probs.sum())
             tally.oracle_clicks += oracle
+            tally.carts += carts
+            tally.purchases += purchases
+            tally.revenue += revenue
+            tally.expected_revenue += expected_revenue
             version = int(data["model_version"])
             if tally.first_version is None:
                 tally.first_version = version
@@ -228,6 +261,19 @@ class Simulation:
             self._requests += 1
             self._successes += 1
             self._clicks_posted += posted
+            self._events_posted += events
+
+    def _send(self, session: requests.Session, path: str, body: dict, what: str) -> bool:
+        """POSTs one click or event; a failure is tallied, never raised (the shopper carries on)."""
+        try:
+            response = self._post(session, path, body)
+        except requests.RequestException as exc:
+            self._error("connection", str(exc))
+            return False
+        if response.status_code in (200, 201):
+            return True
+        self._error(f"{what} {response.status_code}", response.text[:300])
+        return False
 
     def _worker(self, index: int, limiter: RateLimiter) -> None:
         rng = np.random.default_rng([self.config.seed, 1000 + index])
@@ -278,4 +324,4 @@ class Simulation:
         with self._lock:
             arms = {name: ArmTally(**vars(t)) for name, t in self._tallies.items()}
             return SimulationReport(time.monotonic() - self._started, self._requests, self._clicks_posted,
-                                    dict(self._errors), arms)
+                                    dict(self._errors), arms, self._events_posted)

@@ -15,6 +15,7 @@ from tests.support.live import ROOT
 CSRF_EXEMPT_ALLOWED = {
     "experiments.api.views.recommendations",
     "experiments.api.views.clicks",
+    "experiments.api.views.events",
     "experiments.api.views.items",
     "experiments.api.views.users",
     "experiments.api.views.schema",

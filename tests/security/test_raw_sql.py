@@ -40,6 +40,8 @@ REVIEWED: dict[tuple[str, str], str] = {
         "interpolates fixed optional clauses ('AND i.arm_id <> %s', 'AND i.arm_id = ANY(%s)'); values are parameters",
     ("experiments/services/bulk.py", "events_import"):
         "COPY column list: every name checked by _columns() against the fixed REQUIRED/OPTIONAL sets",
+    ("experiments/services/bulk_events.py", "business_events_import"):
+        "COPY column list: every name checked by columns_check() against the fixed REQUIRED/OPTIONAL sets",
     ("experiments/services/shoppers.py", "_user_lookup"):
         "_USER_SQL joins module constants (sessions.SELECT_COLUMNS); values are parameters",
     ("experiments/services/shoppers.py", "impressions_write"):

@@ -22,7 +22,8 @@ from experiments.simulation.world import WORLDS
 
 
 class Command(BaseCommand):
-    help = "Simulated shoppers over HTTP; reports per-arm impressions, clicks, CTR, oracle CTR and regret."
+    help = ("Simulated shoppers over HTTP; reports per-arm impressions, clicks, CTR, oracle CTR, regret, purchases "
+            "and revenue.")
 
     def add_arguments(self, parser):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
@@ -63,7 +64,7 @@ class Command(BaseCommand):
 
                 def tick(report: SimulationReport) -> None:
                     bar.update(report.requests - bar.n)
-                    bar.set_postfix_str(" ".join(f"{n}:{t.clicks / max(t.impressions, 1):.3f}"
+                    bar.set_postfix_str(" ".join(f"{n}:{t.clicks / max(t.impressions, 1):.3f}/${t.revenue:.0f}"
                                                  for n, t in sorted(report.arms.items())), refresh=False)
 
                 report = simulation.run(on_tick=tick)

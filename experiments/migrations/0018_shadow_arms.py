@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('experiments', '0016_holdouts_and_layers'),
+        ('experiments', '0017_business_events'),
     ]
 
     operations = [
