@@ -15,6 +15,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.template.response import TemplateResponse
 
+from experiments import business_models as bm
 from experiments import models as m
 from experiments.services.tokens import api_token_issue, api_tokens_revoke
 
@@ -295,6 +296,27 @@ class EventAttributionAdmin(ReadOnlyAdmin):
     search_fields = ("event__event_id",)
     raw_id_fields = ("event", "impression")
     show_full_result_count = False
+
+
+@admin.register(bm.ArmEpochOutcomeSums)
+class ArmEpochOutcomeSumsAdmin(ReadOnlyAdmin):
+    list_display = ("arm", "epoch", "purchasers", "purchases", "revenue", "revenue_sq")
+    list_filter = ("arm__experiment",)
+    readonly_fields = [f.name for f in bm.ArmEpochOutcomeSums._meta.fields]
+
+
+@admin.register(bm.ArmEpochCupedSums)
+class ArmEpochCupedSumsAdmin(ReadOnlyAdmin):
+    list_display = ("arm", "epoch", "users", "sum_n0", "sum_c0", "sum_nn0", "sum_cc0")
+    list_filter = ("arm__experiment",)
+    readonly_fields = [f.name for f in bm.ArmEpochCupedSums._meta.fields]
+
+
+@admin.register(bm.UserCovariate)
+class UserCovariateAdmin(ReadOnlyAdmin):
+    list_display = ("experiment", "user", "first_exposure_at", "pre_impressions", "pre_clicks", "recorded_at")
+    list_filter = ("experiment",)
+    raw_id_fields = ("user",)
 
 
 @admin.register(m.ArmUserOutcome)

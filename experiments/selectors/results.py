@@ -16,6 +16,7 @@ from django.utils import timezone
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Experiment, OfflineEstimate, StatsSnapshot
 from experiments.selectors import interleaving as interleaving_selectors
+from experiments.selectors import metrics as metric_selectors
 from experiments.selectors import policy as policy_selectors
 from experiments.selectors import shadow as shadow_selectors
 from experiments.selectors import training as training_selectors
@@ -158,6 +159,8 @@ def results(payload: dict) -> dict:
         "arms": results_rows(payload),
         "srm": {"p_value": report["srm"]["p_value"], "alert": report["srm"]["alert"]},
         "warnings": report["warnings"],
+        "primary_metric": payload["experiment"].get("primary_metric", "ctr"),
+        "metrics": payload.get("metrics", []),
     }
     if "interleaving" in payload:
         out["pairs"] = interleaving_selectors.pair_rows(payload["interleaving"])
@@ -172,13 +175,18 @@ def arm_evidence(payload: dict, arm: str) -> dict:
     report = payload["report"]
     row = next(r for r in results_rows(payload) if r["arm"] == arm)
     weak: list[str] = []
-    p = row["always_valid_p"]
+    # The primary metric's always-valid p is the evidence (CTR's, the report's rows, unless another is primary).
+    primary = metric_selectors.primary_metric_rows(payload)
+    p_of = {r["arm"]: r["always_valid_p"] for r in (primary.values() if primary else results_rows(payload))}
+    label = "" if primary is None else f" on {payload['experiment']['primary_metric']}"
+    p = p_of.get(arm)
     if row["is_control"]:
-        others = [r["always_valid_p"] for r in results_rows(payload) if not r["is_control"]]
+        others = [p_of.get(r["arm"]) for r in results_rows(payload) if not r["is_control"]]
         if not others or all(o is None or o >= WEAK_EVIDENCE_P for o in others):
-            weak.append("No arm differs from the control with always-valid p < 0.05.")
+            weak.append(f"No arm differs from the control{label} with always-valid p < 0.05.")
     elif p is None or p >= WEAK_EVIDENCE_P:
-        weak.append(f"Always-valid p = {'n/a' if p is None else f'{p:.3g}'} is not below 0.05: the lift may be noise.")
+        weak.append(f"Always-valid p{label} = {'n/a' if p is None else f'{p:.3g}'} is not below 0.05: the lift may "
+                    "be noise.")
     if report["srm"]["alert"]:
         weak.append(f"Sample-ratio mismatch (p = {report['srm']['p_value']:.2g}): the traffic split is broken.")
     for w in report["warnings"]:
@@ -187,7 +195,8 @@ def arm_evidence(payload: dict, arm: str) -> dict:
     if "interleaving" in payload:  # the pairwise preference is the evidence of an interleaved experiment
         weak = [w for w in weak if not w.startswith(("Always-valid p", "No arm differs"))]
         weak += interleaving_selectors.interleaving_weak_evidence(payload["interleaving"], arm)
-    return {"row": row, "weak": weak, "computed_at": payload["computed_at"]}
+    metric = None if primary is None else {"name": payload["experiment"]["primary_metric"], **(primary.get(arm) or {})}
+    return {"row": row, "weak": weak, "computed_at": payload["computed_at"], "primary_metric": metric}
 
 
 def _point(report: dict, *, at: str, freshness: dict) -> dict:
@@ -233,6 +242,8 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
         seed=experiment.id,
         at=at,
     )
+    metrics, metrics_state = metric_selectors.metrics_section(experiment=experiment, arms=arms, inputs=inputs,
+                                                              report=report, previous=previous)
     freshness = arm_freshness(arms=arms, now=now)
     offline = arm_offline_estimates(experiment=experiment)
     shadow = shadow_selectors.shadow_estimates(arms=arms, seed=experiment.id)
@@ -271,11 +282,14 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
             "allocation_epoch": experiment.allocation_epoch,
             "conclusion": experiment.conclusion,
             "mode": experiment.mode,
+            "primary_metric": experiment.primary_metric,
         },
         "computed_at": at,
         "seq": int((previous or {}).get("seq", 0)) + 1,
         "compute_ms": round(compute_ms, 1),
         "report": report,
+        "metrics": metrics,
+        "metrics_state": metrics_state,
         "arms": arm_meta,
         "point": point,
         "allocation": policy_selectors.allocation_summary(experiment=experiment),

@@ -118,6 +118,7 @@ class StatsInputs:
     periods: list[AllocationPeriod]
     weights: dict[str, float]
     control: str
+    epochs: tuple[int, ...] = ()  # the epoch of each of ``periods``
 
 
 def experiment_stats_inputs(*, experiment: Experiment, arms: list[Arm]) -> StatsInputs:
@@ -149,4 +150,4 @@ def experiment_stats_inputs(*, experiment: Experiment, arms: list[Arm]) -> Stats
             assigned = {name: firsts.get((arm.id, epoch), 0) for arm in arms for name in [arm.name]}
         periods.append(AllocationPeriod(weights=weights, arms=per_arm, assigned=assigned, label=f"epoch {epoch}"))
     control = name_of.get(experiment.control_arm_id) or arms[0].name
-    return StatsInputs(arms=totals, periods=periods, weights=current, control=control)
+    return StatsInputs(arms=totals, periods=periods, weights=current, control=control, epochs=tuple(epochs))

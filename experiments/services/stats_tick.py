@@ -15,6 +15,7 @@ from experiments.models import AllocationEpoch, Experiment, StatsSnapshot
 from experiments.selectors import dashboard as dashboard_selectors
 from experiments.selectors import results as result_selectors
 from experiments.selectors import rollups as rollup_selectors
+from experiments.services import metric_fold
 from experiments.services import webhooks as webhook_services
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ ON CONFLICT (arm_id, epoch) DO UPDATE SET
 def rollup_fold(*, arm_ids: list[int]) -> int:
     """Adds the rollup rows changed since the last fold into ArmEpochSums; returns how many rows it folded.
 
+    The outcome rollup and CUPED's sums are folded in the same transaction (``services.metric_fold``).
+
     A user going from (n, c) to (n', c') moves Σn² by n'² − n² and so on
     (``stats.user_update_delta``), so the running sums stay exact. The changed rows
     are found through a partial index and locked while they are marked folded, so a
@@ -98,9 +101,12 @@ def rollup_fold(*, arm_ids: list[int]) -> int:
     with connection.cursor() as cur:
         cur.execute("SET LOCAL enable_seqscan = off")
         cur.execute("SET LOCAL enable_bitmapscan = off")
+        metric_fold.outcome_fold(cur, arm_ids=list(arm_ids))  # first: its purchasers' rows are then folded below
         cur.execute(_FOLD_PICK_SQL, [list(arm_ids)])
         rows = cur.fetchall()
         if not rows:
+            cur.execute("SET LOCAL enable_seqscan = on")
+            cur.execute("SET LOCAL enable_bitmapscan = on")
             return 0
         ids, arms, users, epochs, n, c, fn, fc = (np.array(col, dtype=np.int64) for col in zip(*rows, strict=True))
         cur.execute(_FOLD_MARK_SQL, [ids.tolist(), n.tolist(), c.tolist()])
@@ -120,6 +126,7 @@ def rollup_fold(*, arm_ids: list[int]) -> int:
                 newcomers.get((arm_id, epoch), 0),
             ))
         cur.executemany(_FOLD_ADD_SQL, deltas)
+        metric_fold.cuped_fold(cur, arms=arms, users=users, epochs=epochs, n=n, c=c, fn=fn, fc=fc, new=new)
         cur.execute("SET LOCAL enable_seqscan = on")
         cur.execute("SET LOCAL enable_bitmapscan = on")
     return len(rows)

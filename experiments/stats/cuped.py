@@ -23,10 +23,14 @@ looks) after, as the Monte Carlo tests use them.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import astuple, dataclass, fields
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from experiments.stats.frequentist import Estimate, relative_lift
 
 FloatArray = NDArray[np.float64]
 
@@ -121,3 +125,36 @@ def cuped_moments(*sums: ArrayLike) -> CupedMoments:
         adjusted_variance = np.where(defined, np.maximum(var_psi - 2.0 * theta * cov + theta * theta * var_phi, 0.0) / k,
                                      np.nan)
     return CupedMoments(r, variance, adjusted, adjusted_variance, theta, r0_all)
+
+
+def cuped_section(sums: Mapping[str, CupedSums | None], *, control: str, confidence: float = 0.95
+                  ) -> dict[str, dict[str, float | None] | None]:
+    """Per arm: the CUPED-adjusted CTR with its interval (clipped to [0, 1]), the variance reduction achieved, θ and,
+    against the control, the adjusted relative lift with its delta-method interval; None for an arm without sums
+    (its users' covariates are incomplete) or with too little data. θ is pooled over the arms given.
+    """
+    names = [name for name, s in sums.items() if s is not None and s.n_users >= 2 and s.sum_n > 0]
+    out: dict[str, dict[str, float | None] | None] = dict.fromkeys(sums)
+    if not names:
+        return out
+    m = cuped_moments(*(np.array(col) for col in zip(*(sums[n].as_args() for n in names), strict=True)))
+    estimates = {n: Estimate(float(m.adjusted[i]), float(m.adjusted_variance[i])) for i, n in enumerate(names)}
+    for i, name in enumerate(names):
+        est = estimates[name]
+        lo, hi = est.interval(confidence) if est.defined else (math.nan, math.nan)
+        row: dict[str, float | None] = {
+            "value": _num(est.value), "ci_low": _num(max(lo, 0.0)), "ci_high": _num(min(hi, 1.0)),
+            "variance_reduction": _num(float(m.variance_reduction[i])), "theta": _num(float(m.theta)),
+            "unadjusted": _num(float(m.ratio[i])), "lift": None, "lift_ci_low": None, "lift_ci_high": None,
+        }
+        if name != control and control in estimates:
+            lift = relative_lift(est, estimates[control])
+            if lift.defined:
+                row["lift"] = lift.value
+                row["lift_ci_low"], row["lift_ci_high"] = lift.interval(confidence)
+        out[name] = row
+    return out
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats as sps
 
-from experiments.stats.summaries import ClusteredRatioSummary
+from experiments.stats.summaries import AnyRatioSummary, ClusteredRatioSummary
 
 FloatArray = NDArray[np.float64]
 
@@ -125,8 +125,9 @@ class Estimate:
         return math.isfinite(self.value) and math.isfinite(self.variance)
 
 
-def ctr_estimate(summary: ClusteredRatioSummary) -> Estimate:
-    """CTR of one arm with its clustered (delta-method) variance.
+def ctr_estimate(summary: AnyRatioSummary) -> Estimate:
+    """CTR (or any :class:`~experiments.stats.summaries.RatioSummary` ratio) of one arm with its clustered
+    (delta-method) variance.
 
     Same formula as :func:`ratio_moments`, in plain floats: a report calls this
     a few hundred times per tick and NumPy's per-call overhead on 0-d arrays
@@ -150,7 +151,7 @@ def design_effect(summary: ClusteredRatioSummary) -> float:
     return clustered / naive if naive > 0 and math.isfinite(clustered) else math.nan
 
 
-def stratified_ctr(summaries: Sequence[ClusteredRatioSummary], weights: Sequence[float]) -> Estimate:
+def stratified_ctr(summaries: Sequence[AnyRatioSummary], weights: Sequence[float]) -> Estimate:
     """Standardised CTR Σ_p w_p·R_p over allocation periods p (weights renormalised).
 
     Every arm is standardised with the *same* period weights, so a time trend

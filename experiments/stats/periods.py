@@ -19,12 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from experiments.stats.frequentist import Estimate, ctr_estimate, stratified_ctr
-from experiments.stats.summaries import AllocationPeriod, ClusteredRatioSummary
+from experiments.stats.summaries import AllocationPeriod, AnyRatioSummary, ClusteredRatioSummary
 
 _EMPTY = ClusteredRatioSummary.empty()
 
 
-def has_data(summary: ClusteredRatioSummary | None) -> bool:
+def has_data(summary: AnyRatioSummary | None) -> bool:
     """At least two users (so a clustered variance exists) and some impressions."""
     return summary is not None and summary.n_users >= 2 and summary.sum_n > 0
 
@@ -48,7 +48,7 @@ class Comparison:
 
 
 def pairwise(
-    arms: Mapping[str, ClusteredRatioSummary],
+    arms: Mapping[str, AnyRatioSummary],
     periods: Sequence[AllocationPeriod] | None,
     *,
     treat: str,
@@ -77,7 +77,7 @@ class Ranking:
     stratified: bool
 
 
-def competitors(arms: Mapping[str, ClusteredRatioSummary], periods: Sequence[AllocationPeriod] | None) -> Ranking:
+def competitors(arms: Mapping[str, AnyRatioSummary], periods: Sequence[AllocationPeriod] | None) -> Ranking:
     """The arms still in the race and their standardised CTRs.
 
     Competing = positive weight in the latest period that split traffic between

@@ -147,6 +147,69 @@ class ClusteredRatioSummary:
         return self.sum_c
 
 
+@dataclass(frozen=True, slots=True)
+class RatioSummary:
+    """Per-arm sums of any ratio of per-user totals Σc_u / Σn_u clustered by user, with non-negative real c_u.
+
+    The same six sums as :class:`ClusteredRatioSummary` (``n`` the denominator, ``c`` the numerator), without the
+    count constraints, so revenue (c_u in currency) fits. A per-user mean (conversion rate: c_u ∈ {0, 1}; revenue
+    per user: c_u = the user's revenue) is the special case n_u = 1 (:meth:`per_user_mean`), where the delta method
+    reduces to the plain CLT on users: Var = s² / K. The estimators (``frequentist.ctr_estimate``,
+    ``stratified_ctr``, ``periods``) read only the six fields and take either class.
+    """
+
+    n_users: int
+    sum_n: float
+    sum_c: float
+    sum_nn: float
+    sum_cc: float
+    sum_nc: float
+
+    def __post_init__(self) -> None:
+        values = (self.n_users, self.sum_n, self.sum_c, self.sum_nn, self.sum_cc, self.sum_nc)
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"sums must be numbers, got {value!r}")
+            if not math.isfinite(float(value)) or value < 0:
+                raise ValueError(f"sums must be finite and >= 0, got {value!r}")
+        if float(self.n_users) != int(self.n_users):
+            raise ValueError(f"n_users must be an integer, got {self.n_users!r}")
+        if self.n_users == 0 and any(v != 0 for v in values):
+            raise ValueError("a summary with n_users=0 must have all sums equal to 0")
+        # Cauchy–Schwarz over users: (Σx)² <= K·Σx² for x = n and c, and (Σn·c)² <= Σn²·Σc².
+        if self.n_users > 0 and (
+            not _close_or_less(self.sum_n**2, self.n_users * self.sum_nn)
+            or not _close_or_less(self.sum_c**2, self.n_users * self.sum_cc)
+            or not _close_or_less(self.sum_nc**2, self.sum_nn * self.sum_cc)
+        ):
+            raise ValueError("second moments too small for the first moments (Cauchy-Schwarz)")
+
+    @classmethod
+    def empty(cls) -> RatioSummary:
+        return cls(0, 0, 0, 0, 0, 0)
+
+    @classmethod
+    def per_user_mean(cls, *, n_users: int, total: float, total_sq: float) -> RatioSummary:
+        """Mean of a per-user value over ``n_users`` users from Σx and Σx² (n_u = 1 for every user)."""
+        return cls(int(n_users), float(n_users), float(total), float(n_users), float(total_sq), float(total))
+
+    @classmethod
+    def from_users(cls, denominators: ArrayLike, numerators: ArrayLike) -> RatioSummary:
+        n = np.asarray(denominators, dtype=float)
+        c = np.asarray(numerators, dtype=float)
+        if n.shape != c.shape or n.ndim != 1:
+            raise ValueError("denominators and numerators must be 1-D arrays of equal length")
+        return cls(int(n.size), float(n.sum()), float(c.sum()), float((n * n).sum()), float((c * c).sum()),
+                   float((n * c).sum()))
+
+    def __add__(self, other: RatioSummary) -> RatioSummary:
+        """Union of two disjoint sets of users."""
+        if not isinstance(other, RatioSummary):
+            return NotImplemented
+        return RatioSummary(self.n_users + other.n_users, self.sum_n + other.sum_n, self.sum_c + other.sum_c,
+                            self.sum_nn + other.sum_nn, self.sum_cc + other.sum_cc, self.sum_nc + other.sum_nc)
+
+
 def user_update_delta(*, n_before: int, c_before: int, n_after: int, c_after: int) -> dict[str, int]:
     """Increments to apply to a stored summary when one user's totals change.
 
@@ -181,7 +244,7 @@ class AllocationPeriod:
     """
 
     weights: Mapping[str, float]
-    arms: Mapping[str, ClusteredRatioSummary]
+    arms: Mapping[str, ClusteredRatioSummary | RatioSummary]
     assigned: Mapping[str, int] | None = None
     label: str = ""
 
@@ -192,8 +255,12 @@ class AllocationPeriod:
         if sum(self.weights.values()) <= 0:
             raise ValueError("period weights must not all be zero")
         for name, summary in self.arms.items():
-            if not isinstance(summary, ClusteredRatioSummary):
-                raise ValueError(f"period summary of {name!r} must be a ClusteredRatioSummary")
+            if not isinstance(summary, (ClusteredRatioSummary, RatioSummary)):
+                raise ValueError(f"period summary of {name!r} must be a ClusteredRatioSummary or RatioSummary")
         for name, count in (self.assigned or {}).items():
             if count < 0:
                 raise ValueError(f"assigned count of {name!r} must be >= 0, got {count!r}")
+
+
+# What the estimators accept: both classes carry the same six sums.
+AnyRatioSummary = ClusteredRatioSummary | RatioSummary
