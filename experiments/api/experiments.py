@@ -96,6 +96,8 @@ def experiments(request: HttpRequest, user, body: dict) -> HttpResponse:
         control=None if control is None else v.identifier(control, "control"),
         salt=None if body.get("salt") is None else v.text(body["salt"], "salt", max_length=64),
         holdout=body.get("holdout"),
+        primary_metric="ctr" if body.get("primary_metric") is None else v.identifier(body["primary_metric"],
+                                                                                       "primary_metric"),
         layer=None if body.get("layer") is None else v.identifier(body["layer"], "layer"),
         layer_share=None if body.get("layer_share") is None else v.number(body["layer_share"], "layer_share", lo=0,
                                                                            hi=1),

@@ -277,6 +277,62 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "cs_low": {"type": "number"}, "cs_high": {"type": "number"},
         },
     },
+    "MetricArm": {
+        "type": "object",
+        "required": ["arm", "value", "ci_low", "ci_high", "lift", "always_valid_p"],
+        "properties": {
+            "arm": {"type": "string"},
+            "is_control": {"type": "boolean"},
+            "value": {**NUMBER_OR_NULL, "description": "the arm's estimate (pooled over allocation periods)"},
+            "se": NUMBER_OR_NULL,
+            "ci_low": {**NUMBER_OR_NULL, "description": "95% interval (1 − alpha): delta method over user clusters; "
+                       "for the per-user means the CLT on users"},
+            "ci_high": NUMBER_OR_NULL,
+            "users": {"type": "integer", "minimum": 0},
+            "numerator": {**NUMBER_OR_NULL, "description": "clicks, purchasing users or revenue"},
+            "denominator": {**NUMBER_OR_NULL, "description": "impressions (ctr) or users"},
+            "lift": {**NUMBER_OR_NULL, "description": "relative lift vs the control (stratified by allocation "
+                     "period when weights changed); null on the control"},
+            "lift_ci_low": NUMBER_OR_NULL, "lift_ci_high": NUMBER_OR_NULL,
+            "abs_diff": NUMBER_OR_NULL,
+            "p_value": {**NUMBER_OR_NULL, "description": "fixed-horizon z-test of the difference"},
+            "p_value_holm": NUMBER_OR_NULL,
+            "always_valid_p": {**NUMBER_OR_NULL, "description": "mSPRT on the relative lift: safe to peek; null on "
+                               "the control"},
+            "always_valid_p_holm": NUMBER_OR_NULL,
+            "lift_cs": {"type": ["array", "null"], "items": NUMBER_OR_NULL,
+                        "description": "confidence sequence of the lift [low, high]"},
+            "periods_used": {"type": ["integer", "null"]},
+            "p_best": {**NUMBER_OR_NULL, "description": "posterior P(best) on this metric (normal approximation)"},
+            "expected_loss": NUMBER_OR_NULL,
+            "cuped": {
+                "type": ["object", "null"],
+                "description": "ctr only: the CUPED-adjusted CTR, the covariate being the user's impressions and "
+                "clicks before their first exposure (docs/statistics.md §20); null when some user's covariate is "
+                "missing (rows folded before the covariates were kept) or with fewer than two users",
+                "required": ["value", "ci_low", "ci_high", "variance_reduction"],
+                "properties": {
+                    "value": NUMBER_OR_NULL, "ci_low": NUMBER_OR_NULL, "ci_high": NUMBER_OR_NULL,
+                    "variance_reduction": {**NUMBER_OR_NULL, "description": "1 − Var(adjusted) / Var(unadjusted)"},
+                    "theta": NUMBER_OR_NULL, "unadjusted": NUMBER_OR_NULL,
+                    "lift": NUMBER_OR_NULL, "lift_ci_low": NUMBER_OR_NULL, "lift_ci_high": NUMBER_OR_NULL,
+                },
+            },
+        },
+    },
+    "Metric": {
+        "type": "object",
+        "required": ["name", "primary", "arms"],
+        "properties": {
+            "name": {"enum": ["ctr", "conversion_rate", "revenue_per_user"],
+                     "description": "clicks / impressions; purchasing users / users; revenue / users"},
+            "primary": {"type": "boolean", "description": "the experiment's primary metric: it drives the promotion "
+                        "evidence, the allocation policy and the guardrail"},
+            "control": {"type": "string"},
+            "method": {"enum": ["pooled", "stratified"], "description": "how P(best) compared the arms"},
+            "arms": {"type": "array", "items": ref("MetricArm")},
+        },
+    },
     "ExperimentStats": {
         "type": "object",
         "required": ["experiment", "computed_at", "seq", "control", "alpha", "arms", "srm", "warnings"],
@@ -299,6 +355,9 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "control": {"type": "string"},
             "alpha": {"type": "number"},
             "arms": {"type": "array", "items": ref("ArmResult")},
+            "primary_metric": {"enum": ["ctr", "conversion_rate", "revenue_per_user"]},
+            "metrics": {"type": "array", "items": ref("Metric"),
+                        "description": "every metric of every arm, the primary first (docs/statistics.md §19)"},
             "pairs": {"type": "array", "items": ref("PairResult"),
                       "description": "interleaved experiments only: the preference of each pair of arms"},
             "srm": {
@@ -371,6 +430,9 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                      "the arms taking traffic and clicks credit the contributing arm; fixed at creation"},
             "arms": {"type": ["array", "null"], "maxItems": 20, "items": ref("ArmSpec")},
             "control": {"type": ["string", "null"], "description": "arm name; default the first arm"},
+            "primary_metric": {"enum": ["ctr", "conversion_rate", "revenue_per_user", None], "default": "ctr",
+                               "description": "drives the promotion evidence, the allocation policy and the "
+                               "guardrail; changeable later on the dashboard's policy page (audited)"},
             "salt": {"type": ["string", "null"], "pattern": "^[-a-zA-Z0-9_.:]{1,64}$",
                      "description": "hashed with each user id into a bucket; random when omitted; fixed for good"},
             "reason": {"type": ["string", "null"], "maxLength": 2000},
@@ -481,6 +543,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "slug": {"type": "string"},
             "name": {"type": "string"},
             "mode": {"enum": ["ab", "interleaved"]},
+            "primary_metric": {"enum": ["ctr", "conversion_rate", "revenue_per_user"]},
             "status": {"enum": ["draft", "running", "stopped", "concluded"]},
             "control": {"type": ["string", "null"]},
             "winner": {"type": ["string", "null"]},

@@ -4,6 +4,7 @@ import copy
 
 from django import forms
 
+from experiments.business_models import METRIC_CHOICES
 from experiments.models import Experiment, ExperimentSchedule
 from experiments.services.decisions import MAX_REASON
 
@@ -22,7 +23,9 @@ class PolicyForm(DecisionForm):
     interval_minutes = forms.IntegerField(min_value=1, max_value=1440, help_text="How often the policy re-evaluates.")
     guardrails = forms.BooleanField(required=False, help_text="Pause harmful or diverging arms, roll back collapsed models.")
     guardrail_alpha = forms.FloatField(min_value=0.0001, max_value=0.2, help_text="Always-valid p below which an arm "
-                                       "whose CTR is below the control's is paused.")
+                                       "whose primary metric is below the control's is paused.")
+    primary_metric = forms.ChoiceField(choices=METRIC_CHOICES, help_text="The metric that drives the promotion "
+                                       "evidence, the policy's posterior and the guardrail (docs/statistics.md §19).")
 
 
 class ModelRollbackForm(DecisionForm):

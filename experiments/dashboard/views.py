@@ -225,14 +225,14 @@ def policy(request: HttpRequest, slug: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, slug=slug)
     initial = {"policy": experiment.policy, "floor": experiment.policy_floor,
                "interval_minutes": experiment.policy_interval_minutes, "guardrails": experiment.guardrails,
-               "guardrail_alpha": experiment.guardrail_alpha}
+               "guardrail_alpha": experiment.guardrail_alpha, "primary_metric": experiment.primary_metric}
     form = PolicyForm(request.POST or None, initial=initial)
 
     def set_policy(data: dict) -> str:
         decision = allocation_services.policy_set(
             experiment=experiment, policy=data["policy"], floor=data["floor"], interval_minutes=data["interval_minutes"],
             guardrails=data["guardrails"], guardrail_alpha=data["guardrail_alpha"], user=request.user,
-            reason=data["reason"],
+            reason=data["reason"], primary_metric=data["primary_metric"],
         )
         return f"Allocation policy set: recorded as decision #{decision.id}."
 

@@ -7,8 +7,12 @@ beat runs :func:`policy_tick` every ``RECSITE_POLICY_TICK_S``; each experiment w
 1. the arms in the policy are the active arms with a positive weight (a candidate at
    weight 0 stays out until an operator gives it a weight; a paused arm is out);
 2. their CTRs, standardised over the allocation periods they share (the same
-   estimates P(best) ranks), and the clustered variances are the posterior;
-3. burn-in: until every arm has the data the sequential test asks for, nothing changes;
+   estimates P(best) ranks), and the clustered variances are the posterior; with another
+   ``primary_metric`` its estimates instead: conversion rate and revenue per user are per-user
+   means, and their posterior is the normal approximation N(mean, s²/K) (large-sample, flat prior;
+   revenue is far from Bernoulli, so no Beta posterior fits it), the same as CTR's;
+3. burn-in: until every arm has the data the sequential test asks for (clicks, or purchasing
+   users for the purchase metrics), nothing changes;
 4. the new shares (floored) replace the weights when one of them moves by at least
    ``stats.allocation.MIN_CHANGE``; that is an audited decision (``reallocate``, no user, the posterior
    and both splits as evidence) that opens a new allocation period, so inference
@@ -30,9 +34,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from experiments.business_models import METRICS
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment
-from experiments.selectors.rollups import experiment_stats_inputs
+from experiments.selectors.metrics import outcome_metric_inputs
+from experiments.selectors.rollups import StatsInputs, experiment_stats_inputs
 from experiments.services import stats_tick as tick_services
 from experiments.services.decision_core import (
     NO_PERIOD,
@@ -59,15 +65,16 @@ def _settings_state(experiment: Experiment) -> dict:
         "policy_interval_minutes": experiment.policy_interval_minutes,
         "guardrails": experiment.guardrails,
         "guardrail_alpha": experiment.guardrail_alpha,
+        "primary_metric": experiment.primary_metric,
     }
 
 
 def policy_set(
     *, experiment: Experiment, policy: str, floor: float, interval_minutes: int, guardrails: bool,
-    guardrail_alpha: float, user, reason: str,
+    guardrail_alpha: float, user, reason: str, primary_metric: str | None = None,
 ) -> Decision:
-    """The experiment's allocation policy and guardrail settings, as one audited decision (traffic moves at the
-    policy's next evaluation, not now)."""
+    """The experiment's allocation policy and guardrail settings, and its primary metric (None: unchanged), as one
+    audited decision (traffic moves at the policy's next evaluation, not now)."""
     require_permission(user, "change the allocation policy")
     reason = clean_reason(reason)
     if policy not in Experiment.Policy.values:
@@ -84,6 +91,9 @@ def policy_set(
             or not 0 < guardrail_alpha < 0.5:
         raise ApplicationError("invalid_alpha", "guardrail_alpha is between 0 and 0.5 (e.g. 0.01).",
                                field="guardrail_alpha")
+    if primary_metric is not None and primary_metric not in METRICS:
+        raise ApplicationError("invalid_primary_metric", f"primary_metric must be one of {list(METRICS)}.",
+                               field="primary_metric")
     with transaction.atomic():
         experiment, arms = lock(experiment.id)
         live = [a for a in arms if a.status == Arm.Status.ACTIVE and a.weight > 0]
@@ -94,6 +104,7 @@ def policy_set(
         experiment.policy, experiment.policy_floor = policy, float(floor)
         experiment.policy_interval_minutes = interval_minutes
         experiment.guardrails, experiment.guardrail_alpha = bool(guardrails), float(guardrail_alpha)
+        experiment.primary_metric = primary_metric or experiment.primary_metric
         running = experiment.status == Experiment.Status.RUNNING and policy != Experiment.Policy.FIXED
         experiment.policy_next_at = timezone.now() + timedelta(minutes=interval_minutes) if running else None
         if previous["policy"] == policy and all(previous[k] == v for k, v in _settings_state(experiment).items()):
@@ -102,8 +113,17 @@ def policy_set(
             experiment=experiment, arms=arms, action=Decision.Action.POLICY, arm=None, user=user, reason=reason,
             previous_state=previous, evidence={"settings": _settings_state(experiment)}, period=NO_PERIOD,
             experiment_fields=("policy", "policy_floor", "policy_interval_minutes", "policy_next_at", "guardrails",
-                               "guardrail_alpha"),
+                               "guardrail_alpha", "primary_metric"),
         )
+
+
+def _primary_inputs(experiment: Experiment, arms: list[Arm], inputs: StatsInputs):
+    """Per arm the summaries of the primary metric, its periods and the counts that end the burn-in (clicks for CTR,
+    purchasing users for the purchase metrics)."""
+    if experiment.primary_metric == "ctr":
+        return inputs.arms, inputs.periods, {name: s.sum_c for name, s in inputs.arms.items()}
+    metric = outcome_metric_inputs(arms=arms, inputs=inputs)[experiment.primary_metric]
+    return metric.arms, metric.periods, metric.events
 
 
 def policy_evaluate(*, experiment_id: int, now: datetime | None = None) -> Decision | None:
@@ -120,10 +140,11 @@ def policy_evaluate(*, experiment_id: int, now: datetime | None = None) -> Decis
             return None
         tick_services.rollup_fold(arm_ids=[a.id for a in arms])
         inputs = experiment_stats_inputs(experiment=experiment, arms=arms)
-        ranked = competitors({a.name: inputs.arms[a.name] for a in live}, inputs.periods).estimates
+        pool, periods, events = _primary_inputs(experiment, arms, inputs)
+        ranked = competitors({a.name: pool[a.name] for a in live}, periods).estimates
         ready = all(
             a.name in ranked and ranked[a.name].defined
-            and bool(enough_data(inputs.arms[a.name].sum_c, inputs.arms[a.name].n_users))
+            and bool(enough_data(events[a.name], pool[a.name].n_users))
             for a in live
         )
         if not ready:
@@ -144,6 +165,7 @@ def policy_evaluate(*, experiment_id: int, now: datetime | None = None) -> Decis
         split = ", ".join(f"{a.name} {b:.0%}→{s:.0%}" for a, b, s in zip(live, before, shares, strict=True))
         record = {
             "kind": experiment.policy, "floor": experiment.policy_floor, "seed": seed,
+            "metric": experiment.primary_metric,
             "arms": {a.name: {"mean": m, "variance": v, "share_before": float(b), "share_after": float(s)}
                      for a, m, v, b, s in zip(live, means, variances, before, shares, strict=True)},
         }

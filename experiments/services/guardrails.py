@@ -15,6 +15,7 @@ the stats tick already record, so they are tested without a database:
   the control, Holm-adjusted across arms, is below the experiment's
   ``guardrail_alpha`` and the confidence sequence of its lift lies below 0: the arm
   is **paused**. Always-valid, so checking every 15 s does not inflate false alarms.
+  Judged on the experiment's ``primary_metric`` (CTR by default; rule ``<metric>_below_control``).
 * **logloss collapse** (:func:`logloss_collapse`) — the progressive logloss of the
   newest ``COLLAPSE_WINDOW`` judged batches is above ``COLLAPSE_FACTOR`` × the median
   of the ``REFERENCE_VERSIONS`` before them: the model is **rolled back** to the last
@@ -41,6 +42,7 @@ from django.utils import timezone
 
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment, ModelCheckpoint
+from experiments.selectors.metrics import primary_metric_rows
 from experiments.selectors.results import snapshot_latest
 from experiments.services import decisions as decision_services
 
@@ -81,20 +83,25 @@ def diverging(metrics_newest_first: list[dict[str, Any]], *, streak: int = DIVER
                    {"reject_reasons": reasons})
 
 
-def ctr_harm(row: dict[str, Any], *, alpha: float) -> Verdict | None:
-    """Significantly below the control at the guardrail's α (always-valid, Holm-adjusted; see module doc)."""
+METRIC_LABELS = {"ctr": "CTR", "conversion_rate": "Conversion rate", "revenue_per_user": "Revenue per user"}
+
+
+def ctr_harm(row: dict[str, Any], *, alpha: float, metric: str = "ctr") -> Verdict | None:
+    """Significantly below the control at the guardrail's α on the primary metric (always-valid, Holm-adjusted; see
+    module doc). ``row``: the report's arm row for CTR, else the primary metric's row of the payload's metrics."""
     p = row.get("always_valid_p_holm")
     cs = row.get("lift_cs") or [None, None]
     if row.get("is_control") or p is None or p >= alpha or cs[1] is None or cs[1] >= 0:
         return None
     lift = row.get("lift")
     shown = "n/a" if lift is None else f"{lift:+.1%}"
+    facts = {"ctr": row.get("ctr"), "impressions": row.get("impressions")} if metric == "ctr" else {
+        "metric": metric, "value": row.get("value"), "users": row.get("users")}
     return Verdict(
-        "ctr_below_control",
-        f"CTR below the control: lift {shown}, always-valid p (Holm) = {p:.2g} < α = {alpha:g}, confidence sequence "
-        f"of the lift [{cs[0]:+.1%}, {cs[1]:+.1%}].",
-        {"always_valid_p_holm": p, "alpha": alpha, "lift": lift, "lift_cs": cs, "ctr": row.get("ctr"),
-         "impressions": row.get("impressions")},
+        f"{metric}_below_control",
+        f"{METRIC_LABELS.get(metric, metric)} below the control: lift {shown}, always-valid p (Holm) = {p:.2g} < "
+        f"α = {alpha:g}, confidence sequence of the lift [{cs[0]:+.1%}, {cs[1]:+.1%}].",
+        {"always_valid_p_holm": p, "alpha": alpha, "lift": lift, "lift_cs": cs, **facts},
     )
 
 
@@ -152,7 +159,7 @@ def _pause(arm: Arm, verdict: Verdict) -> Decision | None:
         return None
 
 
-def _arm_pause_check(arm: Arm, row: dict | None, alpha: float) -> Decision | None:
+def _arm_pause_check(arm: Arm, row: dict | None, alpha: float, metric: str = "ctr") -> Decision | None:
     resumed = _last_decision(arm, (Decision.Action.RESUME,))
     since = resumed.created_at if resumed is not None else None
     checkpoints = ModelCheckpoint.objects.filter(arm=arm).order_by("-version")
@@ -162,7 +169,7 @@ def _arm_pause_check(arm: Arm, row: dict | None, alpha: float) -> Decision | Non
     if verdict is None and row is not None:
         overridden = resumed is not None and Decision.objects.filter(
             arm=arm, action=Decision.Action.GUARDRAIL_PAUSE, created_at__lt=resumed.created_at).exists()
-        verdict = None if overridden else ctr_harm(row, alpha=alpha)
+        verdict = None if overridden else ctr_harm(row, alpha=alpha, metric=metric)
     return _pause(arm, verdict) if verdict is not None else None
 
 
@@ -196,7 +203,10 @@ def experiment_guardrails(*, experiment: Experiment, now: datetime | None = None
     """Every rule on every arm of one experiment; the decisions made."""
     now = now or timezone.now()
     latest = snapshot_latest(experiment=experiment)
-    rows = ((latest.payload if latest else {}).get("report") or {}).get("arms") or {}
+    payload = latest.payload if latest else {}
+    primary = primary_metric_rows(payload)  # None: CTR is primary, judged on the report's rows
+    rows = primary if primary is not None else (payload.get("report") or {}).get("arms") or {}
+    metric = experiment.primary_metric if primary is not None else "ctr"
     made: list[Decision] = []
     for arm in Arm.objects.filter(experiment=experiment, status=Arm.Status.ACTIVE).order_by("id"):
         try:
@@ -206,7 +216,7 @@ def experiment_guardrails(*, experiment: Experiment, now: datetime | None = None
             if arm.id in (experiment.control_arm_id, experiment.winner_id) or (
                     experiment.holdout_running and arm.id == experiment.holdout_arm_id):
                 continue
-            pause = _arm_pause_check(arm, rows.get(arm.name), experiment.guardrail_alpha)
+            pause = _arm_pause_check(arm, rows.get(arm.name), experiment.guardrail_alpha, metric)
             if pause is not None:
                 made.append(pause)
         except Exception:

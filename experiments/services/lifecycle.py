@@ -40,6 +40,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from experiments.business_models import METRICS
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment, Impression, ModelCheckpoint
 from experiments.services import layers
@@ -103,7 +104,7 @@ def _decision_reason(reason: str | None, default: str) -> str:
 def experiment_create(
     *, slug: str, name: str = "", arms: list[ArmSpec], control: str | None = None, mode: str = "ab", user,
     reason: str | None = None, salt: str | None = None, holdout: dict | None = None, layer: str | None = None,
-    layer_share: float | None = None,
+    layer_share: float | None = None, primary_metric: str = "ctr",
 ) -> Experiment:
     """A draft experiment with its arms (all validated first: nothing is written unless everything is valid).
 
@@ -111,6 +112,8 @@ def experiment_create(
     ``holdout`` (``{"arm", "share"}``) keeps that share of the users on that arm for the experiment's life
     (services/holdouts.py); the arm's weight is 0, since it takes no one else. ``layer`` places the experiment
     in a layer (services/layers.py) with ``layer_share`` of its buckets (default: its largest free range).
+    ``primary_metric`` (ctr, conversion_rate, revenue_per_user) drives the promotion evidence, the policy and the
+    guardrail; it can change later with the policy settings (``services.allocation.policy_set``).
     """
     require_permission(user, "create experiments")
     if not isinstance(slug, str) or not SLUG.fullmatch(slug):
@@ -125,6 +128,9 @@ def experiment_create(
         raise ApplicationError("invalid_name", "name is a text of at most 200 characters.", field="name")
     if mode not in MODES:
         raise ApplicationError("invalid_mode", f"mode must be one of {list(MODES)}.", field="mode")
+    if primary_metric not in METRICS:
+        raise ApplicationError("invalid_primary_metric", f"primary_metric must be one of {list(METRICS)}.",
+                               field="primary_metric")
     if len(arms) > MAX_ARMS:
         raise ApplicationError("too_many_arms", f"At most {MAX_ARMS} arms.", field="arms")
     cleaned = [_arm_spec_clean(spec, f"arms[{i}]") for i, spec in enumerate(arms)]
@@ -147,7 +153,7 @@ def experiment_create(
     try:
         with transaction.atomic():
             experiment = Experiment.objects.create(slug=slug, name=name or slug, salt=salt or secrets.token_hex(8),
-                                                   mode=mode)
+                                                   mode=mode, primary_metric=primary_metric)
             made = [Arm.objects.create(experiment=experiment, name=s.name, kind=s.kind, params=s.params,
                                        weight=s.weight) for s in cleaned]
             by_name = {a.name: a for a in made}
@@ -159,6 +165,7 @@ def experiment_create(
             commit_change(
                 experiment=experiment, arms=made, action=Decision.Action.CREATE, arm=None, user=user, reason=reason,
                 previous_state={}, evidence={"arms": [asdict(s) for s in cleaned], "control": control, "mode": mode,
+                                                  "primary_metric": primary_metric,
                                                   "salt_given": salt is not None,
                                                   "holdout": {"arm": held[0], "share": held[1]} if held else None,
                                                   "layer": None if allocation is None else {

@@ -40,6 +40,9 @@ def test_stats_needs_a_session_and_returns_per_arm_results(experiment, client_fo
     assert [a["arm"] for a in doc["arms"]] == ["control", "treat"]
     assert doc["arms"][1]["ctr"] == pytest.approx(0.45)
     assert set(doc["arms"][1]) >= {"ctr_ci_low", "lift", "always_valid_p", "p_best", "model_version", "logloss", "auc"}
+    assert [(m["name"], m["primary"]) for m in doc["metrics"]] == [
+        ("ctr", True), ("conversion_rate", False), ("revenue_per_user", False)]
+    assert doc["metrics"][0]["arms"][1]["value"] == pytest.approx(0.45)
     schema_check(openapi_document(), "ExperimentStats", doc)
 
 

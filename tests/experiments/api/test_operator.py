@@ -74,6 +74,21 @@ def launched(api):
     return Experiment.objects.get(slug="launch")
 
 
+def test_the_primary_metric_is_set_at_creation_and_refused_when_unknown(api):
+    catalogue_make(n=12)
+    created = documented("/api/v1/experiments", "post",
+                         api.post("/api/v1/experiments", {**ARENA, "primary_metric": "revenue_per_user"}),
+                         "ExperimentSummary")
+    refused = api.post("/api/v1/experiments", {**ARENA, "slug": "launch-2", "primary_metric": "clicks"})
+
+    assert created["primary_metric"] == "revenue_per_user"
+    assert Experiment.objects.get(slug="launch").primary_metric == "revenue_per_user"
+    assert refused.status_code == 400
+    assert (refused.json()["error"]["code"], refused.json()["error"]["field"]) == ("invalid_primary_metric",
+                                                                                    "primary_metric")
+    assert not Experiment.objects.filter(slug="launch-2").exists()
+
+
 def test_a_launch_from_ci_creates_adds_a_candidate_starts_and_lists(api, boss):
     catalogue_make(n=12)
     created = documented("/api/v1/experiments", "post", api.post("/api/v1/experiments", ARENA), "ExperimentSummary")
