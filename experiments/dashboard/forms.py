@@ -24,7 +24,7 @@ class PolicyForm(DecisionForm):
     guardrails = forms.BooleanField(required=False, help_text="Pause harmful or diverging arms, roll back collapsed models.")
     guardrail_alpha = forms.FloatField(min_value=0.0001, max_value=0.2, help_text="Always-valid p below which an arm "
                                        "whose primary metric is below the control's is paused.")
-    primary_metric = forms.ChoiceField(choices=METRIC_CHOICES, help_text="The metric that drives the promotion "
+    primary_metric = forms.ChoiceField(choices=METRIC_CHOICES, required=False, help_text="The metric that drives the promotion "
                                        "evidence, the policy's posterior and the guardrail (docs/statistics.md §19).")
 
 

@@ -232,7 +232,7 @@ def policy(request: HttpRequest, slug: str) -> HttpResponse:
         decision = allocation_services.policy_set(
             experiment=experiment, policy=data["policy"], floor=data["floor"], interval_minutes=data["interval_minutes"],
             guardrails=data["guardrails"], guardrail_alpha=data["guardrail_alpha"], user=request.user,
-            reason=data["reason"], primary_metric=data["primary_metric"],
+            reason=data["reason"], primary_metric=data.get("primary_metric") or None,
         )
         return f"Allocation policy set: recorded as decision #{decision.id}."
 

@@ -81,8 +81,54 @@
     tbody.replaceChildren(...rows);
   }
 
+  // Every metric of the payload ("metrics", experiments/selectors/metrics.py), the primary first; CUPED inside CTR.
+  const METRIC_LABELS = { ctr: "CTR", conversion_rate: "Conversion rate", revenue_per_user: "Revenue per user" };
+  function metricValue(name, v) { return name === "revenue_per_user" ? (isNum(v) ? v.toFixed(2) : "—") : pct(v); }
+
+  function cupedText(c) {
+    if (!c) return "—";
+    return pct(c.value) + " [" + pct(c.ci_low) + ", " + pct(c.ci_high) + "] · variance −" + pct(c.variance_reduction, 1);
+  }
+
+  function renderMetrics(stats) {
+    const holder = $("metrics-tables");
+    if (!holder || !stats.metrics) return;
+    const tables = stats.metrics.map((metric) => {
+      const section = el("div", { class: "metric", "data-metric": metric.name });
+      section.appendChild(el("h3", {}, (METRIC_LABELS[metric.name] || metric.name) + (metric.primary ? " (primary)" : "")));
+      const table = el("table", { class: "arms live", "data-testid": "metric-" + metric.name });
+      const head = ["arm", "value [95% CI]", "lift [CI]", "always-valid p (Holm)", "P(best)", "users"];
+      if (metric.name === "ctr") head.push("CUPED [CI] · variance reduction");
+      const thead = el("thead");
+      const hr = el("tr");
+      for (const h of head) hr.appendChild(el("th", { scope: "col" }, h));
+      thead.appendChild(hr);
+      table.appendChild(thead);
+      const tbody = el("tbody");
+      for (const r of metric.arms) {
+        const tr = el("tr", { "data-arm": r.arm });
+        const cells = [
+          ["arm", r.arm + (r.is_control ? " (control)" : "")],
+          ["value", metricValue(metric.name, r.value) + " [" + metricValue(metric.name, r.ci_low) + ", " + metricValue(metric.name, r.ci_high) + "]"],
+          ["lift", r.is_control ? "—" : signed(r.lift) + " [" + signed(r.lift_ci_low) + ", " + signed(r.lift_ci_high) + "]"],
+          ["always_valid_p", r.is_control ? "—" : pval(r.always_valid_p) + " (" + pval(r.always_valid_p_holm) + ")"],
+          ["p_best", pct(r.p_best, 1)],
+          ["users", int(r.users)],
+        ];
+        if (metric.name === "ctr") cells.push(["cuped", cupedText(r.cuped)]);
+        for (const [field, text] of cells) tr.appendChild(el("td", { "data-field": field }, text));
+        tbody.appendChild(tr);
+      }
+      table.appendChild(tbody);
+      section.appendChild(table);
+      return section;
+    });
+    holder.replaceChildren(...tables);
+  }
+
   function renderTable(stats) {
     renderPairs(stats);
+    renderMetrics(stats);
     const report = stats.report;
     const tbody = $("arms-table").querySelector("tbody");
     const rows = [];

@@ -35,6 +35,18 @@ def test_an_admin_sets_the_policy_from_the_dashboard_and_the_page_shows_it(exper
     assert b'data-testid="allocation"' in client.get("/dashboard/homepage/").content
 
 
+def test_the_policy_page_sets_the_primary_metric_and_the_live_page_names_it(experiment, login):
+    client = login("boss", promoter=True, csrf=True)
+
+    response = csrf_post(client, "/dashboard/homepage/policy/", {**POLICY, "primary_metric": "conversion_rate"})
+    page = client.get("/dashboard/homepage/")
+
+    assert response.status_code == 302
+    assert Experiment.objects.get(pk=experiment.pk).primary_metric == "conversion_rate"
+    assert Decision.objects.get(action="policy").stats_snapshot["settings"]["primary_metric"] == "conversion_rate"
+    assert b'data-testid="metrics"' in page.content and b"Conversion rate" in page.content
+
+
 def test_an_invalid_policy_is_a_400_with_the_message_next_to_the_field(experiment, login):
     Arm.objects.create(experiment=experiment, name="third", kind="popularity")
     client = login("boss", promoter=True, csrf=True)
