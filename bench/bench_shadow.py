@@ -1,10 +1,13 @@
 """Serving latency with a shadow arm against without, in one run (issue 19: within 1.3×).
 
-Two servers of this checkout side by side (gunicorn, one worker per core, as shipped), each on its own scratch
-database seeded with the demo (``seed_demo --items 1000``: its five arms, 1,000 items). On the second, one more
-arm of the demo experiment, ``apprentice`` (``deep_ctr`` with the demo's tables), is put in the shadow: it ranks
-every request the experiment serves, on each web process's shadow thread, and logs its own propensity of the
-shown slate. Measurements alternate between the two servers (so machine noise hits both alike), for returning
+Two deployments of this checkout side by side, each with its own scratch database (seeded with the demo,
+``seed_demo --items 1000``: its five arms, 1,000 items) and Redis database: gunicorn with one worker per core (as
+shipped), a light worker (``-Q default -P threads``) and beat. On the second, one more arm of the demo
+experiment, ``apprentice`` (``deep_ctr`` with the demo's tables), is put in the shadow: every request the
+experiment serves is queued on Redis by the web process and ranked by the light worker's drain, which logs the
+shadow's own propensity of the shown slate. Both deployments run the same processes, so the only difference is
+the shadow arm, and its whole cost (the queueing in the web process, the ranking on the same two cores) lands
+in the measurement. Measurements alternate between the two servers (so machine noise hits both alike), for returning
 shoppers (a pool each served once first):
 
 * closed loop, ``--clients`` keep-alive clients for ``--seconds``: p50/p99 and req/s;
@@ -25,12 +28,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_serving_scale import Client, _python, closed_loop, open_loop, server_start  # noqa: E402
+from tests.support import live  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +61,26 @@ SELECT (SELECT count(*) FROM experiments_impression),
 
 def _env(i: int) -> dict:
     return {**os.environ, "DATABASE_URL": f"postgres://{os.environ.get('PGUSER', 'root')}@127.0.0.1:5432/"
-            f"recsite_bench_scale_{i}", "DJANGO_SETTINGS_MODULE": "recsite.settings", "RECSITE_DEV": "1"}
+            f"recsite_bench_scale_{i}", "DJANGO_SETTINGS_MODULE": "recsite.settings", "RECSITE_DEV": "1",
+            "REDIS_URL": _redis_url(i), "TF_CPP_MIN_LOG_LEVEL": "2", "LOG_LEVEL": "WARNING",
+            "CHANNELS_PREFIX": f"bench-{i}", "RECSITE_TRAIN_INTERVAL_S": "3600"}
+
+
+def _redis_url(i: int) -> str:
+    return f"redis://127.0.0.1:6379/{12 + i}"  # a broker of its own: the two deployments' tasks never mix
+
+
+def _workers(i: int, python: str, tmp: Path) -> list[live.LiveProcess]:
+    celery = str(Path(python).parent / "celery")
+    env = _env(i)
+    subprocess.run(["redis-cli", "-n", str(12 + i), "FLUSHDB"], check=True, capture_output=True)
+    return [
+        live.LiveProcess(f"bench-light-{i}", [celery, "-A", "recsite", "worker", "-Q", "default", "-P", "threads",
+                                              "-n", f"bench-light-{i}@%h", "--without-gossip", "--without-mingle",
+                                              "-l", "WARNING"], env, cwd=ROOT),
+        live.LiveProcess(f"bench-beat-{i}", [celery, "-A", "recsite", "beat", "-l", "WARNING", "-s",
+                                             str(tmp / f"beat-{i}")], env, cwd=ROOT),
+    ]
 
 
 def main() -> None:
@@ -69,10 +93,13 @@ def main() -> None:
     args = parser.parse_args()
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     python = _python(ROOT)
-    servers = []
+    servers, workers = [], []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-shadow-"))
     try:
         for i, label in enumerate(("no shadow", "one shadow arm")):
+            os.environ["REDIS_URL"] = _redis_url(i)  # server_start passes the environment on
             proc, url, _kind = server_start(ROOT, i, "gunicorn")
+            workers += _workers(i, python, tmp)
             if i == 1:
                 out = subprocess.run([python, str(ROOT / "manage.py"), "shell", "-c", _SHADOW_SETUP], env=_env(i),
                                      cwd=ROOT, check=True, capture_output=True, text=True)
@@ -99,11 +126,13 @@ def main() -> None:
                 row = open_loop(url, rate=rate, seconds=args.seconds, kind="returning", pool=pool, seed=2)
                 open_rows.append((label, rate, row))
                 print(json.dumps({"server": label, "rate": rate, **row}), flush=True)
-        time.sleep(3)  # let the shadow threads finish their queues
+        time.sleep(5)  # let the drain finish the queue
         counts = subprocess.run(["psql", "-h", "127.0.0.1", "-d", "recsite_bench_scale_1", "-At", "-F", " ", "-c",
                                  _COUNT_SQL], check=True, capture_output=True, text=True).stdout.split()
     finally:
         for _label, proc, _url in servers:
+            proc.stop()
+        for proc in workers:
             proc.stop()
 
     def med(label: str, key: str) -> float:

@@ -81,6 +81,14 @@ def impression_partitions() -> dict:
     return impression_partitions_maintain(keep_days=int(settings.RECSITE["IMPRESSION_RETENTION_DAYS"]))
 
 
+@shared_task(name="recsite.shadow.drain", queue="default", ignore_result=True, expires=2)
+def shadow_drain() -> dict[str, int]:
+    """Shadow arms rank the requests served since the last run (experiments/services/shadow.py)."""
+    from experiments.services.shadow import shadow_drain as drain
+
+    return drain()
+
+
 @shared_task(name="recsite.policy.tick", queue="default", ignore_result=True, expires=30)
 def policy_tick() -> dict[str, str]:
     """Beat, every RECSITE_POLICY_TICK_S: re-evaluate the allocation policies that are due (queue ``default``)."""

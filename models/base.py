@@ -79,6 +79,11 @@ class Arm:
             raise ValueError("k must be >= 1")
         return self._propensity_matrix(ctx, min(k, ctx.n))
 
+    def rank_with_matrix(self, ctx: Context, k: int, rng: np.random.Generator) -> tuple[Ranking, np.ndarray]:
+        """:meth:`rank` and :meth:`propensity_matrix` of one context (a shadow arm needs both; arms whose two
+        share their scores compute them once)."""
+        return self.rank(ctx, k, rng), self.propensity_matrix(ctx, k)
+
     # -------------------------------------------------------------- predict
     def predict(self, batch: Batch) -> np.ndarray:
         """Click probabilities of the batch rows (at ``batch.position``) as float64."""
@@ -263,3 +268,13 @@ class EpsilonGreedyRanking:
     def _propensity_matrix(self, ctx: Context, k: int) -> np.ndarray:
         scores = self._greedy_scores(Users.of(ctx), ctx.item_keys, ctx.item_feats)[0]
         return exploration.epsilon_greedy_matrix(scores, k, self.params["epsilon"])
+
+    def rank_with_matrix(self, ctx: Context, k: int, rng: np.random.Generator) -> tuple[Ranking, np.ndarray]:
+        """One scoring pass for both (what ``Arm.rank`` and ``Arm.propensity_matrix`` give separately)."""
+        self._check_context(ctx.user_feats[None, :], ctx.item_feats)  # type: ignore[attr-defined]
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        scores = self._greedy_scores(Users.of(ctx), ctx.item_keys, ctx.item_feats)
+        slates, props = exploration.epsilon_greedy(scores, k, self.params["epsilon"], rng)
+        ranking = Ranking(slates[0].astype(np.int64), np.take_along_axis(scores, slates, axis=1)[0], props[0])
+        return ranking, exploration.epsilon_greedy_matrix(scores[0], min(k, ctx.n), self.params["epsilon"])

@@ -211,7 +211,8 @@ def recommendation_serve(
     if shadows and written:
         shadow_submit(ShadowJob(
             experiment.id, experiment.slug, shadows, arm_id, request_id, user_id, params["user_id"], attributes,
-            row.session if row is not None else sessions.EMPTY, catalogue, indices, propensities, impression_ids))
+            row.session if row is not None else sessions.EMPTY, tuple(params["items"]),
+            tuple(propensities.tolist()), tuple(impression_ids)))
     items = [
         ServedItem(catalogue.external_ids[i], pos, float(s), float(p), imp)
         for i, pos, s, p, imp in zip(indices.tolist(), positions, scores.tolist(), propensities.tolist(),

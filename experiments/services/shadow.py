@@ -1,52 +1,65 @@
-"""Shadow (apprentice) arms on the serve path: rank every served request again with each shadow arm, off the
-request's critical path.
+"""Shadow (apprentice) arms on the serve path: every served A/B request is ranked again by each shadow arm, by
+the light worker, never by the web process.
 
-:func:`shadow_submit` puts the request (the user's context, the shown slate and its logged propensities) on a
-bounded in-process queue and returns at once; one daemon thread per serving process ranks it with every shadow
-arm of the experiment and writes one :class:`~experiments.models.ShadowImpression` per shown item in a single
-statement: the shadow's own item and score at that position, and the shadow's exact probability
-(``propensity_matrix``) of the item that was shown there. A full queue drops the request (counted in
-``recsite_shadow_dropped``), so a shadow arm can never slow serving down or take it down; its estimates then
-rest on fewer rows, which their ESS shows. Training and the dashboard read these rows
-(services/shadow_training.py, selectors/shadow.py).
+:func:`shadow_submit` appends the request (user, attributes, session, the shown slate's item ids and logged
+propensities, its impression ids) to a bounded Redis list in one round trip, after the response's impressions
+are written; the list keeps the newest :data:`QUEUE_LIMIT` requests, and while Redis is unreachable requests are
+dropped (counted in ``recsite_shadow_dropped``) without waiting on it again for :data:`BREAKER_S`. So a shadow
+arm can neither slow serving down nor take it down; its estimates then rest on fewer rows, which their ESS
+shows. Beat runs :func:`shadow_drain` on the light worker every second: it pops the list in batches, ranks each
+request with every shadow arm of its experiment on the worker's own serving snapshot, and writes one
+:class:`~experiments.models.ShadowImpression` per shown item in one statement per batch: the shadow's own item
+and score at that position, and its exact probability (``propensity_matrix``) of the item that *was* shown
+there. Training and the dashboard read these rows (services/shadow_training.py, selectors/shadow.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import close_old_connections, connection
+import redis
+from django.conf import settings
+from django.db import connection
 
 from experiments.services import sessions
 
 log = logging.getLogger(__name__)
 
-QUEUE_SIZE = 2_000
+QUEUE_LIMIT = 20_000
+BREAKER_S = 5.0
+BATCH = 64
 
 _INSERT_SQL = """
 INSERT INTO experiments_shadowimpression
     (arm_id, experiment_id, served_arm_id, impression_id, request_id, user_id, item_id, position,
      logged_propensity, target_propensity, shadow_item_id, shadow_score, model_version, hist_clicked, hist_impressed,
      created_at)
-SELECT t.arm_id, %(experiment_id)s, %(served_arm_id)s, t.impression_id, %(request_id)s::uuid, %(user_id)s, t.item_id,
-       t.position, t.logged, t.target, t.shadow_item, t.shadow_score, t.version, %(hist_clicked)s::bigint[],
-       %(hist_impressed)s::bigint[], now()
-FROM unnest(%(arms)s::bigint[], %(impressions)s::bigint[], %(items)s::bigint[], %(positions)s::int[],
+SELECT t.arm_id, t.experiment_id, t.served_arm_id, t.impression_id, t.request_id::uuid, t.user_id, t.item_id,
+       t.position, t.logged, t.target, t.shadow_item, t.shadow_score, t.version,
+       NULLIF(string_to_array(t.hist_clicked, ','), '{}')::bigint[],
+       NULLIF(string_to_array(t.hist_impressed, ','), '{}')::bigint[], now()
+FROM unnest(%(arms)s::bigint[], %(experiments)s::bigint[], %(served)s::bigint[], %(impressions)s::bigint[],
+            %(requests)s::text[], %(users)s::bigint[], %(items)s::bigint[], %(positions)s::int[],
             %(logged)s::float8[], %(target)s::float8[], %(shadow_items)s::bigint[], %(shadow_scores)s::float8[],
-            %(versions)s::int[]) AS t(arm_id, impression_id, item_id, position, logged, target, shadow_item,
-                                      shadow_score, version)
+            %(versions)s::int[], %(hist_clicked)s::text[], %(hist_impressed)s::text[])
+     AS t(arm_id, experiment_id, served_arm_id, impression_id, request_id, user_id, item_id, position, logged,
+          target, shadow_item, shadow_score, version, hist_clicked, hist_impressed)
 ON CONFLICT (impression_id, arm_id) DO NOTHING
 """
+_COLUMNS = ("arms", "experiments", "served", "impressions", "requests", "users", "items", "positions", "logged",
+            "target", "shadow_items", "shadow_scores", "versions", "hist_clicked", "hist_impressed")
 
 
 @dataclass(frozen=True)
 class ShadowJob:
+    """One served request, as the queue carries it (JSON)."""
+
     experiment_id: int
     slug: str
     shadow_arm_ids: tuple[int, ...]
@@ -56,123 +69,152 @@ class ShadowJob:
     user_pk: int
     attributes: dict[str, Any]
     session: sessions.Session
-    catalogue: Any  # the snapshot's Catalogue the served arm ranked
-    shown: np.ndarray  # candidate indices of the shown slate, in slot order
-    logged: np.ndarray  # the served arm's propensities of them
-    impression_ids: list[int]
+    items: tuple[int, ...]  # Item ids of the shown slate, in slot order
+    logged: tuple[float, ...]  # the served arm's propensities of them
+    impression_ids: tuple[int, ...]
+
+    def encode(self) -> str:
+        return json.dumps([self.experiment_id, self.slug, list(self.shadow_arm_ids), self.served_arm_id,
+                           self.request_id, self.user_id, self.user_pk, self.attributes, list(self.session.clicked),
+                           list(self.session.impressed), list(self.items), list(self.logged),
+                           list(self.impression_ids)], separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str | bytes) -> ShadowJob:
+        e, slug, arms, served, request, user, pk, attrs, clicked, impressed, items, logged, imps = json.loads(text)
+        return cls(e, slug, tuple(arms), served, request, user, pk, attrs, sessions.Session(tuple(clicked),
+                   tuple(impressed)), tuple(items), tuple(logged), tuple(imps))
 
 
-def shadow_rows(job: ShadowJob, models: dict[int, Any], rng: np.random.Generator) -> dict[str, list]:
-    """The insert's columns for every shadow arm loaded in ``models`` (arm id → LoadedModel)."""
-    from experiments.services.shoppers import rank_context
-
-    k = int(job.shown.shape[0])
-    cols: dict[str, list] = {name: [] for name in ("arms", "impressions", "items", "positions", "logged", "target",
-                                                   "shadow_items", "shadow_scores", "versions")}
-    for arm_id in job.shadow_arm_ids:
-        loaded = models.get(arm_id)
-        if loaded is None:
-            continue
-        model = loaded.model
-        session = job.session if getattr(model, "uses_session", False) else sessions.EMPTY
-        ctx = rank_context(model=model, user_id=job.user_id, attributes=job.attributes, catalogue=job.catalogue,
-                           session=session)
-        own = model.rank(ctx, k, rng)
-        matrix = model.propensity_matrix(ctx, k)  # [n, k]: P(candidate i in slot j) under the shadow's policy
-        target = np.clip(matrix[job.shown, np.arange(k)], 0.0, 1.0)
-        cols["arms"] += [arm_id] * k
-        cols["impressions"] += job.impression_ids
-        cols["items"] += job.catalogue.pks[job.shown].tolist()
-        cols["positions"] += list(range(1, k + 1))
-        cols["logged"] += np.clip(job.logged, 1e-300, 1.0).tolist()
-        cols["target"] += target.tolist()
-        cols["shadow_items"] += job.catalogue.pks[np.asarray(own.indices, dtype=np.int64)].tolist()
-        cols["shadow_scores"] += np.nan_to_num(np.asarray(own.scores, dtype=np.float64), nan=0.0, posinf=1e300,
-                                               neginf=-1e300).tolist()
-        cols["versions"] += [loaded.version] * k
-    return cols
+def queue_key() -> str:
+    # The database name keeps two deployments (or test runs) on one Redis apart.
+    return f"recsite:shadow:{settings.DATABASES['default']['NAME']}"
 
 
-def shadow_write(job: ShadowJob, cols: dict[str, list]) -> int:
-    if not cols["arms"]:
-        return 0
-    params = {"experiment_id": job.experiment_id, "served_arm_id": job.served_arm_id, "request_id": job.request_id,
-              "user_id": job.user_pk, "hist_clicked": list(job.session.clicked) or None,
-              "hist_impressed": list(job.session.impressed) or None, **cols}
-    with connection.cursor() as cursor:
-        cursor.execute(_INSERT_SQL, params)
-        return cursor.rowcount
+_client: tuple[str, redis.Redis] | None = None
+_broken_until = 0.0
+_lock = threading.Lock()
 
 
-class ShadowRecorder:
-    """The queue and its worker thread (started on the first job)."""
-
-    def __init__(self, size: int = QUEUE_SIZE, seed: int = 20261203) -> None:
-        self._queue: queue.Queue[ShadowJob] = queue.Queue(maxsize=size)
-        self._rng = np.random.default_rng(seed)
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.written = 0
-        self.dropped = 0
-
-    def submit(self, job: ShadowJob) -> bool:
-        self._ensure_thread()
-        try:
-            self._queue.put_nowait(job)
-            return True
-        except queue.Full:
-            from experiments.observability import SHADOW_DROPPED
-
-            self.dropped += 1
-            SHADOW_DROPPED.labels(job.slug).inc()
-            return False
-
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="shadow-arms", daemon=True)
-                self._thread.start()
-
-    def process(self, job: ShadowJob) -> int:
-        """Ranks and writes one job now (the worker's step; tests call it directly)."""
-        from experiments.serving.cache import serving_cache
-
-        state = serving_cache.current()
-        return shadow_write(job, shadow_rows(job, state.models, self._rng))
-
-    def drain(self, timeout: float = 10.0) -> bool:
-        """Waits until every submitted job is processed (tests, shutdown); False on timeout."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return not self._queue.unfinished_tasks
-
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            try:
-                close_old_connections()
-                self.written += self.process(job)
-            except Exception:
-                log.exception("shadow_rank_failed experiment=%s request=%s", job.slug, job.request_id)
-                connection.close()
-            finally:
-                if self._queue.empty():
-                    connection.close()  # idle: hold no connection (a reconnect costs ~1 ms when work resumes)
-                self._queue.task_done()
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None or _client[0] != settings.REDIS_URL:
+        _client = (settings.REDIS_URL, redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.25,
+                                                             socket_connect_timeout=0.25))
+    return _client[1]
 
 
-shadow_recorder = ShadowRecorder()
+def _dropped(slug: str, n: int = 1) -> None:
+    from experiments.observability import SHADOW_DROPPED
+
+    SHADOW_DROPPED.labels(slug).inc(n)
 
 
 def shadow_submit(job: ShadowJob) -> bool:
-    """Queues the job (``RECSITE["SHADOW_INLINE"]``: processes it now, in the request's own transaction, as the
-    in-process tests need: a thread's connection cannot see a test's uncommitted rows)."""
-    from django.conf import settings
-
+    """Queues the request for its shadow arms (``RECSITE["SHADOW_INLINE"]``: ranks it now, in the caller's
+    transaction, as the in-process tests need). False when it was dropped."""
+    global _broken_until
     if settings.RECSITE.get("SHADOW_INLINE"):
-        shadow_recorder.written += shadow_recorder.process(job)
+        from experiments.serving.cache import serving_cache
+
+        shadow_write(shadow_rows([job], serving_cache.current(), np.random.default_rng(0)))
         return True
-    return shadow_recorder.submit(job)
+    if time.monotonic() < _broken_until:
+        _dropped(job.slug)
+        return False
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        pipe.rpush(queue_key(), job.encode())
+        pipe.ltrim(queue_key(), -QUEUE_LIMIT, -1)  # the newest requests win when the worker falls behind
+        pipe.execute()
+        return True
+    except redis.RedisError as exc:
+        with _lock:
+            _broken_until = time.monotonic() + BREAKER_S
+        log.warning("shadow_queue_unavailable error=%s", exc)
+        _dropped(job.slug)
+        return False
+
+
+def shadow_rows(jobs: list[ShadowJob], state: Any, rng: np.random.Generator) -> dict[str, list]:
+    """The insert's columns for these requests, from every shadow arm loaded in the serving snapshot ``state``.
+    A request whose shown items left the catalogue meanwhile is skipped."""
+    from experiments.services.shoppers import rank_context
+
+    catalogue = state.catalogue
+    cols: dict[str, list] = {name: [] for name in _COLUMNS}
+    for job in jobs:
+        k = len(job.items)
+        shown = np.searchsorted(catalogue.pks, np.asarray(job.items, dtype=np.int64))
+        if k == 0 or shown.max(initial=0) >= catalogue.n or not np.array_equal(catalogue.pks[shown], job.items):
+            continue
+        for arm_id in job.shadow_arm_ids:
+            loaded = state.models.get(arm_id)
+            if loaded is None:
+                continue
+            model = loaded.model
+            session = job.session if getattr(model, "uses_session", False) else sessions.EMPTY
+            ctx = rank_context(model=model, user_id=job.user_id, attributes=job.attributes, catalogue=catalogue,
+                               session=session)
+            own, matrix = model.rank_with_matrix(ctx, k, rng)  # matrix[i, j]: P(candidate i in slot j)
+            target = np.clip(matrix[shown, np.arange(k)], 0.0, 1.0)
+            cols["arms"] += [arm_id] * k
+            cols["experiments"] += [job.experiment_id] * k
+            cols["served"] += [job.served_arm_id] * k
+            cols["impressions"] += list(job.impression_ids)
+            cols["requests"] += [job.request_id] * k
+            cols["users"] += [job.user_pk] * k
+            cols["items"] += list(job.items)
+            cols["positions"] += list(range(1, k + 1))
+            cols["logged"] += np.clip(job.logged, 1e-300, 1.0).tolist()
+            cols["target"] += target.tolist()
+            cols["shadow_items"] += catalogue.pks[np.asarray(own.indices, dtype=np.int64)].tolist()
+            cols["shadow_scores"] += np.nan_to_num(np.asarray(own.scores, dtype=np.float64), nan=0.0, posinf=1e300,
+                                                   neginf=-1e300).tolist()
+            cols["versions"] += [loaded.version] * k
+            cols["hist_clicked"] += [",".join(map(str, session.clicked))] * k
+            cols["hist_impressed"] += [",".join(map(str, session.impressed))] * k
+    return cols
+
+
+def shadow_write(cols: dict[str, list]) -> int:
+    if not cols["arms"]:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_SQL, cols)
+        return cursor.rowcount
+
+
+def _state_with(arm_ids: set[int]) -> Any:
+    """The worker's serving snapshot, once it holds these arms' models: waits while one is still loading, and
+    refreshes once when one is unknown (an arm put in the shadow since the last refresh)."""
+    from experiments.serving.cache import serving_cache
+
+    state = serving_cache.current()
+    for arm_id in sorted(arm_ids):
+        if arm_id not in state.models:
+            state = serving_cache.model_wait(arm_id, timeout=60)
+    if not arm_ids <= set(state.models):
+        state = serving_cache.refresh()
+    return state
+
+
+def shadow_drain(*, budget_s: float = 0.8, batch: int = BATCH, seed: int | None = None) -> dict[str, int]:
+    """Ranks and writes what the queue holds, a batch at a time, for at most ``budget_s`` (the light worker's beat
+    task; the rest waits for the next run). Returns the requests ranked and the rows written."""
+    started = time.monotonic()
+    rng = np.random.default_rng(seed)
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    done = {"requests": 0, "rows": 0}
+    while time.monotonic() - started < budget_s:
+        raw = client.lpop(queue_key(), batch)
+        if not raw:
+            break
+        jobs = [ShadowJob.decode(text) for text in raw]
+        state = _state_with({arm_id for job in jobs for arm_id in job.shadow_arm_ids})
+        done["rows"] += shadow_write(shadow_rows(jobs, state, rng))
+        done["requests"] += len(jobs)
+    if done["requests"]:
+        log.info("shadow_drained requests=%d rows=%d seconds=%.3f", done["requests"], done["rows"],
+                 time.monotonic() - started)
+    return done

@@ -2,11 +2,11 @@
 π_shadow / π_logged (the shadow's probability of the shown item at its position over the served arm's), clipped
 at :data:`MAX_WEIGHT` (the usual bias-for-variance trade of clipped IPS).
 
-Shadow rows are written after the response, by each serving process's own thread, so a row for an older
-impression can commit after a newer one. Both reads therefore stay :data:`LAG_S` behind the clock: a shadow
-row or a click is read only once it is that old, and a cursor only moves past what is that old. A click's
-shadow rows are written within a second of its impression (or never, when a queue was full), long before
-that. The cursors are kept in the version's metrics (``shadow_cursor``, ``shadow_click_cursor``), not in
+Shadow rows are written after the response, by the light worker's drain (services/shadow.py), so a row for an
+older impression can commit after a newer one. Both reads therefore stay :data:`LAG_S` behind the clock: a
+shadow row or a click is read only once it is that old, and a cursor only moves past what is that old. A
+click's shadow rows are written a second or two after its impression (or never, when the queue overflowed),
+long before that. The cursors are kept in the version's metrics (``shadow_cursor``, ``shadow_click_cursor``), not in
 the checkpoint's own impression and click cursors, which stay for the arm's own traffic once it is live.
 """
 
@@ -20,7 +20,7 @@ from experiments.models import ModelCheckpoint
 from experiments.services.training_data import IMPRESSION_COLUMNS, Horizon, StepRows, entities_read
 
 MAX_WEIGHT = 10.0
-LAG_S = 5.0
+LAG_S = 30.0
 
 _COLS = ", ".join(f"s.{c}" for c in IMPRESSION_COLUMNS)
 _WEIGHT = "LEAST(s.target_propensity / s.logged_propensity, %(max_weight)s)"

@@ -71,3 +71,17 @@ def test_serving_scores_match_predict_at_slot_one(kind, world):
     p = arm.predict(world.batch(np.full(60, 8), items, position=np.ones(60, np.int64)))
     np.testing.assert_allclose(r.scores, p[r.indices], rtol=1e-5, atol=1e-7)
     assert (np.diff(p[r.indices]) <= 1e-6).all()  # greedy order, up to float32 noise
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rank_with_matrix_is_rank_and_propensity_matrix_from_one_pass(kind, world):
+    arm = trained_arm(kind, world, n=1000, params={"epsilon": 0.3} if kind in ("ftrl_logreg", "deep_ctr",
+                                                                                 "q_learning") else {})
+    ctx = world.context(4, np.arange(150))
+    for seed in range(5):
+        ranking, matrix = arm.rank_with_matrix(ctx, 6, np.random.default_rng(seed))
+        alone = arm.rank(ctx, 6, np.random.default_rng(seed))
+        np.testing.assert_array_equal(ranking.indices, alone.indices)
+        np.testing.assert_allclose(ranking.scores, alone.scores, rtol=1e-6)
+        np.testing.assert_allclose(ranking.propensities, alone.propensities, rtol=1e-9)
+        np.testing.assert_allclose(matrix, arm.propensity_matrix(ctx, 6), rtol=1e-9, atol=1e-12)

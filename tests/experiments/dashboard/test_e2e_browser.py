@@ -47,6 +47,8 @@ def arena(transactional_db):
     )
     control = Arm.objects.create(experiment=experiment, name="control", kind="popularity", weight=1.0)
     Arm.objects.create(experiment=experiment, name="challenger", kind="popularity", weight=1.0)
+    # Shown to nobody: ranks every served request and learns off-policy (services/shadow.py).
+    Arm.objects.create(experiment=experiment, name="apprentice", kind="popularity", weight=0.0, status="shadow")
     experiment.control_arm = control
     experiment.save(update_fields=["control_arm"])
     Item.objects.bulk_create([Item(**row) for row in demo_items(n_items=40, seed=3)])
@@ -156,6 +158,13 @@ def test_dashboard_live_updates_permissions_and_promotion(stack, browser):
     stored = ArmUserStat.objects.filter(arm__experiment__slug=SLUG, arm__name="challenger").aggregate(n=Sum("impressions"))["n"]
     live.wait_until(lambda: impressions_shown(analyst, "challenger") == f"{stored:,}", timeout=10, what="traffic on the page")
     assert analyst.locator("#chart-ctr .scatterlayer .trace").count() >= 2
+    # The shadow arm's live doubly robust estimate (interval, ESS) sits next to the live arms, updated by the ticks.
+    analyst.wait_for_function(
+        "() => { const td = document.querySelector('#arms-table tr[data-arm=\"apprentice\"] td[data-field=ctr] .sub');"
+        " return td && /^shadow [0-9.]+% \\[[0-9.]+%, [0-9.]+%\\] DR · ESS [0-9,]+ v/.test(td.textContent); }",
+        timeout=30_000,
+    )
+    assert analyst.inner_text('#arms-table tr[data-arm="apprentice"] td[data-field="name"] .sub').startswith("shadow")
     analyst.screenshot(path=str(SHOTS / "1-analyst-dashboard.png"), full_page=True)
 
     # 2. Clicks through the API move the CTR on the open page within 2 s, with no reload.

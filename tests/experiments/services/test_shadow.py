@@ -1,8 +1,14 @@
 """Shadow arms through the real serve path, Postgres and the trainer: what is logged for every served request,
 the importance-weighted training, the live doubly robust estimate, and the decisions that put an arm there."""
 
+import dataclasses
+import time
+import uuid
+
 import numpy as np
 import pytest
+import redis
+from django.conf import settings
 from django.db import connection
 
 from experiments.errors import ApplicationError
@@ -11,7 +17,7 @@ from experiments.selectors import results as result_selectors
 from experiments.services import decisions, lifecycle, sessions, training
 from experiments.services.clicks import click_record
 from experiments.services.events import recommendation_serve
-from experiments.services.shadow import shadow_recorder
+from experiments.services.shadow import queue_key, shadow_drain
 from experiments.services.shadow_training import MAX_WEIGHT, shadow_rows_read
 from experiments.services.shoppers import rank_context
 from experiments.services.training_config import TrainingConfig
@@ -158,19 +164,47 @@ def test_only_a_non_control_arm_of_an_ab_experiment_goes_into_the_shadow(arena, 
     assert err.value.code == "not_ab"
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_serving_thread_writes_the_shadow_rows_off_the_request(boss, serving_manual):
+def test_requests_queue_on_redis_and_the_light_workers_drain_ranks_them(boss, serving_manual):
     catalogue_make(n=8)
     experiment = lifecycle.experiment_create(
-        slug="threaded", user=boss, arms=[lifecycle.ArmSpec("pop", "popularity"),
-                                          lifecycle.ArmSpec("shadowy", "popularity", {}, 0.0)])
+        slug="queued", user=boss, arms=[lifecycle.ArmSpec("pop", "popularity"),
+                                        lifecycle.ArmSpec("shadowy", "popularity", {}, 0.0)])
     lifecycle.experiment_start(experiment=experiment, user=boss)
-    decisions.arm_shadow(arm=experiment.arms.get(name="shadowy"), user=boss, reason="thread")
+    decisions.arm_shadow(arm=experiment.arms.get(name="shadowy"), user=boss, reason="queue")
     serving_manual.refresh()
-    for u in USERS[:20]:
-        recommendation_serve(user_id=u, k=3, experiment_slug="threaded")
-    assert shadow_recorder.drain(timeout=30)
-    assert ShadowImpression.objects.filter(experiment=experiment).count() == 60
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(queue_key())
+    served = [recommendation_serve(user_id=u, k=3, experiment_slug="queued") for u in USERS[:20]]
+
+    assert client.llen(queue_key()) == 20 and not ShadowImpression.objects.exists()  # nothing on the request path
+    done = shadow_drain(batch=8, seed=1)
+    assert done == {"requests": 20, "rows": 60} and client.llen(queue_key()) == 0
+    rows = ShadowImpression.objects.filter(experiment=experiment)
+    assert set(rows.values_list("request_id", flat=True)) == {uuid.UUID(r.request_id) for r in served}
+    assert shadow_drain() == {"requests": 0, "rows": 0}
+
+
+def test_a_full_queue_keeps_the_newest_requests_and_redis_down_drops_without_waiting(boss, serving_manual, settings,
+                                                                                     monkeypatch):
+    from experiments.services import shadow
+
+    job = shadow.ShadowJob(1, "x", (2,), 3, "00000000-0000-0000-0000-000000000001", "u", 4, {}, sessions.EMPTY,
+                           (5, 6), (0.5, 0.5), (7, 8))
+    assert shadow.ShadowJob.decode(job.encode()) == job
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(queue_key())
+    monkeypatch.setattr(shadow, "QUEUE_LIMIT", 3)
+    for i in range(5):
+        shadow.shadow_submit(dataclasses.replace(job, experiment_id=i))
+    assert [shadow.ShadowJob.decode(t).experiment_id for t in client.lrange(queue_key(), 0, -1)] == [2, 3, 4]
+    client.delete(queue_key())
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    started = time.monotonic()
+    assert shadow.shadow_submit(job) is False
+    assert shadow.shadow_submit(job) is False  # the breaker: no second wait
+    assert time.monotonic() - started < 1.0
+    monkeypatch.setattr(shadow, "_broken_until", 0.0)
 
 
 @pytest.mark.usefixtures("serving_inline")
