@@ -81,14 +81,6 @@ def impression_partitions() -> dict:
     return impression_partitions_maintain(keep_days=int(settings.RECSITE["IMPRESSION_RETENTION_DAYS"]))
 
 
-@shared_task(name="recsite.shadow.drain", queue="default", ignore_result=True, expires=2)
-def shadow_drain() -> dict[str, int]:
-    """Shadow arms rank the requests served since the last run (experiments/services/shadow.py)."""
-    from experiments.services.shadow import shadow_drain as drain
-
-    return drain()
-
-
 @shared_task(name="recsite.policy.tick", queue="default", ignore_result=True, expires=30)
 def policy_tick() -> dict[str, str]:
     """Beat, every RECSITE_POLICY_TICK_S: re-evaluate the allocation policies that are due (queue ``default``)."""
@@ -151,6 +143,20 @@ def worker_checkin_start(sender=None, **_kwargs) -> None:
     except AttributeError:
         return
     checkin_thread_start(parts=worker_parts(queues))
+
+
+@worker_ready.connect
+def shadow_thread(sender=None, **_kwargs) -> None:
+    """A worker that consumes the default queue (the light worker) ranks the shadow arms' queue on a thread of its
+    own at the lowest CPU priority (experiments/services/shadow.py)."""
+    try:
+        queues = [q.name for q in sender.task_consumer.queues]
+    except AttributeError:
+        return
+    if "default" in queues:
+        from experiments.services.shadow import shadow_thread_start
+
+        shadow_thread_start()
 
 
 @worker_ready.connect

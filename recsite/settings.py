@@ -145,12 +145,6 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": env_float("RECSITE_STATS_INTERVAL_S", 1.0),
         "options": {"queue": "default", "expires": 5},
     },
-    # Shadow arms rank the requests served since the last run (experiments/services/shadow.py, issue 19).
-    "shadow-drain": {
-        "task": "recsite.shadow.drain",
-        "schedule": env_float("RECSITE_SHADOW_INTERVAL_S", 1.0),
-        "options": {"queue": "default", "expires": 2},
-    },
     "checkpoint-retention": {
         "task": "recsite.training.retention",
         "schedule": env_float("RECSITE_CHECKPOINT_RETENTION_INTERVAL_S", 60.0),

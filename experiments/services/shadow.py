@@ -6,7 +6,9 @@ propensities, its impression ids) to a bounded Redis list in one round trip, aft
 are written; the list keeps the newest :data:`QUEUE_LIMIT` requests, and while Redis is unreachable requests are
 dropped (counted in ``recsite_shadow_dropped``) without waiting on it again for :data:`BREAKER_S`. So a shadow
 arm can neither slow serving down nor take it down; its estimates then rest on fewer rows, which their ESS
-shows. Beat runs :func:`shadow_drain` on the light worker every second: it pops the list in batches, ranks each
+shows. The light worker runs :func:`shadow_thread_start` when it is ready: a thread at the lowest CPU priority
+(nice 19, so serving processes on the same cores take precedence and the shadow uses what is idle; under
+saturation it falls behind and the list keeps the newest requests) that pops the list in batches, ranks each
 request with every shadow arm of its experiment on the worker's own serving snapshot, and writes one
 :class:`~experiments.models.ShadowImpression` per shown item in one statement per batch: the shadow's own item
 and score at that position, and its exact probability (``propensity_matrix``) of the item that *was* shown
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ from typing import Any
 import numpy as np
 import redis
 from django.conf import settings
-from django.db import connection
+from django.db import close_old_connections, connection
 
 from experiments.services import sessions
 
@@ -199,9 +202,57 @@ def _state_with(arm_ids: set[int]) -> Any:
     return state
 
 
+def _drain_loop(stop: threading.Event, nice: int) -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # this thread only (Linux)
+    except (AttributeError, OSError) as exc:
+        log.warning("shadow_nice_failed error=%s", exc)
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, socket_connect_timeout=2)
+    rng = np.random.default_rng()
+    while not stop.is_set():
+        try:
+            first = client.blpop([queue_key()], timeout=1)
+            if first is None:
+                connection.close()  # idle: hold no connection
+                continue
+            raw = [first[1], *(client.lpop(queue_key(), BATCH - 1) or [])]
+            jobs = [ShadowJob.decode(text) for text in raw]
+            close_old_connections()
+            state = _state_with({arm_id for job in jobs for arm_id in job.shadow_arm_ids})
+            shadow_write(shadow_rows(jobs, state, rng))
+        except Exception:
+            log.exception("shadow_drain_failed")
+            connection.close()
+            stop.wait(1.0)
+
+
+_thread: tuple[threading.Thread, threading.Event] | None = None
+
+
+def shadow_thread_start(nice: int = 19) -> threading.Thread:
+    """Starts this process's shadow drain thread (once); ``shadow_thread_stop`` ends it."""
+    global _thread
+    with _lock:
+        if _thread is None or not _thread[0].is_alive():
+            stop = threading.Event()
+            thread = threading.Thread(target=_drain_loop, args=(stop, nice), name="shadow-drain", daemon=True)
+            thread.start()
+            _thread = (thread, stop)
+        return _thread[0]
+
+
+def shadow_thread_stop(timeout: float = 15.0) -> None:
+    global _thread
+    with _lock:
+        running, _thread = _thread, None
+    if running is not None:
+        running[1].set()
+        running[0].join(timeout)
+
+
 def shadow_drain(*, budget_s: float = 0.8, batch: int = BATCH, seed: int | None = None) -> dict[str, int]:
-    """Ranks and writes what the queue holds, a batch at a time, for at most ``budget_s`` (the light worker's beat
-    task; the rest waits for the next run). Returns the requests ranked and the rows written."""
+    """Ranks and writes what the queue holds now, a batch at a time, for at most ``budget_s`` (tests and a manual
+    catch-up; the light worker's thread does the same continuously). Returns the requests ranked and rows written."""
     started = time.monotonic()
     rng = np.random.default_rng(seed)
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)

@@ -2,6 +2,7 @@
 the importance-weighted training, the live doubly robust estimate, and the decisions that put an arm there."""
 
 import dataclasses
+import os
 import time
 import uuid
 
@@ -184,6 +185,32 @@ def test_requests_queue_on_redis_and_the_light_workers_drain_ranks_them(boss, se
     assert shadow_drain() == {"requests": 0, "rows": 0}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_light_workers_shadow_thread_ranks_the_queue_at_the_lowest_priority(boss, serving_manual):
+    from experiments.services.shadow import shadow_thread_start, shadow_thread_stop
+
+    catalogue_make(n=8)
+    experiment = lifecycle.experiment_create(
+        slug="threaded", user=boss, arms=[lifecycle.ArmSpec("pop", "popularity"),
+                                          lifecycle.ArmSpec("shadowy", "popularity", {}, 0.0)])
+    lifecycle.experiment_start(experiment=experiment, user=boss)
+    decisions.arm_shadow(arm=experiment.arms.get(name="shadowy"), user=boss, reason="thread")
+    serving_manual.refresh()
+    redis.Redis.from_url(settings.REDIS_URL).delete(queue_key())
+    for u in USERS[:20]:
+        recommendation_serve(user_id=u, k=3, experiment_slug="threaded")
+    thread = shadow_thread_start()
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == 19
+        deadline = time.monotonic() + 30
+        while ShadowImpression.objects.filter(experiment=experiment).count() < 60 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ShadowImpression.objects.filter(experiment=experiment).count() == 60
+    finally:
+        shadow_thread_stop()
+    assert not thread.is_alive()
+
+
 def test_a_full_queue_keeps_the_newest_requests_and_redis_down_drops_without_waiting(boss, serving_manual, settings,
                                                                                      monkeypatch):
     from experiments.services import shadow
@@ -201,10 +228,12 @@ def test_a_full_queue_keeps_the_newest_requests_and_redis_down_drops_without_wai
 
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     started = time.monotonic()
-    assert shadow.shadow_submit(job) is False
-    assert shadow.shadow_submit(job) is False  # the breaker: no second wait
-    assert time.monotonic() - started < 1.0
-    monkeypatch.setattr(shadow, "_broken_until", 0.0)
+    try:
+        assert shadow.shadow_submit(job) is False
+        assert shadow.shadow_submit(job) is False  # the breaker: no second wait
+        assert time.monotonic() - started < 1.0
+    finally:
+        shadow._broken_until = 0.0  # the next test's Redis is up
 
 
 @pytest.mark.usefixtures("serving_inline")
