@@ -6,7 +6,7 @@ import os
 import socket
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
 
 @shared_task(name="recsite.health.ping")
@@ -147,16 +147,23 @@ def worker_checkin_start(sender=None, **_kwargs) -> None:
 
 @worker_ready.connect
 def shadow_thread(sender=None, **_kwargs) -> None:
-    """A worker that consumes the default queue (the light worker) ranks the shadow arms' queue on a thread of its
-    own at the lowest CPU priority (experiments/services/shadow.py)."""
+    """A worker that consumes the default queue (the light worker) ranks the shadow arms' queue in a child process
+    at the lowest CPU priority (experiments/services/shadow.py)."""
     try:
         queues = [q.name for q in sender.task_consumer.queues]
     except AttributeError:
         return
     if "default" in queues:
-        from experiments.services.shadow import shadow_thread_start
+        from experiments.services.shadow import shadow_process_start
 
-        shadow_thread_start()
+        shadow_process_start()
+
+
+@worker_shutdown.connect
+def shadow_process_stop(**_kwargs) -> None:
+    from experiments.services.shadow import shadow_process_stop as stop
+
+    stop()
 
 
 @worker_ready.connect

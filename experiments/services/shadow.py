@@ -6,10 +6,13 @@ propensities, its impression ids) to a bounded Redis list in one round trip, aft
 are written; the list keeps the newest :data:`QUEUE_LIMIT` requests, and while Redis is unreachable requests are
 dropped (counted in ``recsite_shadow_dropped``) without waiting on it again for :data:`BREAKER_S`. So a shadow
 arm can neither slow serving down nor take it down; its estimates then rest on fewer rows, which their ESS
-shows. The light worker runs :func:`shadow_thread_start` when it is ready: a thread at the lowest CPU priority
-(nice 19, so serving processes on the same cores take precedence and the shadow uses what is idle; under
-saturation it falls behind and the list keeps the newest requests) that pops the list in batches, ranks each
-request with every shadow arm of its experiment on the worker's own serving snapshot, and writes one
+shows. The light worker starts :func:`shadow_process_start` when it is ready: a child process
+(``manage.py shadow_drain``) at the lowest CPU priority, in a scheduling group of its own (nice 19 for the
+process and for its autogroup: Linux compares nice values only inside one autogroup, so a thread's or a
+process's nice alone would not yield to the web processes), so serving on the same cores takes precedence and
+the shadow uses what is idle; under saturation it falls behind and the list keeps the newest requests. It pops
+the list in batches, ranks each request with every shadow arm of its experiment on its own serving snapshot,
+and writes one
 :class:`~experiments.models.ShadowImpression` per shown item in one statement per batch: the shadow's own item
 and score at that position, and its exact probability (``propensity_matrix``) of the item that *was* shown
 there. Training and the dashboard read these rows (services/shadow_training.py, selectors/shadow.py).
@@ -20,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -202,14 +207,24 @@ def _state_with(arm_ids: set[int]) -> Any:
     return state
 
 
-def _drain_loop(stop: threading.Event, nice: int) -> None:
+def lowest_priority() -> None:
+    """This process at nice 19, and its autogroup too (where the kernel has autogroups)."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # this thread only (Linux)
-    except (AttributeError, OSError) as exc:
+        os.nice(19 - os.nice(0))
+    except OSError as exc:
         log.warning("shadow_nice_failed error=%s", exc)
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write("19")
+    except OSError:
+        pass  # no autogroups (or not allowed): the process nice is what there is
+
+
+def drain_loop(stop: threading.Event, *, alive: Any = None) -> None:
+    """Drains the queue until ``stop`` is set (or ``alive()`` turns false): the shadow process's whole work."""
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10, socket_connect_timeout=2)
     rng = np.random.default_rng()
-    while not stop.is_set():
+    while not stop.is_set() and (alive is None or alive()):
         try:
             first = client.blpop([queue_key()], timeout=1)
             if first is None:
@@ -226,28 +241,32 @@ def _drain_loop(stop: threading.Event, nice: int) -> None:
             stop.wait(1.0)
 
 
-_thread: tuple[threading.Thread, threading.Event] | None = None
+_process: subprocess.Popen | None = None
 
 
-def shadow_thread_start(nice: int = 19) -> threading.Thread:
-    """Starts this process's shadow drain thread (once); ``shadow_thread_stop`` ends it."""
-    global _thread
+def shadow_process_start() -> subprocess.Popen:
+    """Starts the shadow drain process as a child of this one (once); it exits when this process does."""
+    global _process
     with _lock:
-        if _thread is None or not _thread[0].is_alive():
-            stop = threading.Event()
-            thread = threading.Thread(target=_drain_loop, args=(stop, nice), name="shadow-drain", daemon=True)
-            thread.start()
-            _thread = (thread, stop)
-        return _thread[0]
+        if _process is None or _process.poll() is not None:
+            _process = subprocess.Popen(
+                [sys.executable, str(settings.BASE_DIR / "manage.py"), "shadow_drain", "--parent", str(os.getpid())],
+                start_new_session=True,  # a scheduling group of its own: its nice then yields to everything else
+            )
+            log.info("shadow_process_started pid=%s", _process.pid)
+        return _process
 
 
-def shadow_thread_stop(timeout: float = 15.0) -> None:
-    global _thread
+def shadow_process_stop(timeout: float = 15.0) -> None:
+    global _process
     with _lock:
-        running, _thread = _thread, None
-    if running is not None:
-        running[1].set()
-        running[0].join(timeout)
+        running, _process = _process, None
+    if running is not None and running.poll() is None:
+        running.terminate()
+        try:
+            running.wait(timeout)
+        except subprocess.TimeoutExpired:
+            running.kill()
 
 
 def shadow_drain(*, budget_s: float = 0.8, batch: int = BATCH, seed: int | None = None) -> dict[str, int]:

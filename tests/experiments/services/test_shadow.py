@@ -186,8 +186,10 @@ def test_requests_queue_on_redis_and_the_light_workers_drain_ranks_them(boss, se
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_light_workers_shadow_thread_ranks_the_queue_at_the_lowest_priority(boss, serving_manual):
-    from experiments.services.shadow import shadow_thread_start, shadow_thread_stop
+def test_the_drain_loop_ranks_the_queue_until_stopped(boss, serving_manual):
+    import threading
+
+    from experiments.services.shadow import drain_loop
 
     catalogue_make(n=8)
     experiment = lifecycle.experiment_create(
@@ -199,16 +201,39 @@ def test_the_light_workers_shadow_thread_ranks_the_queue_at_the_lowest_priority(
     redis.Redis.from_url(settings.REDIS_URL).delete(queue_key())
     for u in USERS[:20]:
         recommendation_serve(user_id=u, k=3, experiment_slug="threaded")
-    thread = shadow_thread_start()
+    stop = threading.Event()
+    thread = threading.Thread(target=drain_loop, args=(stop,), daemon=True)
+    thread.start()
     try:
-        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == 19
         deadline = time.monotonic() + 30
         while ShadowImpression.objects.filter(experiment=experiment).count() < 60 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert ShadowImpression.objects.filter(experiment=experiment).count() == 60
     finally:
-        shadow_thread_stop()
+        stop.set()
+        thread.join(15)
     assert not thread.is_alive()
+
+
+def test_the_shadow_process_runs_at_the_lowest_priority_in_a_group_of_its_own_and_stops(settings):
+    from experiments.services.shadow import shadow_process_start, shadow_process_stop
+
+    process = shadow_process_start()
+    try:
+        deadline = time.monotonic() + 30
+        def group() -> str:
+            with open(f"/proc/{process.pid}/autogroup") as f:
+                return f.read().strip()
+
+        while not group().endswith("nice 19") and time.monotonic() < deadline:  # set last, after the nice
+            time.sleep(0.1)
+        assert os.getpriority(os.PRIO_PROCESS, process.pid) == 19
+        assert os.getsid(process.pid) == process.pid  # its own session, so its own autogroup
+        assert group().endswith("nice 19")
+        assert shadow_process_start() is process  # once per worker
+    finally:
+        shadow_process_stop()
+    assert process.poll() is not None
 
 
 def test_a_full_queue_keeps_the_newest_requests_and_redis_down_drops_without_waiting(boss, serving_manual, settings,
