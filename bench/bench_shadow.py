@@ -54,8 +54,8 @@ print(arm.id)
 
 _COUNT_SQL = """
 SELECT (SELECT count(*) FROM experiments_impression),
-       (SELECT count(*) FROM experiments_shadowimpression s JOIN experiments_arm a ON a.id = s.arm_id
-        WHERE a.name = 'apprentice')
+       (SELECT COALESCE(sum(cardinality(s.items)), 0) FROM experiments_shadowranking s
+        JOIN experiments_arm a ON a.id = s.arm_id WHERE a.name = 'apprentice')
 """
 
 
@@ -153,7 +153,8 @@ def main() -> None:
         b = next(row for label, r, row in open_rows if label == shadow and r == rate)
         print(f"| {rate:.0f} | {a['p50']:.1f} | {b['p50']:.1f} | {a['p99']:.1f} | {b['p99']:.1f} | {b['done']:.0%} |")
     ranked = shadow_rows / (impressions or 1)
-    print(f"\nshadow rows / impressions on the shadow server: {shadow_rows} / {impressions} = {ranked:.1%}")
+    print(f"\nshown items ranked in the shadow / impressions on the shadow server: {shadow_rows} / {impressions} = "
+          f"{ranked:.1%}")
     for key in ("p50", "p99"):
         ratio = med(shadow, key) / med(base, key)
         print(f"target {key} with a shadow arm ≤ 1.3× without, {args.clients} clients: {ratio:.2f}× → "

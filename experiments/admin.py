@@ -268,10 +268,9 @@ class LayerAllocationAdmin(ReadOnlyAdmin):
     search_fields = ("experiment__slug", "layer__slug")
 
 
-@admin.register(m.ShadowImpression)
-class ShadowImpressionAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "experiment", "arm", "served_arm", "impression_id", "position", "logged_propensity",
-                    "target_propensity")
+@admin.register(m.ShadowRanking)
+class ShadowRankingAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "experiment", "arm", "served_arm", "request_id", "model_version")
     list_filter = ("experiment",)
     search_fields = ("request_id",)
     list_select_related = ("experiment", "arm", "served_arm")

@@ -396,5 +396,5 @@ from experiments.interleaving_models import InterleaveCredit  # noqa: E402,F401
 from experiments.layer_models import Layer, LayerAllocation  # noqa: E402,F401
 from experiments.offline_models import OfflineEstimate  # noqa: E402,F401
 from experiments.schedule_models import ExperimentSchedule  # noqa: E402,F401
-from experiments.shadow_models import ShadowImpression  # noqa: E402,F401
+from experiments.shadow_models import ShadowRanking  # noqa: E402,F401
 from experiments.webhook_models import WebhookDelivery, WebhookEndpoint  # noqa: E402,F401

@@ -6,7 +6,7 @@ that slot. The reward model q̂(item, slot) is the item × slot CTR table fitted
 same rows (experiments/offline/reward_model.py), and the direct-method term Σ_a π_e(a | x, k) q̂(a, k) is
 estimated by q̂ of the shadow's own draw: that item *is* a sample of π_e(· | x, k), so the term stays
 unbiased without storing the whole distribution. DR = mean[ q̂(ã, k) + π_e/π₀ · (r − q̂(a, k)) ], with a
-bootstrap interval and Kish's effective sample size, over the newest :data:`MAX_ROWS` rows (a tick reads at
+bootstrap interval and Kish's effective sample size, over about the newest :data:`MAX_ROWS` slots (a tick reads at
 most that many, so it stays fast on any history). Comparable to the live arms' CTR: both are per impression.
 """
 
@@ -25,16 +25,18 @@ N_BOOTSTRAP = 200
 MIN_ROWS = 50
 
 _ROWS_SQL = """
-SELECT s.item_id, s.shadow_item_id, s.position, s.logged_propensity, s.target_propensity, s.model_version,
+SELECT u.item_id, u.shadow_item_id, u.position, u.logged, u.target, s.model_version,
        (c.id IS NOT NULL AND NOT c.late)
-FROM (SELECT * FROM experiments_shadowimpression WHERE arm_id = %s ORDER BY id DESC LIMIT %s) s
-LEFT JOIN experiments_click c ON c.impression_id = s.impression_id
+FROM (SELECT * FROM experiments_shadowranking WHERE arm_id = %s ORDER BY id DESC LIMIT %s) s
+CROSS JOIN LATERAL unnest(s.impression_ids, s.items, s.shadow_items, s.logged_propensities, s.target_propensities)
+     WITH ORDINALITY AS u(impression_id, item_id, shadow_item_id, logged, target, position)
+LEFT JOIN experiments_click c ON c.impression_id = u.impression_id
 """
 
 
 def shadow_rows(*, arm_id: int, limit: int = MAX_ROWS) -> np.ndarray | None:
     with connection.cursor() as cur:
-        cur.execute(_ROWS_SQL, [arm_id, limit])
+        cur.execute(_ROWS_SQL, [arm_id, max(1, limit // 10)])  # the newest requests: about ``limit`` slots
         rows = cur.fetchall()
     return np.array(rows, dtype=np.float64) if rows else None
 

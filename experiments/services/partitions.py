@@ -33,12 +33,13 @@ ORDER BY c.relname
 """
 
 # Clicks whose impression is gone (its partition dropped), within the id span the dropped partition held.
-# Shadow arms' rows of the dropped impressions go with them (experiments/shadow_models.py).
+# Shadow arms' rows of the dropped impressions go with them (experiments/shadow_models.py): a row's first
+# impression is the request's first.
 _ORPHAN_SHADOW_SQL = """
-DELETE FROM experiments_shadowimpression WHERE id IN (
-    SELECT s.id FROM experiments_shadowimpression s
-    WHERE s.impression_id BETWEEN %s AND %s
-      AND NOT EXISTS (SELECT 1 FROM experiments_impression i WHERE i.id = s.impression_id)
+DELETE FROM experiments_shadowranking WHERE id IN (
+    SELECT s.id FROM experiments_shadowranking s
+    WHERE s.created_at < %s::date + 2 AND s.impression_ids[1] BETWEEN %s AND %s
+      AND NOT EXISTS (SELECT 1 FROM experiments_impression i WHERE i.id = s.impression_ids[1])
     LIMIT %s)
 """
 _ORPHAN_CLICKS_SQL = """
@@ -94,10 +95,10 @@ def impression_partition_drop(*, day: date, click_batch: int = 50_000) -> Droppe
     deleted = 0
     started = time.perf_counter()
     if lo is not None:
-        for sql in (_ORPHAN_SHADOW_SQL, _ORPHAN_CLICKS_SQL):
+        for sql, args in ((_ORPHAN_SHADOW_SQL, [day, lo, hi, click_batch]), (_ORPHAN_CLICKS_SQL, [lo, hi, click_batch])):
             while True:
                 with transaction.atomic(), connection.cursor() as cursor:
-                    cursor.execute(sql, [lo, hi, click_batch])
+                    cursor.execute(sql, args)
                     batch = cursor.rowcount
                 if sql is _ORPHAN_CLICKS_SQL:
                     deleted += batch

@@ -13,9 +13,9 @@ process's nice alone would not yield to the web processes), so serving on the sa
 the shadow uses what is idle; under saturation it falls behind and the list keeps the newest requests. It pops
 the list in batches, ranks each request with every shadow arm of its experiment on its own serving snapshot,
 and writes one
-:class:`~experiments.models.ShadowImpression` per shown item in one statement per batch: the shadow's own item
-and score at that position, and its exact probability (``propensity_matrix``) of the item that *was* shown
-there. Training and the dashboard read these rows (services/shadow_training.py, selectors/shadow.py).
+:class:`~experiments.models.ShadowRanking` per request and shadow arm, one statement per batch: slot by slot,
+the shadow's own item and score, and its exact probability (``propensity_matrix``) of the item that *was*
+shown there. Training and the dashboard read these rows (services/shadow_training.py, selectors/shadow.py).
 """
 
 from __future__ import annotations
@@ -43,25 +43,32 @@ QUEUE_LIMIT = 20_000
 BREAKER_S = 5.0
 BATCH = 64
 
+# One row per request and shadow arm; the per-slot arrays travel as comma-joined text (a batch is one statement,
+# and unnest cannot take arrays of ragged arrays).
 _INSERT_SQL = """
-INSERT INTO experiments_shadowimpression
-    (arm_id, experiment_id, served_arm_id, impression_id, request_id, user_id, item_id, position,
-     logged_propensity, target_propensity, shadow_item_id, shadow_score, model_version, hist_clicked, hist_impressed,
-     created_at)
-SELECT t.arm_id, t.experiment_id, t.served_arm_id, t.impression_id, t.request_id::uuid, t.user_id, t.item_id,
-       t.position, t.logged, t.target, t.shadow_item, t.shadow_score, t.version,
+INSERT INTO experiments_shadowranking
+    (arm_id, experiment_id, served_arm_id, request_id, user_id, impression_ids, items, logged_propensities,
+     target_propensities, shadow_items, shadow_scores, model_version, hist_clicked, hist_impressed, created_at)
+SELECT t.arm_id, t.experiment_id, t.served_arm_id, t.request_id::uuid, t.user_id,
+       string_to_array(t.impressions, ',')::bigint[], string_to_array(t.items, ',')::bigint[],
+       string_to_array(t.logged, ',')::float8[], string_to_array(t.target, ',')::float8[],
+       string_to_array(t.shadow_items, ',')::bigint[], string_to_array(t.shadow_scores, ',')::float8[], t.version,
        NULLIF(string_to_array(t.hist_clicked, ','), '{}')::bigint[],
        NULLIF(string_to_array(t.hist_impressed, ','), '{}')::bigint[], now()
-FROM unnest(%(arms)s::bigint[], %(experiments)s::bigint[], %(served)s::bigint[], %(impressions)s::bigint[],
-            %(requests)s::text[], %(users)s::bigint[], %(items)s::bigint[], %(positions)s::int[],
-            %(logged)s::float8[], %(target)s::float8[], %(shadow_items)s::bigint[], %(shadow_scores)s::float8[],
-            %(versions)s::int[], %(hist_clicked)s::text[], %(hist_impressed)s::text[])
-     AS t(arm_id, experiment_id, served_arm_id, impression_id, request_id, user_id, item_id, position, logged,
-          target, shadow_item, shadow_score, version, hist_clicked, hist_impressed)
-ON CONFLICT (impression_id, arm_id) DO NOTHING
+FROM unnest(%(arms)s::bigint[], %(experiments)s::bigint[], %(served)s::bigint[], %(requests)s::text[],
+            %(users)s::bigint[], %(impressions)s::text[], %(items)s::text[], %(logged)s::text[], %(target)s::text[],
+            %(shadow_items)s::text[], %(shadow_scores)s::text[], %(versions)s::int[], %(hist_clicked)s::text[],
+            %(hist_impressed)s::text[])
+     AS t(arm_id, experiment_id, served_arm_id, request_id, user_id, impressions, items, logged, target,
+          shadow_items, shadow_scores, version, hist_clicked, hist_impressed)
+ON CONFLICT (arm_id, request_id) DO NOTHING
 """
-_COLUMNS = ("arms", "experiments", "served", "impressions", "requests", "users", "items", "positions", "logged",
-            "target", "shadow_items", "shadow_scores", "versions", "hist_clicked", "hist_impressed")
+_COLUMNS = ("arms", "experiments", "served", "requests", "users", "impressions", "items", "logged", "target",
+            "shadow_items", "shadow_scores", "versions", "hist_clicked", "hist_impressed")
+
+
+def _joined(values) -> str:
+    return ",".join(map(repr, values)) if values and isinstance(values[0], float) else ",".join(map(str, values))
 
 
 @dataclass(frozen=True)
@@ -166,22 +173,21 @@ def shadow_rows(jobs: list[ShadowJob], state: Any, rng: np.random.Generator) -> 
                                session=session)
             own, matrix = model.rank_with_matrix(ctx, k, rng)  # matrix[i, j]: P(candidate i in slot j)
             target = np.clip(matrix[shown, np.arange(k)], 0.0, 1.0)
-            cols["arms"] += [arm_id] * k
-            cols["experiments"] += [job.experiment_id] * k
-            cols["served"] += [job.served_arm_id] * k
-            cols["impressions"] += list(job.impression_ids)
-            cols["requests"] += [job.request_id] * k
-            cols["users"] += [job.user_pk] * k
-            cols["items"] += list(job.items)
-            cols["positions"] += list(range(1, k + 1))
-            cols["logged"] += np.clip(job.logged, 1e-300, 1.0).tolist()
-            cols["target"] += target.tolist()
-            cols["shadow_items"] += catalogue.pks[np.asarray(own.indices, dtype=np.int64)].tolist()
-            cols["shadow_scores"] += np.nan_to_num(np.asarray(own.scores, dtype=np.float64), nan=0.0, posinf=1e300,
-                                                   neginf=-1e300).tolist()
-            cols["versions"] += [loaded.version] * k
-            cols["hist_clicked"] += [",".join(map(str, session.clicked))] * k
-            cols["hist_impressed"] += [",".join(map(str, session.impressed))] * k
+            scores = np.nan_to_num(np.asarray(own.scores, dtype=np.float64), nan=0.0, posinf=1e300, neginf=-1e300)
+            cols["arms"].append(arm_id)
+            cols["experiments"].append(job.experiment_id)
+            cols["served"].append(job.served_arm_id)
+            cols["requests"].append(job.request_id)
+            cols["users"].append(job.user_pk)
+            cols["impressions"].append(_joined(job.impression_ids))
+            cols["items"].append(_joined(job.items))
+            cols["logged"].append(_joined(np.clip(job.logged, 1e-300, 1.0).tolist()))
+            cols["target"].append(_joined(target.tolist()))
+            cols["shadow_items"].append(_joined(catalogue.pks[np.asarray(own.indices, dtype=np.int64)].tolist()))
+            cols["shadow_scores"].append(_joined(scores.tolist()))
+            cols["versions"].append(loaded.version)
+            cols["hist_clicked"].append(_joined(session.clicked))
+            cols["hist_impressed"].append(_joined(session.impressed))
     return cols
 
 

@@ -21,23 +21,34 @@ from experiments.services.training_data import IMPRESSION_COLUMNS, Horizon, Step
 
 MAX_WEIGHT = 10.0
 LAG_S = 30.0
+SLOTS_PER_REQUEST = 10  # a read takes limit / this many requests (whole: a cursor never splits one)
 
-_COLS = ", ".join(f"s.{c}" for c in IMPRESSION_COLUMNS)
-_WEIGHT = "LEAST(s.target_propensity / s.logged_propensity, %(max_weight)s)"
+# A shadow row holds one request's slots as arrays (experiments/shadow_models.py); the reads unnest them into the
+# impression columns training expects (IMPRESSION_COLUMNS), position = the slot's ordinal.
+_SLOTS = """CROSS JOIN LATERAL unnest(s.impression_ids, s.items, s.logged_propensities, s.target_propensities)
+     WITH ORDINALITY AS u(impression_id, item_id, logged, target, position)"""
+_WEIGHT = "LEAST(u.target / u.logged, %(max_weight)s)"
 _IMPRESSIONS_SQL = f"""
-SELECT s.id, {_COLS}, {_WEIGHT} FROM experiments_shadowimpression s
-WHERE s.arm_id = %(arm)s AND s.id > %(cursor)s AND s.created_at < now() - make_interval(secs => %(lag)s)
-ORDER BY s.id LIMIT %(limit)s
+SELECT s.id, s.user_id, u.item_id, u.position, s.hist_clicked, s.hist_impressed, {_WEIGHT}
+FROM (SELECT * FROM experiments_shadowranking
+      WHERE arm_id = %(arm)s AND id > %(cursor)s AND created_at < now() - make_interval(secs => %(lag)s)
+      ORDER BY id LIMIT %(requests)s) s
+{_SLOTS}
+ORDER BY s.id, u.position
 """
 _IMPRESSIONS_END_SQL = """
-SELECT max(s.id) FROM experiments_shadowimpression s
+SELECT max(s.id) FROM experiments_shadowranking s
 WHERE s.arm_id = %(arm)s AND s.id > %(cursor)s AND s.created_at < now() - make_interval(secs => %(lag)s)
 """
 _CLICKS_SQL = f"""
-SELECT c.id, c.clicked_at, c.impression_id, {_COLS}, {_WEIGHT} FROM experiments_click c
-JOIN experiments_shadowimpression s ON s.arm_id = %(arm)s AND s.impression_id = c.impression_id
+SELECT c.id, c.clicked_at, c.impression_id, s.user_id, u.item_id, u.position, s.hist_clicked, s.hist_impressed,
+       {_WEIGHT}
+FROM experiments_click c
+JOIN experiments_impression i ON i.id = c.impression_id
+JOIN experiments_shadowranking s ON s.arm_id = %(arm)s AND s.request_id = i.request_id
+{_SLOTS}
 WHERE c.id > %(cursor)s AND c.id <= %(horizon)s AND NOT c.late
-  AND c.clicked_at < now() - make_interval(secs => %(lag)s)
+  AND c.clicked_at < now() - make_interval(secs => %(lag)s) AND u.impression_id = c.impression_id
 ORDER BY c.id LIMIT %(limit)s
 """
 _CLICKS_END_SQL = """
@@ -61,13 +72,14 @@ def shadow_cursors(*, arm_id: int, head: dict[str, Any]) -> tuple[int, int]:
 def shadow_rows_read(*, arm_id: int, cursor: int, click_cursor: int, horizon: Horizon, limit: int) -> StepRows:
     """The next mini-batch of a shadow arm: up to ``limit`` shadow impressions and ``limit`` clicks on them, each
     row carrying its importance weight (``weight``)."""
-    args = {"arm": arm_id, "cursor": cursor, "limit": limit, "lag": LAG_S, "max_weight": MAX_WEIGHT,
-            "horizon": horizon.click_id}
+    requests = max(1, limit // SLOTS_PER_REQUEST)
+    args = {"arm": arm_id, "cursor": cursor, "limit": limit, "requests": requests, "lag": LAG_S,
+            "max_weight": MAX_WEIGHT, "horizon": horizon.click_id}
     names = ("id", *IMPRESSION_COLUMNS, "weight")
     with connection.cursor() as cur:
         cur.execute(_IMPRESSIONS_SQL, args)
         imps = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        if len(imps) < limit:
+        if len({r["id"] for r in imps}) < requests:
             cur.execute(_IMPRESSIONS_END_SQL, args)
             end = cur.fetchone()[0]
             new_cursor = max(cursor, int(end or 0))

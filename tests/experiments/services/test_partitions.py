@@ -5,7 +5,7 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 from django.db import connection
 
-from experiments.models import ArmUserStat, Click, Impression, ShadowImpression
+from experiments.models import ArmUserStat, Click, Impression, ShadowRanking
 from experiments.services.clicks import click_record
 from experiments.services.events import recommendation_serve
 from experiments.services.partitions import (
@@ -62,10 +62,11 @@ def test_maintenance_creates_the_week_ahead_and_drops_days_past_the_retention_wi
     Click.objects.create(impression=old, clicked_at=old.served_at)
     Click.objects.create(impression=recent, clicked_at=recent.served_at)
     for imp in (old, recent):  # a shadow arm's rows of each (experiments/shadow_models.py)
-        ShadowImpression.objects.create(arm=recent.arm, experiment=recent.experiment, served_arm=recent.arm,
-                                        impression_id=imp.id, request_id=imp.request_id, user=imp.user, item=imp.item,
-                                        position=1, logged_propensity=0.5, target_propensity=0.2,
-                                        shadow_item=imp.item, shadow_score=0.1)
+        row = ShadowRanking.objects.create(
+            arm=recent.arm, experiment=recent.experiment, served_arm=recent.arm, request_id=imp.request_id,
+            user=imp.user, impression_ids=[imp.id], items=[imp.item_id], logged_propensities=[0.5],
+            target_propensities=[0.2], shadow_items=[imp.item_id], shadow_scores=[0.1])
+        ShadowRanking.objects.filter(pk=row.pk).update(created_at=imp.served_at)
     rollup = list(ArmUserStat.objects.values_list("impressions", flat=True))
 
     result = impression_partitions_maintain(keep_days=90, days_ahead=7, today=today)
@@ -75,7 +76,7 @@ def test_maintenance_creates_the_week_ahead_and_drops_days_past_the_retention_wi
     assert {today + timedelta(days=d) for d in range(8)} <= set(impression_partition_days())
     assert not Impression.objects.filter(id=old.id).exists()
     assert list(Click.objects.values_list("impression_id", flat=True)) == [recent.id]
-    assert list(ShadowImpression.objects.values_list("impression_id", flat=True)) == [recent.id]
+    assert [r.impression_ids for r in ShadowRanking.objects.all()] == [[recent.id]]
     assert list(ArmUserStat.objects.values_list("impressions", flat=True)) == rollup
 
 

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection
 
 from experiments.errors import ApplicationError
-from experiments.models import Arm, Click, Decision, Impression, ModelCheckpoint, ShadowImpression
+from experiments.models import Arm, Click, Decision, Impression, ModelCheckpoint, ShadowRanking
 from experiments.selectors import results as result_selectors
 from experiments.services import decisions, lifecycle, sessions, training
 from experiments.services.clicks import click_record
@@ -54,7 +54,7 @@ def arena(boss, serving_manual, settings):
 
 def _age(seconds: int = 60) -> None:
     with connection.cursor() as cur:
-        cur.execute("UPDATE experiments_shadowimpression SET created_at = now() - make_interval(secs => %s)",
+        cur.execute("UPDATE experiments_shadowranking SET created_at = now() - make_interval(secs => %s)",
                     [seconds])
         cur.execute("UPDATE experiments_click SET clicked_at = now() - make_interval(secs => %s)", [seconds])
 
@@ -64,27 +64,29 @@ def test_every_served_request_is_ranked_in_the_shadow_and_the_shadow_is_shown_to
     served = [recommendation_serve(user_id=u, k=4, experiment_slug="shady") for u in USERS]
 
     assert "apprentice" not in {r.arm for r in served}
-    rows = list(ShadowImpression.objects.filter(arm=arms["apprentice"]).order_by("id"))
+    rows = list(ShadowRanking.objects.filter(arm=arms["apprentice"]).order_by("id"))
     impressions = {i.id: i for i in Impression.objects.filter(experiment=experiment)}
-    assert len(rows) == len(impressions) == 4 * len(USERS)
-    assert {r.impression_id for r in rows} == set(impressions)
+    assert len(rows) == len(USERS) and len(impressions) == 4 * len(USERS)  # one row per request
+    assert {i for r in rows for i in r.impression_ids} == set(impressions)
     for r in rows:
-        shown = impressions[r.impression_id]
-        assert (r.item_id, r.position, r.served_arm_id, r.user_id) == (shown.item_id, shown.position, shown.arm_id,
-                                                                       shown.user_id)
-        assert r.logged_propensity == pytest.approx(shown.propensity)
-    # The shadow's own probability of the shown item is its exact propensity matrix for that request.
+        for j, impression_id in enumerate(r.impression_ids):
+            shown = impressions[impression_id]
+            assert (r.items[j], j + 1, r.served_arm_id, r.user_id, str(r.request_id)) == (
+                shown.item_id, shown.position, shown.arm_id, shown.user_id, str(shown.request_id))
+            assert r.logged_propensities[j] == pytest.approx(shown.propensity)
+    # The shadow's own probability of each shown item is its exact propensity matrix for that request.
     state = serving_manual.current()
     model = state.models[arms["apprentice"].id].model
-    first = [r for r in rows if r.request_id == rows[0].request_id]
+    first = rows[0]
+    assert Impression.objects.filter(id=first.impression_ids[0]).get().user.external_id == USERS[0]
     ctx = rank_context(model=model, user_id=USERS[0], attributes={}, catalogue=state.catalogue,
                        session=sessions.EMPTY)
     matrix = model.propensity_matrix(ctx, 4)
     index = {int(pk): i for i, pk in enumerate(state.catalogue.pks)}
-    for r in first:
-        assert r.target_propensity == pytest.approx(matrix[index[r.item_id], r.position - 1])
-    assert 0 < sum(r.target_propensity for r in first) <= 4 + 1e-9
-    assert len({r.shadow_item_id for r in first}) == 4  # its own slate: 4 distinct items
+    for j, item in enumerate(first.items):
+        assert first.target_propensities[j] == pytest.approx(matrix[index[item], j])
+    assert 0 < sum(first.target_propensities) <= 4 + 1e-9
+    assert len(set(first.shadow_items)) == 4 and len(first.shadow_scores) == 4  # its own slate: 4 distinct items
 
 
 def test_the_shadow_learns_from_the_served_arms_clicks_importance_weighted(arena):
@@ -93,7 +95,9 @@ def test_the_shadow_learns_from_the_served_arms_clicks_importance_weighted(arena
     clicked = [r.items[0].impression_id for r in served[::3]]
     for impression_id in clicked:
         click_record(impression_id=impression_id)
-    shadow = ShadowImpression.objects.filter(arm=arms["apprentice"])
+    shadow = ShadowRanking.objects.filter(arm=arms["apprentice"])
+    slots = {i: (r.id, r.target_propensities[j] / r.logged_propensities[j])
+             for r in shadow for j, i in enumerate(r.impression_ids)}
 
     fresh = training.arm_train(arm_id=arms["apprentice"].id, config=CONFIG)
     assert [s.status for s in fresh.steps] == ["idle"]  # rows younger than the lag are not read yet
@@ -102,7 +106,7 @@ def test_the_shadow_learns_from_the_served_arms_clicks_importance_weighted(arena
 
     (v1,) = ModelCheckpoint.objects.filter(arm=arms["apprentice"]).order_by("version").defer("state")
     assert run.versions == [1] and v1.metrics["accepted"] and v1.metrics["scheme"] == "fnw-ips"
-    assert (v1.metrics["n_impressions"], v1.metrics["n_clicks"]) == (shadow.count(), len(clicked))
+    assert (v1.metrics["n_impressions"], v1.metrics["n_clicks"]) == (len(slots), len(clicked))
     assert (v1.metrics["shadow_cursor"], v1.metrics["shadow_click_cursor"]) == (
         max(shadow.values_list("id", flat=True)), max(Click.objects.values_list("id", flat=True)))
     assert (v1.cursor, v1.click_cursor) == (0, 0)  # its own cursors wait for its own traffic
@@ -110,9 +114,12 @@ def test_the_shadow_learns_from_the_served_arms_clicks_importance_weighted(arena
     rows = shadow_rows_read(arm_id=arms["apprentice"].id, cursor=0, click_cursor=0,
                             horizon=Horizon(0, 10**12, 0.0), limit=10_000)
     batch = step_batch(rows=rows, params=arms["apprentice"].params)
-    by_impression = {s.impression_id: min(s.target_propensity / s.logged_propensity, MAX_WEIGHT) for s in shadow}
-    by_id = {s.id: by_impression[s.impression_id] for s in shadow}
-    expected = [by_id[r["id"]] for r in rows.impressions] + [by_impression[r["impression_id"]] for r in rows.clicks]
+    by_slot = {}
+    for r in shadow:
+        for j in range(len(r.items)):
+            by_slot[(r.id, j + 1)] = min(r.target_propensities[j] / r.logged_propensities[j], MAX_WEIGHT)
+    expected = [by_slot[(r["id"], r["position"])] for r in rows.impressions] + [
+        min(slots[r["impression_id"]][1], MAX_WEIGHT) for r in rows.clicks]
     assert batch.sample_weight == pytest.approx(np.array(expected), rel=1e-6)
     assert len(rows.clicks) == len(clicked) and max(expected) <= MAX_WEIGHT
     assert [s.status for s in training.arm_train(arm_id=arms["apprentice"].id, config=CONFIG).steps] == ["idle"]
@@ -142,7 +149,7 @@ def test_the_dashboard_payload_carries_the_shadow_arms_live_doubly_robust_estima
     meta = payload["arms"]["apprentice"]
     estimate = meta["shadow_estimate"]
     assert meta["status"] == "shadow" and meta["offline_estimate"] == estimate
-    assert estimate["estimator"] == "dr" and estimate["live"] and estimate["rows"] == 4 * len(USERS)
+    assert estimate["estimator"] == "dr" and estimate["live"] and estimate["rows"] == 4 * len(USERS)  # slots
     assert 0 <= estimate["ci_low"] <= estimate["value"] <= estimate["ci_high"] <= 1
     assert 0 < estimate["effective_sample_size"] <= estimate["rows"]
     assert payload["arms"]["ftrl"]["shadow_estimate"] is None
@@ -177,10 +184,10 @@ def test_requests_queue_on_redis_and_the_light_workers_drain_ranks_them(boss, se
     client.delete(queue_key())
     served = [recommendation_serve(user_id=u, k=3, experiment_slug="queued") for u in USERS[:20]]
 
-    assert client.llen(queue_key()) == 20 and not ShadowImpression.objects.exists()  # nothing on the request path
+    assert client.llen(queue_key()) == 20 and not ShadowRanking.objects.exists()  # nothing on the request path
     done = shadow_drain(batch=8, seed=1)
-    assert done == {"requests": 20, "rows": 60} and client.llen(queue_key()) == 0
-    rows = ShadowImpression.objects.filter(experiment=experiment)
+    assert done == {"requests": 20, "rows": 20} and client.llen(queue_key()) == 0
+    rows = ShadowRanking.objects.filter(experiment=experiment)
     assert set(rows.values_list("request_id", flat=True)) == {uuid.UUID(r.request_id) for r in served}
     assert shadow_drain() == {"requests": 0, "rows": 0}
 
@@ -206,9 +213,9 @@ def test_the_drain_loop_ranks_the_queue_until_stopped(boss, serving_manual):
     thread.start()
     try:
         deadline = time.monotonic() + 30
-        while ShadowImpression.objects.filter(experiment=experiment).count() < 60 and time.monotonic() < deadline:
+        while ShadowRanking.objects.filter(experiment=experiment).count() < 20 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert ShadowImpression.objects.filter(experiment=experiment).count() == 60
+        assert ShadowRanking.objects.filter(experiment=experiment).count() == 20
     finally:
         stop.set()
         thread.join(15)
