@@ -13,14 +13,14 @@ def _log(n_requests: int, seed: int):
     slot_factor = np.array([1.0, 0.7, 0.5])
     best = np.argsort(-ctr)[:K]  # the shadow's greedy slate
     rows = []
-    for _ in range(n_requests):
+    for r in range(n_requests):
         shown = rng.permutation(N_ITEMS)[:K]  # the served arm: uniformly random slates, π₀ = 1/n per slot
         for j, a in enumerate(shown):
             greedy = rng.random() >= EPS
             own = best[j] if greedy else rng.integers(N_ITEMS)
             target = (1 - EPS) * (a == best[j]) + EPS / N_ITEMS
             click = rng.random() < ctr[a] * slot_factor[j]
-            rows.append((a, own, j + 1, 1 / N_ITEMS, target, 3, float(click)))
+            rows.append((a, own, j + 1, 1 / N_ITEMS, target, 3, float(click), r))
     truth = np.mean([((1 - EPS) * ctr[best[j]] + EPS * ctr.mean()) * slot_factor[j] for j in range(K)])
     return np.array(rows, dtype=np.float64), truth
 
@@ -29,10 +29,10 @@ def test_doubly_robust_recovers_the_shadow_policys_ctr_within_its_interval():
     covered, errors = 0, []
     for seed in range(8):
         rows, truth = _log(4_000, seed)
-        est = doubly_robust(rows, seed=seed, n_bootstrap=200)
+        est = doubly_robust(rows, seed=seed)
         covered += est["ci_low"] <= truth <= est["ci_high"]
         errors.append(est["value"] - truth)
-        assert est["rows"] == len(rows) and est["model_version"] == 3
+        assert (est["rows"], est["requests"], est["model_version"]) == (len(rows), 4_000, 3)
         # π_e / π₀ is (1 − ε)·n + ε on the shadow's own item, ε elsewhere.
         assert est["max_weight"] == (1 - EPS) * N_ITEMS + EPS
         assert 0 < est["effective_sample_size"] < len(rows)
@@ -47,3 +47,14 @@ def test_the_live_arms_ctr_is_not_what_the_shadow_reports():
     # The served (random) arm's CTR is far below the shadow's greedy policy; the estimate follows the shadow.
     assert truth > 1.5 * logged_ctr
     assert abs(est["value"] - truth) < abs(est["value"] - logged_ctr)
+
+
+def test_the_interval_is_clustered_by_request_by_hand():
+    # Two requests of two slots, every weight 1 and every q̂ 0: DR terms are the clicks themselves.
+    rows = np.array([(0, 0, 1, 0.5, 0.5, 1, 1.0, 7), (1, 1, 2, 0.5, 0.5, 1, 1.0, 7),
+                     (0, 0, 1, 0.5, 0.5, 1, 0.0, 9), (1, 1, 2, 0.5, 0.5, 1, 0.0, 9)] * 30, dtype=np.float64)
+    rows[:, 7] += np.repeat(np.arange(30) * 100, 4)  # 60 requests: 30 clicked twice, 30 not at all
+    est = doubly_robust(rows, seed=0)
+    # q̂ is cross-fitted, so the terms are not exactly the clicks; the clustered s.e. must exceed the i.i.d. one.
+    iid = np.sqrt(0.25 / len(rows))
+    assert est["requests"] == 60 and est["std_error"] > 1.3 * iid
