@@ -246,7 +246,7 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
                                                               report=report, previous=previous)
     freshness = arm_freshness(arms=arms, now=now)
     offline = arm_offline_estimates(experiment=experiment)
-    shadow = shadow_selectors.shadow_estimates(arms=arms, seed=experiment.id)
+    shadow = shadow_selectors.shadow_estimates(arms=arms, seed=experiment.id, previous=(previous or {}).get("arms"))
     arm_meta = {
         arm.name: {
             "id": arm.id,

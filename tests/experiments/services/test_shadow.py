@@ -15,6 +15,7 @@ from django.db import connection
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Click, Decision, Impression, ModelCheckpoint, ShadowRanking
 from experiments.selectors import results as result_selectors
+from experiments.selectors import shadow as shadow_selectors
 from experiments.services import decisions, lifecycle, sessions, training
 from experiments.services.clicks import click_record
 from experiments.services.events import recommendation_serve
@@ -154,6 +155,13 @@ def test_the_dashboard_payload_carries_the_shadow_arms_live_doubly_robust_estima
     assert 0 < estimate["effective_sample_size"] <= estimate["rows"]
     assert payload["arms"]["ftrl"]["shadow_estimate"] is None
     assert payload["report"]["arms"]["apprentice"]["impressions"] == 0
+    # Ticks within EVERY_S reuse it (it reads up to 50,000 slots); after that it is recomputed on the new rows.
+    [recommendation_serve(user_id=f"late-{i}", k=4, experiment_slug="shady") for i in range(20)]
+    again = result_selectors.experiment_stats_payload(experiment=experiment, previous=payload)
+    assert again["arms"]["apprentice"]["shadow_estimate"] == estimate
+    fresh = shadow_selectors.shadow_estimates(arms=list(experiment.arms.all()), seed=experiment.id,
+                                              previous=payload["arms"], every_s=0.0)
+    assert fresh["apprentice"]["rows"] == 4 * (len(USERS) + 20)
 
 
 def test_only_a_non_control_arm_of_an_ab_experiment_goes_into_the_shadow(arena, boss):
