@@ -126,15 +126,17 @@ class ImportResult:
         return self.impressions / self.seconds if self.seconds > 0 else 0.0
 
 
-def _columns(header_line: str) -> list[str]:
+def header_columns(header_line: str, *, required=REQUIRED, optional=OPTIONAL) -> list[str]:
+    """The header's column names, each known (``required`` all there, the rest from ``optional``) and once."""
     columns = [c.strip() for c in next(csv.reader([header_line]))]
-    unknown = sorted(set(columns) - set(REQUIRED) - set(OPTIONAL))
-    missing = [c for c in REQUIRED if c not in columns]
+    unknown = sorted(set(columns) - set(required) - set(optional))
+    missing = [c for c in required if c not in columns]
     if unknown or missing or len(set(columns)) != len(columns):
         raise EventImportError(
-            f"bad header: unknown {unknown}, missing {missing}; expected {list(REQUIRED)} (+ optional {list(OPTIONAL)})"
+            f"bad header: unknown {unknown}, missing {missing}; expected {list(required)} (+ optional {list(optional)})"
         )
     return columns
+
 
 
 def events_import(*, stream: IO[bytes], header: str | None = None) -> ImportResult:
@@ -143,7 +145,7 @@ def events_import(*, stream: IO[bytes], header: str | None = None) -> ImportResu
     Business events have their own file format: :mod:`experiments.services.bulk_events`.
     """
     started = time.perf_counter()
-    columns = _columns(header if header is not None else stream.readline().decode("utf-8-sig"))
+    columns = header_columns(header if header is not None else stream.readline().decode("utf-8-sig"))
     window = float(settings.RECSITE["ATTRIBUTION_WINDOW_S"])
     # Every name was checked against the fixed allow-list above.
     column_sql = ", ".join(columns)

@@ -21,7 +21,6 @@ experiment that is running A/B *at import time* (the API's rule, evaluated now).
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 
 from experiments.business_models import EVENT_TYPES
-from experiments.services.bulk import EventImportError, file_lines
+from experiments.services.bulk import EventImportError, file_lines, header_columns
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +152,7 @@ class BusinessImportResult:
 
 
 def columns_check(header_line: str) -> list[str]:
-    columns = [c.strip() for c in next(csv.reader([header_line]))]
-    unknown = sorted(set(columns) - set(REQUIRED) - set(OPTIONAL))
-    missing = [c for c in REQUIRED if c not in columns]
-    if unknown or missing or len(set(columns)) != len(columns):
-        raise EventImportError(
-            f"bad header: unknown {unknown}, missing {missing}; expected {list(REQUIRED)} (+ optional {list(OPTIONAL)})"
-        )
-    return columns
+    return header_columns(header_line, required=REQUIRED, optional=OPTIONAL)
 
 
 def business_events_import(*, stream: IO[bytes], header: str | None = None) -> BusinessImportResult:
