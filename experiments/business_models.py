@@ -9,8 +9,8 @@
   from the rows changed since the last (``services.metric_fold``), the inputs of conversion rate and revenue per
   user (``stats.metrics``); :class:`ArmEpochCupedSums` the same for CUPED's covariate sums (``stats.cuped``), from
   :class:`UserCovariate`, each user's pre-exposure history recorded once per experiment.
-* ``Experiment.primary_metric`` — the metric that drives promotion evidence, the allocation policy and the
-  guardrail; attached here because ``experiments/models.py`` is full (docs/statistics.md §19).
+* ``Experiment.primary_metric`` (in experiments/models.py) — one of :data:`METRICS`: the metric that drives
+  promotion evidence, the allocation policy and the guardrail (docs/statistics.md §19).
 * :class:`ArmUserOutcome` — the additive per-(arm, user, epoch) rollup, a sibling of
   :class:`~experiments.models.ArmUserStat` with the same key: written in the transaction of the event, so
   conversion rate (users with ``purchases > 0`` / users of ArmUserStat) and revenue per user come from
@@ -21,7 +21,6 @@ The rule itself is in :mod:`experiments.services.business_events`; no logic here
 
 from __future__ import annotations
 
-from django.apps import apps
 from django.db import models
 from django.db.models import Q
 
@@ -112,12 +111,6 @@ class ArmUserOutcome(models.Model):
 METRICS = ("ctr", "conversion_rate", "revenue_per_user")
 METRIC_CHOICES = [("ctr", "CTR"), ("conversion_rate", "Conversion rate"), ("revenue_per_user", "Revenue per user")]
 
-# ``get_registered_model`` is Django's import-time handle on a model of a module being loaded (no import cycle).
-_Experiment = apps.get_registered_model("experiments", "Experiment")
-_Experiment.add_to_class("primary_metric", models.CharField(max_length=32, choices=METRIC_CHOICES, default="ctr",
-                                                            db_default="ctr"))
-_Experiment._meta.constraints.append(
-    models.CheckConstraint(condition=Q(primary_metric__in=METRICS), name="experiment_primary_metric_known"))
 
 
 class ArmEpochOutcomeSums(models.Model):

@@ -57,8 +57,7 @@ class Experiment(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft"
         RUNNING = "running"
-        # Taken out of the race without a winner: serves its control arm to everyone (docs/dashboard.md).
-        STOPPED = "stopped"
+        STOPPED = "stopped"  # out of the race without a winner: serves its control arm to everyone
         CONCLUDED = "concluded"
 
     class Mode(models.TextChoices):
@@ -72,8 +71,7 @@ class Experiment(models.Model):
 
     slug = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200, blank=True)
-    # Changing the salt reshuffles every user; it is fixed when the experiment is made.
-    salt = models.CharField(max_length=64)
+    salt = models.CharField(max_length=64)  # fixed when the experiment is made: a new salt reshuffles every user
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.AB, db_default=Mode.AB)  # fixed at creation
     control_arm = models.ForeignKey("Arm", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -84,8 +82,7 @@ class Experiment(models.Model):
     allocation_epoch = models.IntegerField(default=0)
     concluded_at = models.DateTimeField(null=True, blank=True)
     conclusion = models.TextField(blank=True, default="")  # written by services.lifecycle.experiment_conclude
-    # Feedback control (opt-in): the allocation policy that re-weights the arms every few minutes
-    # (experiments/services/allocation.py); every arm keeps at least ``policy_floor`` of the traffic.
+    # Feedback control (opt-in, services/allocation.py): re-weights the arms; each keeps ``policy_floor`` at least.
     policy = models.CharField(max_length=32, choices=Policy.choices, default=Policy.FIXED)
     policy_floor = models.FloatField(default=0.1)
     policy_interval_minutes = models.IntegerField(default=10)
@@ -97,22 +94,23 @@ class Experiment(models.Model):
     holdout_arm = models.ForeignKey("Arm", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     holdout_share = models.FloatField(default=0.0, db_default=0.0)
     holdout_ended_at = models.DateTimeField(null=True, blank=True)
+    # The metric that drives promotion evidence, the allocation policy and the guardrail (business_models.METRICS).
+    primary_metric = models.CharField(max_length=32, choices=[("ctr", "CTR"), ("conversion_rate", "Conversion rate"), (
+        "revenue_per_user", "Revenue per user")], default="ctr", db_default="ctr")
 
     class Meta:
         permissions = [("promote_arm", "Can promote, roll back, pause and re-weight arms")]
         constraints = [
             models.CheckConstraint(condition=~Q(salt=""), name="experiment_salt_not_empty"),
             models.CheckConstraint(condition=Q(mode__in=["ab", "interleaved"]), name="experiment_mode_known"),
-            models.CheckConstraint(
-                condition=Q(policy_floor__gte=0) & Q(policy_floor__lte=0.5), name="experiment_policy_floor_range"
-            ),
+            models.CheckConstraint(condition=Q(policy_floor__gte=0) & Q(policy_floor__lte=0.5),
+                                   name="experiment_policy_floor_range"),
             models.CheckConstraint(
                 condition=Q(policy_interval_minutes__gte=1) & Q(policy_interval_minutes__lte=1440),
                 name="experiment_policy_interval_range",
             ),
-            models.CheckConstraint(
-                condition=Q(guardrail_alpha__gt=0) & Q(guardrail_alpha__lt=0.5), name="experiment_guardrail_alpha_range"
-            ),
+            models.CheckConstraint(condition=Q(guardrail_alpha__gt=0) & Q(guardrail_alpha__lt=0.5),
+                                   name="experiment_guardrail_alpha_range"),
             models.CheckConstraint(
                 condition=Q(status="concluded", winner__isnull=False) | ~Q(status="concluded"),
                 name="experiment_concluded_has_winner",
@@ -120,6 +118,8 @@ class Experiment(models.Model):
             models.CheckConstraint(
                 condition=Q(holdout_share__gte=0) & Q(holdout_share__lte=0.5), name="experiment_holdout_share_range"
             ),
+            models.CheckConstraint(condition=Q(primary_metric__in=["ctr", "conversion_rate", "revenue_per_user"]),
+                                   name="experiment_primary_metric_known"),
         ]
 
     @property
