@@ -26,6 +26,15 @@ def _close_or_less(a: float, b: float) -> bool:
     return a <= b + _REL_TOL * max(1.0, abs(a), abs(b))
 
 
+def _moments_possible(s, *, cross: bool) -> bool:
+    """Cauchy–Schwarz over users: (Σn)² <= K·Σn² and (Σc)² <= K·Σc² (and (Σnc)² <= Σn²·Σc² with ``cross``)."""
+    return s.n_users <= 0 or (
+        _close_or_less(s.sum_n**2, s.n_users * s.sum_nn)
+        and _close_or_less(s.sum_c**2, s.n_users * s.sum_cc)
+        and (not cross or _close_or_less(s.sum_nc**2, s.sum_nn * s.sum_cc))
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ClusteredRatioSummary:
     """Per-arm sufficient statistics of a ratio metric clustered by user.
@@ -71,11 +80,7 @@ class ClusteredRatioSummary:
         # Counts are integers, so x² >= x for each user.
         if not _close_or_less(self.sum_n, self.sum_nn) or not _close_or_less(self.sum_c, self.sum_cc):
             raise ValueError("second moments smaller than first moments (counts must be integers)")
-        # Cauchy–Schwarz over users: (Σn)² <= n_users·Σn², and likewise for c.
-        if self.n_users > 0 and (
-            not _close_or_less(self.sum_n**2, self.n_users * self.sum_nn)
-            or not _close_or_less(self.sum_c**2, self.n_users * self.sum_cc)
-        ):
+        if not _moments_possible(self, cross=False):
             raise ValueError("second moments too small for the number of users (Cauchy-Schwarz)")
 
     @classmethod
@@ -176,12 +181,7 @@ class RatioSummary:
             raise ValueError(f"n_users must be an integer, got {self.n_users!r}")
         if self.n_users == 0 and any(v != 0 for v in values):
             raise ValueError("a summary with n_users=0 must have all sums equal to 0")
-        # Cauchy–Schwarz over users: (Σx)² <= K·Σx² for x = n and c, and (Σn·c)² <= Σn²·Σc².
-        if self.n_users > 0 and (
-            not _close_or_less(self.sum_n**2, self.n_users * self.sum_nn)
-            or not _close_or_less(self.sum_c**2, self.n_users * self.sum_cc)
-            or not _close_or_less(self.sum_nc**2, self.sum_nn * self.sum_cc)
-        ):
+        if not _moments_possible(self, cross=True):
             raise ValueError("second moments too small for the first moments (Cauchy-Schwarz)")
 
     @classmethod
