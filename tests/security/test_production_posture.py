@@ -135,3 +135,17 @@ def test_with_a_key_ingestion_is_keyed_even_when_public_ingest_is_on(client, set
     keyed = post_json(client, "/api/v1/items", {"items": [{"item_id": "k"}]}, **{"X-API-Key": "the-key"})
 
     assert (without.status_code, keyed.status_code) == (401, 200)
+
+
+def test_without_a_secret_key_every_command_fails_with_the_message_not_a_django_traceback():
+    result = run(["manage.py", "migrate", "--plan"], defaults_env(SECRET_KEY=None))
+
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_makemigrations_needs_no_secret_key():
+    result = run(["manage.py", "makemigrations", "--check", "--dry-run"], defaults_env(SECRET_KEY=None))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No changes detected" in result.stdout
