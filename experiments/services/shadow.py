@@ -213,6 +213,13 @@ def _state_with(arm_ids: set[int]) -> Any:
     return state
 
 
+def shadow_rank(raw: list[bytes], rng: np.random.Generator) -> int:
+    """Ranks one batch popped from the queue with every shadow arm it names and writes it; the rows written."""
+    jobs = [ShadowJob.decode(text) for text in raw]
+    state = _state_with({arm_id for job in jobs for arm_id in job.shadow_arm_ids})
+    return shadow_write(shadow_rows(jobs, state, rng))
+
+
 def lowest_priority() -> None:
     """This process at nice 19, and its autogroup too (where the kernel has autogroups)."""
     try:
@@ -236,11 +243,8 @@ def drain_loop(stop: threading.Event, *, alive: Any = None) -> None:
             if first is None:
                 connection.close()  # idle: hold no connection
                 continue
-            raw = [first[1], *(client.lpop(queue_key(), BATCH - 1) or [])]
-            jobs = [ShadowJob.decode(text) for text in raw]
             close_old_connections()
-            state = _state_with({arm_id for job in jobs for arm_id in job.shadow_arm_ids})
-            shadow_write(shadow_rows(jobs, state, rng))
+            shadow_rank([first[1], *(client.lpop(queue_key(), BATCH - 1) or [])], rng)
         except Exception:
             log.exception("shadow_drain_failed")
             connection.close()
@@ -277,7 +281,7 @@ def shadow_process_stop(timeout: float = 15.0) -> None:
 
 def shadow_drain(*, budget_s: float = 0.8, batch: int = BATCH, seed: int | None = None) -> dict[str, int]:
     """Ranks and writes what the queue holds now, a batch at a time, for at most ``budget_s`` (tests and a manual
-    catch-up; the light worker's thread does the same continuously). Returns the requests ranked and rows written."""
+    catch-up; the light worker's ``shadow_drain`` process does the same continuously). Returns the requests ranked and rows written."""
     started = time.monotonic()
     rng = np.random.default_rng(seed)
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
@@ -286,10 +290,8 @@ def shadow_drain(*, budget_s: float = 0.8, batch: int = BATCH, seed: int | None 
         raw = client.lpop(queue_key(), batch)
         if not raw:
             break
-        jobs = [ShadowJob.decode(text) for text in raw]
-        state = _state_with({arm_id for job in jobs for arm_id in job.shadow_arm_ids})
-        done["rows"] += shadow_write(shadow_rows(jobs, state, rng))
-        done["requests"] += len(jobs)
+        done["rows"] += shadow_rank(raw, rng)
+        done["requests"] += len(raw)
     if done["requests"]:
         log.info("shadow_drained requests=%d rows=%d seconds=%.3f", done["requests"], done["rows"],
                  time.monotonic() - started)

@@ -47,11 +47,8 @@ class ServedExperiment:
     layer_start: int = 0
     layer_end: int = 0
     layer_salt: str = ""
-
-    @property
-    def shadow_arm_ids(self) -> tuple[int, ...]:
-        """Arms that rank every served request without being shown (services/shadow.py)."""
-        return tuple(a.id for a in self.arms.values() if a.status == "shadow")
+    # Arms that rank every served request without being shown (services/shadow.py); read by every request.
+    shadow_arm_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -220,6 +217,7 @@ def experiments_from_rows(rows: list[ConfigRow]) -> dict[str, ServedExperiment]:
             allocation_epoch=first.allocation_epoch, started_at=float(first.started_at or 0.0), arms=arms,
             layout=layout, mode=first.mode, layer=first.layer, layer_start=first.layer_start or 0,
             layer_end=first.layer_end or 0, layer_salt=first.layer_salt or "",
+            shadow_arm_ids=tuple(a.id for a in arms.values() if a.status == "shadow"),
         )
     return out
 
