@@ -21,7 +21,7 @@ from experiments.errors import ApplicationError
 from experiments.models import Experiment, Layer, LayerAllocation
 from experiments.services.assignment import N_BUCKETS
 from experiments.services.decision_core import require_permission
-from experiments.services.identifiers import SALT, SLUG
+from experiments.services.identifiers import names_check
 
 Range = tuple[int, int]
 
@@ -64,13 +64,7 @@ def route(*, starts: Sequence[int], ends: Sequence[int], owners: Sequence[Any], 
 
 def layer_create(*, slug: Any, name: Any = "", user, salt: Any = None) -> Layer:
     require_permission(user, "create layers")
-    if not isinstance(slug, str) or not SLUG.fullmatch(slug):
-        raise ApplicationError("invalid_slug", "slug is 1-100 letters, digits, '-' or '_'.", field="slug")
-    if not isinstance(name, str) or len(name) > 200:
-        raise ApplicationError("invalid_name", "name is a text of at most 200 characters.", field="name")
-    if salt is not None and (not isinstance(salt, str) or not SALT.fullmatch(salt)):
-        raise ApplicationError("invalid_salt", "salt is 1-64 letters, digits, '-', '_', '.' or ':' (leave it empty "
-                               "for a random one).", field="salt")
+    names_check(slug=slug, name=name, salt=salt)
     try:
         with transaction.atomic():
             return Layer.objects.create(slug=slug, name=name or slug, salt=salt or secrets.token_hex(8))

@@ -56,7 +56,7 @@ from experiments.services.decision_core import (
     require_permission,
 )
 from experiments.services.holdouts import holdout_clean
-from experiments.services.identifiers import ARM_NAME, SALT, SLUG
+from experiments.services.identifiers import ARM_NAME, names_check
 
 # "ab": each user sees one arm; "interleaved": every slate team-drafts the serving arms (services/interleaved.py).
 MODES = ("ab", "interleaved")
@@ -116,16 +116,10 @@ def experiment_create(
     guardrail; it can change later with the policy settings (``services.allocation.policy_set``).
     """
     require_permission(user, "create experiments")
-    if not isinstance(slug, str) or not SLUG.fullmatch(slug):
-        raise ApplicationError("invalid_slug", "slug is 1-100 letters, digits, '-' or '_'.", field="slug")
+    names_check(slug=slug, name=name, salt=salt)
     if slug in RESERVED_SLUGS:
         raise ApplicationError("invalid_slug", f"{slug!r} is reserved by the dashboard; choose another slug.",
                                field="slug")
-    if salt is not None and (not isinstance(salt, str) or not SALT.fullmatch(salt)):
-        raise ApplicationError("invalid_salt", "salt is 1-64 letters, digits, '-', '_', '.' or ':' (leave it empty "
-                               "for a random one).", field="salt")
-    if not isinstance(name, str) or len(name) > 200:
-        raise ApplicationError("invalid_name", "name is a text of at most 200 characters.", field="name")
     if mode not in MODES:
         raise ApplicationError("invalid_mode", f"mode must be one of {list(MODES)}.", field="mode")
     if primary_metric not in METRICS:
