@@ -253,6 +253,14 @@ class ExperimentScheduleAdmin(ReadOnlyAdmin):
     search_fields = ("experiment__slug",)
 
 
+@admin.register(m.GuardrailBounds)
+class GuardrailBoundsAdmin(ReadOnlyAdmin):
+    """Read-only: the bounds are set on the dashboard's policy page, where the change is audited."""
+
+    list_display = ("experiment", "latency_p95_ms", "error_rate", "min_coverage", "min_requests", "updated_at")
+    search_fields = ("experiment__slug",)
+
+
 @admin.register(m.Layer)
 class LayerAdmin(ReadOnlyAdmin):
     """Read-only: layers are made on the dashboard's Layers page or through POST /api/v1/layers."""

@@ -188,8 +188,7 @@ class Impression(models.Model):
     """One shown item of one recommendation response."""
 
     request_id = models.UUIDField(default=uuid.uuid4)
-    # No single-column index on user, experiment or arm: the composite indexes below lead with
-    # each of them and serve the same lookups; every index costs every impression write.
+    # No single-column index on user, experiment or arm: the composite indexes below serve those (each costs writes).
     user = models.ForeignKey(ShopUser, on_delete=models.CASCADE, related_name="impressions", db_index=False)
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="impressions")
     # Denormalised from the arm so that stats queries filter without a join.
@@ -392,9 +391,10 @@ class ArmEpochSums(models.Model):
 
 from experiments.api_tokens import ApiToken  # noqa: E402,F401  (split by sub-domain, registered from here)
 from experiments.business_models import ArmUserOutcome, BusinessEvent, EventAttribution  # noqa: E402,F401
+from experiments.guardrail_models import GuardrailBounds  # noqa: E402,F401
 from experiments.interleaving_models import InterleaveCredit  # noqa: E402,F401
 from experiments.layer_models import Layer, LayerAllocation  # noqa: E402,F401
 from experiments.offline_models import OfflineEstimate  # noqa: E402,F401
 from experiments.schedule_models import ExperimentSchedule  # noqa: E402,F401
-from experiments.shadow_models import ShadowRanking  # noqa: E402,F401
+from experiments.shadow_models import ShadowRanking  # noqa: E402,F401  (each module is one sub-domain's models)
 from experiments.webhook_models import WebhookDelivery, WebhookEndpoint  # noqa: E402,F401

@@ -266,6 +266,10 @@ RECSITE = {
     "EVENT_CLOCK_SKEW_S": env_float("RECSITE_EVENT_CLOCK_SKEW_S", 300.0),
     "EVENT_MAX_AGE_S": env_float("RECSITE_EVENT_MAX_AGE_S", 7 * 24 * 3600.0),
     "MAX_K": int(os.environ.get("RECSITE_MAX_K", 100)),
+    # Serving guardrail metrics (experiments/serving/health.py): each web process adds its per-arm counts to Redis
+    # this often; the guardrails and the dashboard judge the last GUARDRAIL_WINDOW_MINUTES (1-120) of them.
+    "HEALTH_FLUSH_S": env_float("RECSITE_HEALTH_FLUSH_S", 5.0),
+    "GUARDRAIL_WINDOW_MINUTES": int(os.environ.get("RECSITE_GUARDRAIL_WINDOW_MINUTES", 15)),
     "MAX_BULK_ROWS": int(os.environ.get("RECSITE_MAX_BULK_ROWS", 10_000)),
     # API key for ingestion (items, users). Without one, ingestion is closed (403) unless PUBLIC_INGEST.
     "API_KEY": os.environ.get("RECSITE_API_KEY", ""),

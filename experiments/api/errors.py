@@ -27,7 +27,9 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 
 def application_error_response(exc: ApplicationError) -> JsonResponse:
     """The JSON answer to a refused request: every interface that speaks JSON maps errors here."""
-    return JsonResponse(exc.as_dict(), status=exc.status)
+    response = JsonResponse(exc.as_dict(), status=exc.status)
+    response.recsite_error_code = exc.code  # for the instrumentation (experiments.api.views), never sent
+    return response
 
 
 def exception_detail(exc: BaseException) -> str:

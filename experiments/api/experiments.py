@@ -99,6 +99,7 @@ def experiments(request: HttpRequest, user, body: dict) -> HttpResponse:
         primary_metric="ctr" if body.get("primary_metric") is None else v.identifier(body["primary_metric"],
                                                                                        "primary_metric"),
         layer=None if body.get("layer") is None else v.identifier(body["layer"], "layer"),
+        guardrail_bounds=body.get("guardrail_bounds"),
         layer_share=None if body.get("layer_share") is None else v.number(body["layer_share"], "layer_share", lo=0,
                                                                            hi=1),
         user=user,

@@ -358,6 +358,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "primary_metric": {"enum": ["ctr", "conversion_rate", "revenue_per_user"]},
             "metrics": {"type": "array", "items": ref("Metric"),
                         "description": "every metric of every arm, the primary first (docs/statistics.md §19)"},
+            "guardrail_metrics": {"oneOf": [{"type": "null"}, ref("GuardrailMetrics")]},
             "pairs": {"type": "array", "items": ref("PairResult"),
                       "description": "interleaved experiments only: the preference of each pair of arms"},
             "srm": {
@@ -419,6 +420,49 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                                   "description": "add it as a shadow arm (weight 0): it ranks every served request "
                                   "without being shown and learns from the served arms' clicks"}},
     },
+    "GuardrailBounds": {
+        "type": "object",
+        "required": ["latency_p95_ms", "error_rate", "min_coverage", "min_requests"],
+        "description": "serving bounds per arm; null switches a rule off (docs/statistics.md §13)",
+        "properties": {
+            "latency_p95_ms": {"type": ["number", "null"], "exclusiveMinimum": 0},
+            "error_rate": {"type": ["number", "null"], "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "min_coverage": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
+            "min_requests": {"type": "integer", "minimum": 1},
+        },
+    },
+    "GuardrailMetrics": {
+        "type": "object",
+        "required": ["window_minutes", "bounds", "available", "arms"],
+        "description": "each arm's serving over the last window_minutes, from every web process (available: false "
+                       "while Redis is unreachable)",
+        "properties": {
+            "window_minutes": {"type": "integer", "minimum": 1},
+            "bounds": ref("GuardrailBounds"),
+            "available": {"type": "boolean"},
+            "arms": {"type": "array", "items": {
+                "type": "object",
+                "required": ["arm", "requests", "errors", "error_rate", "latency_p50_ms", "latency_p95_ms", "shown",
+                             "distinct_items", "active_items", "coverage", "breaches"],
+                "properties": {
+                    "arm": {"type": "string"},
+                    "requests": {"type": "integer", "minimum": 0},
+                    "errors": {"type": "integer", "minimum": 0},
+                    "error_rate": NUMBER_OR_NULL,
+                    "error_rate_lower": NUMBER_OR_NULL,
+                    "latency_p50_ms": NUMBER_OR_NULL,
+                    "latency_p95_ms": NUMBER_OR_NULL,
+                    "latency_p95_ms_lower": NUMBER_OR_NULL,
+                    "shown": {"type": "integer", "minimum": 0},
+                    "distinct_items": {"type": "integer", "minimum": 0},
+                    "active_items": {"type": "integer", "minimum": 0},
+                    "coverage": NUMBER_OR_NULL,
+                    "breaches": {"type": "array", "items": {
+                        "enum": ["latency_p95_above_bound", "error_rate_above_bound", "coverage_below_bound"]}},
+                },
+            }},
+        },
+    },
     "ExperimentCreate": {
         "type": "object",
         "required": ["slug"],
@@ -435,6 +479,12 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                                "guardrail; changeable later on the dashboard's policy page (audited)"},
             "salt": {"type": ["string", "null"], "pattern": "^[-a-zA-Z0-9_.:]{1,64}$",
                      "description": "hashed with each user id into a bucket; random when omitted; fixed for good"},
+            "guardrail_bounds": {"type": ["object", "null"], "additionalProperties": False,
+                                 "description": "serving bounds per arm (latency_p95_ms, error_rate, min_coverage, "
+                                 "min_requests; a missing key keeps its default, null switches a rule off); "
+                                 "changeable later on the dashboard's policy page (audited)",
+                                 "properties": {"latency_p95_ms": NUMBER_OR_NULL, "error_rate": NUMBER_OR_NULL,
+                                                "min_coverage": NUMBER_OR_NULL, "min_requests": {"type": "integer"}}},
             "reason": {"type": ["string", "null"], "maxLength": 2000},
             "holdout": {
                 "type": ["object", "null"], "required": ["arm", "share"], "additionalProperties": False,
@@ -569,7 +619,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "guardrails": {
                 "type": "object",
                 "required": ["enabled", "alpha"],
-                "properties": {"enabled": {"type": "boolean"}, "alpha": {"type": "number"}},
+                "properties": {"enabled": {"type": "boolean"}, "alpha": {"type": "number"},
+                               "bounds": ref("GuardrailBounds")},
             },
             "layer": {"type": ["object", "null"], "required": ["slug", "start", "end", "share"],
                       "description": "the layer buckets [start, end) it owns",

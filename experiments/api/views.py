@@ -37,6 +37,7 @@ from experiments.services.catalogue import ItemRow, UserRow, item_bulk_upsert, u
 from experiments.services.clicks import UnknownImpression, click_record
 from experiments.services.events import recommendation_serve
 from experiments.services.impression_ids import MAX_LENGTH as IMPRESSION_ID_MAX_LENGTH
+from experiments.serving import health as serving_health
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,11 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
             experiment, arm = getattr(request, "recsite_served", ("", ""))
             observability.API_SECONDS.labels(endpoint, experiment, arm).observe(time.perf_counter() - started)
             observability.API_REQUESTS.labels(endpoint, str(response.status_code)).inc()
+            trace = getattr(request, "recsite_trace", None)
+            if trace is not None and trace.arm_id is not None:
+                serving_health.observe(experiment_id=trace.experiment_id, arm_id=trace.arm_id,
+                                       seconds=getattr(request, "recsite_handler_s", 0.0),
+                                       error=_arm_error(response), items=trace.items)
             return response
 
         async def _view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -105,9 +111,12 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
                 if not database:
                     return handler(request, body, *args, **kwargs)
                 started = time.perf_counter()
-                response = await run_db(request, handler, request, body, *args, **kwargs)
+                try:
+                    response = await run_db(request, handler, request, body, *args, **kwargs)
+                finally:
+                    request.recsite_handler_s = time.perf_counter() - started
                 # Time spent in the handler (ranking + SQL), for clients and benchmarks to separate it from transport.
-                response["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+                response["Server-Timing"] = f"app;dur={request.recsite_handler_s * 1000:.2f}"
                 return response
             except Exception as exc:  # every failure is JSON: experiments.api.errors maps it, logs the detail
                 return exception_response(exc, path=request.path)
@@ -115,6 +124,12 @@ def api_view(*, methods: Iterable[str], max_body: int | Callable[[], int] = SMAL
         return csrf_exempt(view)
 
     return decorate
+
+
+def _arm_error(response: HttpResponse) -> bool:
+    """A failure that counts against the arm that was serving: an unexpected one (500), or its model could not be
+    loaded (503 ``arm_unavailable``). Not the stack's outages (the database or Redis down: other 503s)."""
+    return response.status_code == 500 or getattr(response, "recsite_error_code", None) == "arm_unavailable"
 
 
 def _object_body(body: Any) -> dict[str, Any]:
@@ -141,8 +156,9 @@ def recommendations(request: HttpRequest, body: Any) -> HttpResponse:
     user_attributes = None
     if body.get("user") is not None:
         user_attributes = v.json_object(body["user"], "user")
+    request.recsite_trace = trace = serving_health.Trace()
     result = recommendation_serve(user_id=user_id, k=k, experiment_slug=experiment, layer=layer,
-                                  user_attributes=user_attributes, context=context)
+                                  user_attributes=user_attributes, context=context, trace=trace)
     request.recsite_served = (result.experiment, result.arm)
     return JsonResponse(result.as_dict(), status=200)
 

@@ -26,6 +26,20 @@ class PolicyForm(DecisionForm):
                                        "whose primary metric is below the control's is paused.")
     primary_metric = forms.ChoiceField(choices=METRIC_CHOICES, required=False, help_text="The metric that drives the promotion "
                                        "evidence, the policy's posterior and the guardrail (docs/statistics.md §19).")
+    latency_p95_ms = forms.FloatField(label="latency p95 bound (ms)", required=False, min_value=0.001,
+                                      max_value=600_000, help_text="Pause an arm whose serving p95 is above it (empty: "
+                                      "not judged).", widget=forms.NumberInput(attrs={"step": "any"}))
+    error_rate = forms.FloatField(label="error rate bound", required=False, min_value=0.0001, max_value=0.9999,
+                                  help_text="Pause an arm whose requests fail through its fault more often (e.g. 0.05; "
+                                  "empty: not judged).", widget=forms.NumberInput(attrs={"step": "any"}))
+    min_coverage = forms.FloatField(label="minimum catalogue coverage", required=False, min_value=0.0001, max_value=1,
+                                    help_text="Pause an arm that shows fewer distinct items / active items (e.g. 0.2; "
+                                    "empty: not judged).", widget=forms.NumberInput(attrs={"step": "any"}))
+    min_requests = forms.IntegerField(label="requests before judging", min_value=1, max_value=10_000_000, required=False,
+                                      help_text="Latency and errors are judged after this many requests in the window "
+                                      "(empty: 200).")
+
+    BOUNDS = ("latency_p95_ms", "error_rate", "min_coverage", "min_requests")
 
 
 class ModelRollbackForm(DecisionForm):

@@ -28,9 +28,11 @@ from experiments.selectors import planning as planning_selectors
 from experiments.selectors import policy as policy_selectors
 from experiments.selectors import results as result_selectors
 from experiments.selectors import training as training_selectors
+from experiments.selectors.arm_health import bounds_of, window_minutes
 from experiments.selectors.layers import allocation_of, allocation_summary
 from experiments.services import allocation as allocation_services
 from experiments.services import decisions as decision_services
+from experiments.stats.serving_health import Bounds
 
 ARM_ACTIONS = {
     "promote": ("Promote", decision_services.arm_promote),
@@ -72,7 +74,7 @@ def experiment_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "dashboard/detail.html",
         {"experiment": experiment, "arms": arms, "can_decide": allowed, "config": config, "plan_form": plan_form,
          "plan": plan, "layer": allocation_summary(allocation_of(experiment)),
-         **candidates_context(experiment, request.user)},
+         "guardrail_window_minutes": window_minutes(), **candidates_context(experiment, request.user)},
     )
 
 
@@ -225,7 +227,8 @@ def policy(request: HttpRequest, slug: str) -> HttpResponse:
     experiment = get_object_or_404(Experiment, slug=slug)
     initial = {"policy": experiment.policy, "floor": experiment.policy_floor,
                "interval_minutes": experiment.policy_interval_minutes, "guardrails": experiment.guardrails,
-               "guardrail_alpha": experiment.guardrail_alpha, "primary_metric": experiment.primary_metric}
+               "guardrail_alpha": experiment.guardrail_alpha, "primary_metric": experiment.primary_metric,
+               **bounds_of(experiment).as_dict()}
     form = PolicyForm(request.POST or None, initial=initial)
 
     def set_policy(data: dict) -> str:
@@ -233,6 +236,8 @@ def policy(request: HttpRequest, slug: str) -> HttpResponse:
             experiment=experiment, policy=data["policy"], floor=data["floor"], interval_minutes=data["interval_minutes"],
             guardrails=data["guardrails"], guardrail_alpha=data["guardrail_alpha"], user=request.user,
             reason=data["reason"], primary_metric=data.get("primary_metric") or None,
+            guardrail_bounds={**{name: data.get(name) for name in PolicyForm.BOUNDS},
+                              "min_requests": data.get("min_requests") or Bounds().min_requests},
         )
         return f"Allocation policy set: recorded as decision #{decision.id}."
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from experiments.models import Arm, Decision, Experiment, StatsSnapshot
+from experiments.selectors.arm_health import bounds_of
 from experiments.selectors.layers import allocation_of, allocation_summary
 from experiments.selectors.rollups import arm_effective_weights
 
@@ -49,7 +50,8 @@ def experiment_summary(*, experiment: Experiment, arms: list[Arm] | None = None,
             "interval_minutes": experiment.policy_interval_minutes,
             "next_at": experiment.policy_next_at.isoformat() if experiment.policy_next_at else None,
         },
-        "guardrails": {"enabled": experiment.guardrails, "alpha": experiment.guardrail_alpha},
+        "guardrails": {"enabled": experiment.guardrails, "alpha": experiment.guardrail_alpha,
+                       "bounds": bounds_of(experiment).as_dict()},
         "layer": allocation_summary(allocation_of(experiment)),
         "holdout": None if experiment.holdout_arm_id is None else {
             "arm": by_id.get(experiment.holdout_arm_id),
@@ -75,7 +77,7 @@ def experiment_summary(*, experiment: Experiment, arms: list[Arm] | None = None,
 
 def experiment_summaries() -> list[dict[str, Any]]:
     """Every experiment, newest first, with its arms and its leader at the latest stats tick."""
-    experiments = list(Experiment.objects.select_related("layer_allocation__layer").order_by("-created_at", "-id"))
+    experiments = list(Experiment.objects.select_related("layer_allocation__layer", "guardrail_bounds").order_by("-created_at", "-id"))
     arms: dict[int, list[Arm]] = {}
     for arm in Arm.objects.filter(experiment__in=experiments).order_by("id"):
         arms.setdefault(arm.experiment_id, []).append(arm)

@@ -20,6 +20,7 @@ from experiments.selectors import metrics as metric_selectors
 from experiments.selectors import policy as policy_selectors
 from experiments.selectors import shadow as shadow_selectors
 from experiments.selectors import training as training_selectors
+from experiments.selectors.arm_health import guardrail_metrics_section
 from experiments.selectors.rollups import experiment_stats_inputs
 from experiments.stats import experiment_report
 
@@ -161,6 +162,7 @@ def results(payload: dict) -> dict:
         "warnings": report["warnings"],
         "primary_metric": payload["experiment"].get("primary_metric", "ctr"),
         "metrics": payload.get("metrics", []),
+        "guardrail_metrics": payload.get("guardrail_metrics"),
     }
     if "interleaving" in payload:
         out["pairs"] = interleaving_selectors.pair_rows(payload["interleaving"])
@@ -294,6 +296,7 @@ def experiment_stats_payload(*, experiment: Experiment, previous: dict | None, n
         "point": point,
         "allocation": policy_selectors.allocation_summary(experiment=experiment),
         "guardrails": policy_selectors.guardrail_banners(experiment=experiment, now=now),
+        "guardrail_metrics": guardrail_metrics_section(experiment=experiment, arms=arms, now_s=now.timestamp()),
     }
     if section is not None:
         payload["interleaving"] = section

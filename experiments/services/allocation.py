@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from django.db import transaction
@@ -36,7 +37,8 @@ from django.utils import timezone
 
 from experiments.business_models import METRICS
 from experiments.errors import ApplicationError
-from experiments.models import Arm, Decision, Experiment
+from experiments.models import Arm, Decision, Experiment, GuardrailBounds
+from experiments.selectors.arm_health import bounds_of
 from experiments.selectors.metrics import outcome_metric_inputs
 from experiments.selectors.rollups import StatsInputs, experiment_stats_inputs
 from experiments.services import stats_tick as tick_services
@@ -52,6 +54,7 @@ from experiments.services.decision_core import (
 from experiments.stats import allocation as policy_math
 from experiments.stats.periods import competitors
 from experiments.stats.sequential import enough_data
+from experiments.stats.serving_health import Bounds, BoundsError
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +69,24 @@ def _settings_state(experiment: Experiment) -> dict:
         "guardrails": experiment.guardrails,
         "guardrail_alpha": experiment.guardrail_alpha,
         "primary_metric": experiment.primary_metric,
+        "guardrail_bounds": bounds_of(experiment).as_dict(),
     }
+
+
+def _bounds_clean(bounds: Any) -> Bounds:
+    try:
+        return Bounds.from_dict(bounds)
+    except BoundsError as exc:
+        raise ApplicationError("invalid_bound", str(exc), field=exc.field) from None
 
 
 def policy_set(
     *, experiment: Experiment, policy: str, floor: float, interval_minutes: int, guardrails: bool,
     guardrail_alpha: float, user, reason: str, primary_metric: str | None = None,
+    guardrail_bounds: dict[str, Any] | None = None,
 ) -> Decision:
-    """The experiment's allocation policy and guardrail settings, and its primary metric (None: unchanged), as one
-    audited decision (traffic moves at the policy's next evaluation, not now)."""
+    """The experiment's allocation policy and guardrail settings, its primary metric and its serving guardrail bounds
+    (None: unchanged), as one audited decision (traffic moves at the policy's next evaluation, not now)."""
     require_permission(user, "change the allocation policy")
     reason = clean_reason(reason)
     if policy not in Experiment.Policy.values:
@@ -94,6 +106,7 @@ def policy_set(
     if primary_metric is not None and primary_metric not in METRICS:
         raise ApplicationError("invalid_primary_metric", f"primary_metric must be one of {list(METRICS)}.",
                                field="primary_metric")
+    bounds = None if guardrail_bounds is None else _bounds_clean(guardrail_bounds)
     with transaction.atomic():
         experiment, arms = lock(experiment.id)
         live = [a for a in arms if a.status == Arm.Status.ACTIVE and a.weight > 0]
@@ -105,6 +118,8 @@ def policy_set(
         experiment.policy_interval_minutes = interval_minutes
         experiment.guardrails, experiment.guardrail_alpha = bool(guardrails), float(guardrail_alpha)
         experiment.primary_metric = primary_metric or experiment.primary_metric
+        if bounds is not None:
+            GuardrailBounds.objects.update_or_create(experiment=experiment, defaults=bounds.as_dict())
         running = experiment.status == Experiment.Status.RUNNING and policy != Experiment.Policy.FIXED
         experiment.policy_next_at = timezone.now() + timedelta(minutes=interval_minutes) if running else None
         if previous["policy"] == policy and all(previous[k] == v for k, v in _settings_state(experiment).items()):

@@ -33,6 +33,7 @@ from experiments.services.shoppers import (
 )
 from experiments.serving.assignments import assignment_cache
 from experiments.serving.cache import ServedExperiment, ServingState, serving_cache
+from experiments.serving.health import Trace
 from experiments.serving.snapshot import ServedLayer
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,12 @@ def recommendation_serve(
     layer: str | None = None,
     user_attributes: dict[str, Any] | None = None,
     context: dict[str, Any] | None = None,
+    trace: Trace | None = None,
 ) -> Recommendation:
-    """Assign the user, rank the active catalogue with the arm's loaded model, log the impressions."""
+    """Assign the user, rank the active catalogue with the arm's loaded model, log the impressions.
+
+    ``trace`` (optional) learns the arm chosen and the items shown, for the serving guardrail metrics
+    (``experiments.serving.health``), also when the request fails afterwards."""
     state = serving_cache.current()
     experiment = experiment_resolve(state=state, slug=experiment_slug, user_id=user_id, layer=layer)
     if experiment.mode == "interleaved" and experiment.layout.override is None:
@@ -161,6 +166,8 @@ def recommendation_serve(
                                    recorded=recorded)
     except NoEligibleArm:
         raise ApplicationError("no_active_arm", f"experiment {experiment.slug!r} has no active arm", status=409) from None
+    if trace is not None:
+        trace.experiment_id, trace.arm_id = experiment.id, arm_id
     state, loaded = model_loaded(state, experiment, arm_id)
     catalogue = state.catalogue
     if catalogue.n == 0:
@@ -203,6 +210,8 @@ def recommendation_serve(
         on_conflict=lambda: assignment_cache.forget(experiment_id=experiment.id, user_id=user_id),
     )
     impression_ids = [r[0] for r in written]
+    if trace is not None:
+        trace.items = params["items"]
     if tracked and written and written[0][2] is not None:
         _user_session_refresh(user_id, sessions.Session(tuple(written[0][2]), tuple(written[0][3])))
     _assignment_settle(user_id=user_id, user_pk=params["user_id"], experiment=experiment, write=write, arm_id=arm_id,

@@ -21,6 +21,11 @@ the stats tick already record, so they are tested without a database:
   of the ``REFERENCE_VERSIONS`` before them: the model is **rolled back** to the last
   version that was still measured good (the one the last good batch was scored with).
 
+* **serving bounds** (:func:`serving_breach`) — over the last ``RECSITE["GUARDRAIL_WINDOW_MINUTES"]`` the
+  arm's serving latency p95, error rate or catalogue coverage breaches the experiment's ``GuardrailBounds``
+  (latency and coverage off, error rate 5 % by default), on evidence (``experiments/stats/serving_health.py``:
+  a 99 % lower confidence bound above the bound, after ``min_requests``): the arm is **paused**.
+
 The control arm, a winner and a running holdout's baseline are never paused by a guardrail (that would end the
 comparison; their health shows on the dashboard), nor the last arm with traffic. An
 operator's resume overrides a guardrail's pause: the CTR rule leaves a resumed arm
@@ -42,9 +47,11 @@ from django.utils import timezone
 
 from experiments.errors import ApplicationError
 from experiments.models import Arm, Decision, Experiment, ModelCheckpoint
+from experiments.selectors.arm_health import arms_health, bounds_of
 from experiments.selectors.metrics import primary_metric_rows
 from experiments.selectors.results import snapshot_latest
 from experiments.services import decisions as decision_services
+from experiments.stats.serving_health import ArmHealth, Bounds, breaches
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +166,23 @@ def _pause(arm: Arm, verdict: Verdict) -> Decision | None:
         return None
 
 
-def _arm_pause_check(arm: Arm, row: dict | None, alpha: float, metric: str = "ctr") -> Decision | None:
-    resumed = _last_decision(arm, (Decision.Action.RESUME,))
+def serving_breach(health: ArmHealth | None, bounds: Bounds) -> Verdict | None:
+    """The first serving bound (latency p95, error rate, coverage) the arm breaches on evidence (see
+    ``experiments.stats.serving_health``), as a verdict."""
+    found = breaches(health, bounds) if health is not None else []
+    return Verdict(found[0].rule, found[0].message, found[0].evidence) if found else None
+
+
+def _arm_pause_check(arm: Arm, row: dict | None, alpha: float, metric: str = "ctr", *,
+                     resumed: Decision | None = None, health: ArmHealth | None = None,
+                     bounds: Bounds | None = None) -> Decision | None:
     since = resumed.created_at if resumed is not None else None
     checkpoints = ModelCheckpoint.objects.filter(arm=arm).order_by("-version")
     if since is not None:
         checkpoints = checkpoints.filter(created_at__gt=since)
     verdict = diverging(list(checkpoints.values_list("metrics", flat=True)[:DIVERGED_STREAK]))
+    if verdict is None and bounds is not None:  # health counts only what the arm served after a resume
+        verdict = serving_breach(health, bounds)
     if verdict is None and row is not None:
         overridden = resumed is not None and Decision.objects.filter(
             arm=arm, action=Decision.Action.GUARDRAIL_PAUSE, created_at__lt=resumed.created_at).exists()
@@ -208,7 +225,12 @@ def experiment_guardrails(*, experiment: Experiment, now: datetime | None = None
     rows = primary if primary is not None else (payload.get("report") or {}).get("arms") or {}
     metric = experiment.primary_metric if primary is not None else "ctr"
     made: list[Decision] = []
-    for arm in Arm.objects.filter(experiment=experiment, status=Arm.Status.ACTIVE).order_by("id"):
+    arms = list(Arm.objects.filter(experiment=experiment, status=Arm.Status.ACTIVE).order_by("id"))
+    resumed = {arm.id: _last_decision(arm, (Decision.Action.RESUME,)) for arm in arms}
+    bounds = bounds_of(experiment)
+    health = arms_health(experiment=experiment, arms=arms, now_s=now.timestamp(),
+                         resumed={arm_id: d.created_at if d else None for arm_id, d in resumed.items()}) or {}
+    for arm in arms:
         try:
             rollback = _arm_rollback_check(arm, now)
             if rollback is not None:
@@ -216,7 +238,8 @@ def experiment_guardrails(*, experiment: Experiment, now: datetime | None = None
             if arm.id in (experiment.control_arm_id, experiment.winner_id) or (
                     experiment.holdout_running and arm.id == experiment.holdout_arm_id):
                 continue
-            pause = _arm_pause_check(arm, rows.get(arm.name), experiment.guardrail_alpha, metric)
+            pause = _arm_pause_check(arm, rows.get(arm.name), experiment.guardrail_alpha, metric,
+                                     resumed=resumed[arm.id], health=health.get(arm.id), bounds=bounds)
             if pause is not None:
                 made.append(pause)
         except Exception:

@@ -42,7 +42,7 @@ from django.utils import timezone
 
 from experiments.business_models import METRICS
 from experiments.errors import ApplicationError
-from experiments.models import Arm, Decision, Experiment, Impression, ModelCheckpoint
+from experiments.models import Arm, Decision, Experiment, GuardrailBounds, Impression, ModelCheckpoint
 from experiments.services import layers
 from experiments.services.decision_core import (
     FIRST_PERIOD,
@@ -57,6 +57,7 @@ from experiments.services.decision_core import (
 )
 from experiments.services.holdouts import holdout_clean
 from experiments.services.identifiers import ARM_NAME, names_check
+from experiments.stats.serving_health import Bounds, BoundsError
 
 # "ab": each user sees one arm; "interleaved": every slate team-drafts the serving arms (services/interleaved.py).
 MODES = ("ab", "interleaved")
@@ -104,7 +105,7 @@ def _decision_reason(reason: str | None, default: str) -> str:
 def experiment_create(
     *, slug: str, name: str = "", arms: list[ArmSpec], control: str | None = None, mode: str = "ab", user,
     reason: str | None = None, salt: str | None = None, holdout: dict | None = None, layer: str | None = None,
-    layer_share: float | None = None, primary_metric: str = "ctr",
+    layer_share: float | None = None, primary_metric: str = "ctr", guardrail_bounds: dict | None = None,
 ) -> Experiment:
     """A draft experiment with its arms (all validated first: nothing is written unless everything is valid).
 
@@ -113,7 +114,8 @@ def experiment_create(
     (services/holdouts.py); the arm's weight is 0, since it takes no one else. ``layer`` places the experiment
     in a layer (services/layers.py) with ``layer_share`` of its buckets (default: its largest free range).
     ``primary_metric`` (ctr, conversion_rate, revenue_per_user) drives the promotion evidence, the policy and the
-    guardrail; it can change later with the policy settings (``services.allocation.policy_set``).
+    guardrail; it can change later with the policy settings (``services.allocation.policy_set``), as can
+    ``guardrail_bounds`` (serving bounds per arm, ``experiments.stats.serving_health.Bounds``; default: the defaults).
     """
     require_permission(user, "create experiments")
     names_check(slug=slug, name=name, salt=salt)
@@ -138,6 +140,10 @@ def experiment_create(
     if layer is None and layer_share is not None:
         raise ApplicationError("required", "layer_share needs a layer.", field="layer")
     share = layers.layer_share_clean(layer_share)
+    try:
+        bounds = None if guardrail_bounds is None else Bounds.from_dict(guardrail_bounds)
+    except BoundsError as exc:
+        raise ApplicationError("invalid_bound", str(exc), field=exc.field) from None
     if held is not None:
         cleaned = [replace(s, weight=0.0) if s.name == held[0] else s for s in cleaned]
         if not any(s.weight > 0 for s in cleaned):
@@ -151,6 +157,8 @@ def experiment_create(
             made = [Arm.objects.create(experiment=experiment, name=s.name, kind=s.kind, params=s.params,
                                        weight=s.weight) for s in cleaned]
             by_name = {a.name: a for a in made}
+            if bounds is not None:
+                GuardrailBounds.objects.create(experiment=experiment, **bounds.as_dict())
             experiment.control_arm = by_name.get(control) if control is not None else (made[0] if made else None)
             if held is not None:
                 experiment.holdout_arm, experiment.holdout_share = by_name[held[0]], held[1]
@@ -160,6 +168,7 @@ def experiment_create(
                 experiment=experiment, arms=made, action=Decision.Action.CREATE, arm=None, user=user, reason=reason,
                 previous_state={}, evidence={"arms": [asdict(s) for s in cleaned], "control": control, "mode": mode,
                                                   "primary_metric": primary_metric,
+                                                  "guardrail_bounds": None if bounds is None else bounds.as_dict(),
                                                   "salt_given": salt is not None,
                                                   "holdout": {"arm": held[0], "share": held[1]} if held else None,
                                                   "layer": None if allocation is None else {

@@ -126,9 +126,50 @@
     holder.replaceChildren(...tables);
   }
 
+  const BREACH_FIELD = {
+    latency_p95_above_bound: "latency_p95", error_rate_above_bound: "error_rate", coverage_below_bound: "coverage",
+  };
+
+  function bounded(text, bound, show) {
+    return bound === null || bound === undefined ? text : text + " (bound " + show(bound) + ")";
+  }
+
+  function renderServing(stats) {
+    const holder = $("serving-table");
+    const section = stats.guardrail_metrics;
+    if (!holder || !section) return;
+    $("serving-window").textContent = section.window_minutes;
+    $("serving-unavailable").hidden = section.available !== false;
+    const bounds = section.bounds || {};
+    const ms = (v) => (isNum(v) ? v.toFixed(1) + " ms" : "—");
+    const tbody = holder.querySelector("tbody");
+    const rows = section.arms.map((r) => {
+      const tr = el("tr", { "data-arm": r.arm });
+      const breached = new Set((r.breaches || []).map((b) => BREACH_FIELD[b]));
+      const cells = [
+        ["arm", r.arm],
+        ["requests", int(r.requests)],
+        ["latency_p50", ms(r.latency_p50_ms)],
+        ["latency_p95", bounded(ms(r.latency_p95_ms), bounds.latency_p95_ms, (b) => b + " ms")],
+        ["error_rate", bounded(pct(r.error_rate, 2), bounds.error_rate, (b) => pct(b, 1))],
+        ["coverage", bounded(pct(r.coverage, 1) + " (" + int(r.distinct_items) + " of " + int(r.active_items) + ")",
+          bounds.min_coverage, (b) => "≥ " + pct(b, 0))],
+        ["breaches", (r.breaches || []).length ? r.breaches.join(", ") : "none"],
+      ];
+      for (const [field, text] of cells) {
+        const td = el("td", { "data-field": field }, text);
+        if (breached.has(field) || (field === "breaches" && breached.size)) td.classList.add("breach");
+        tr.appendChild(td);
+      }
+      return tr;
+    });
+    tbody.replaceChildren(...rows);
+  }
+
   function renderTable(stats) {
     renderPairs(stats);
     renderMetrics(stats);
+    renderServing(stats);
     const report = stats.report;
     const tbody = $("arms-table").querySelector("tbody");
     const rows = [];

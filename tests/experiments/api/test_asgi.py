@@ -17,7 +17,8 @@ def fast_server(transactional_db):
     experiment_make()
     port = live.free_port()
     proc = live.LiveProcess("daphne-fast", [str(live.VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                                            "recsite.asgi:fast_application"], live.live_env())
+                                            "recsite.asgi:fast_application"],
+                            live.live_env({"RECSITE_HEALTH_FLUSH_S": "0.5"}))
     url = f"http://127.0.0.1:{port}"
     live.wait_until(lambda: requests.get(f"{url}/healthz", timeout=2).status_code == 200, timeout=60,
                     what="daphne on the fast path")
@@ -32,6 +33,24 @@ def test_recommendations_and_clicks_answer_as_through_django(fast_server):
                             timeout=30)
     assert (served.status_code, clicked.status_code, Click.objects.count()) == (200, 201, 1)
     assert ArmUserStat.objects.get().clicks == 1
+
+
+def test_the_server_s_flusher_adds_its_per_arm_counts_to_redis(fast_server):
+    from experiments.models import Arm, Experiment
+    from experiments.selectors.arm_health import arms_health
+
+    for i in range(12):
+        assert requests.post(f"{fast_server}/api/v1/recommendations", json={"user_id": f"u{i}", "k": 2},
+                             timeout=60).status_code == 200
+    experiment = Experiment.objects.get()
+    arms = list(Arm.objects.filter(experiment=experiment))
+
+    def counted():
+        health = arms_health(experiment=experiment, arms=arms)
+        return health if sum(h.requests for h in health.values()) == 12 else None
+
+    health = live.wait_until(counted, timeout=30, what="the serving process's counts in Redis")
+    assert sum(h.shown for h in health.values()) == 24 and all(h.errors == 0 for h in health.values())
 
 
 def test_security_headers_are_kept(fast_server):

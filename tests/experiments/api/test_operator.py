@@ -89,6 +89,24 @@ def test_the_primary_metric_is_set_at_creation_and_refused_when_unknown(api):
     assert not Experiment.objects.filter(slug="launch-2").exists()
 
 
+def test_serving_guardrail_bounds_are_set_at_creation_and_listed(api):
+    catalogue_make(n=12)
+    created = documented("/api/v1/experiments", "post", api.post("/api/v1/experiments", {
+        **ARENA, "guardrail_bounds": {"latency_p95_ms": 40, "min_coverage": 0.2, "error_rate": None}}),
+        "ExperimentSummary")
+    default = documented("/api/v1/experiments", "post", api.post("/api/v1/experiments", {**ARENA, "slug": "plain"}),
+                         "ExperimentSummary")
+    listed = {e["slug"]: e for e in api.get("/api/v1/experiments").json()["experiments"]}
+
+    assert created["guardrails"]["bounds"] == {"latency_p95_ms": 40.0, "error_rate": None, "min_coverage": 0.2,
+                                               "min_requests": 200}
+    assert default["guardrails"]["bounds"] == {"latency_p95_ms": None, "error_rate": 0.05, "min_coverage": None,
+                                               "min_requests": 200}
+    assert listed["launch"]["guardrails"] == created["guardrails"]
+    assert Decision.objects.get(experiment__slug="launch", action="create").stats_snapshot[
+        "guardrail_bounds"]["latency_p95_ms"] == 40.0
+
+
 def test_a_launch_from_ci_creates_adds_a_candidate_starts_and_lists(api, boss):
     catalogue_make(n=12)
     created = documented("/api/v1/experiments", "post", api.post("/api/v1/experiments", ARENA), "ExperimentSummary")
@@ -209,6 +227,11 @@ ARM = {"name": "x", "kind": "popularity"}
         ("{not json", 400, "invalid_json", None),
         ('{"slug": NaN}', 400, "invalid_json", None),
         ({**ARENA, "name": "x" * 300}, 400, "too_long", "name"),
+        ({**ARENA, "guardrail_bounds": {"error_rate": 1.5}}, 400, "invalid_bound", "error_rate"),
+        ({**ARENA, "guardrail_bounds": {"latency_p95_ms": -1}}, 400, "invalid_bound", "latency_p95_ms"),
+        ({**ARENA, "guardrail_bounds": {"min_requests": 2.5}}, 400, "invalid_bound", "min_requests"),
+        ({**ARENA, "guardrail_bounds": {"p99": 10}}, 400, "invalid_bound", "p99"),
+        ({**ARENA, "guardrail_bounds": [1]}, 400, "invalid_bound", "guardrail_bounds"),
         ({**ARENA, "arms": [{**ARM, "params": {"pad": "x" * 70_000}}]}, 413, "body_too_large", None),
     ],
 )

@@ -165,6 +165,22 @@ def test_dashboard_live_updates_permissions_and_promotion(stack, browser):
         timeout=30_000,
     )
     assert analyst.inner_text('#arms-table tr[data-arm="apprentice"] td[data-field="name"] .sub').startswith("shadow")
+    # Every metric has its table, the primary one first.
+    analyst.wait_for_selector('[data-testid=metric-revenue_per_user] tr[data-arm="challenger"]', timeout=15_000)
+    assert analyst.eval_on_selector_all("#metrics-tables .metric", "els => els.map(e => e.dataset.metric)") == [
+        "ctr", "conversion_rate", "revenue_per_user"]
+    assert analyst.inner_text("#metrics-tables .metric h3").endswith("(primary)")
+    # The serving guardrail table counts each arm's requests from the web process (flushed to Redis every 5 s; the
+    # warm-up requests count too).
+    served_by = {arm: sum(r["arm"] == arm for r in served) for arm in ("control", "challenger")}
+    analyst.wait_for_function(
+        "(want) => Object.entries(want).every(([arm, n]) => { const td = document.querySelector("
+        "`#serving-table tr[data-arm=\"${arm}\"] td[data-field=requests]`); "
+        "return td && Number(td.textContent.replace(/,/g, '')) >= n; })",
+        arg=served_by, timeout=30_000,
+    )
+    assert analyst.inner_text('#serving-table tr[data-arm="challenger"] td[data-field="breaches"]') == "none"
+    assert analyst.inner_text('#serving-table tr[data-arm="challenger"] td[data-field="latency_p95"]').endswith(" ms")
     analyst.screenshot(path=str(SHOTS / "1-analyst-dashboard.png"), full_page=True)
 
     # 2. Clicks through the API move the CTR on the open page within 2 s, with no reload.

@@ -47,6 +47,28 @@ def test_the_policy_page_sets_the_primary_metric_and_the_live_page_names_it(expe
     assert b'data-testid="metrics"' in page.content and b"Conversion rate" in page.content
 
 
+def test_the_policy_page_sets_the_serving_bounds_and_the_live_page_shows_the_serving_table(experiment, login):
+    client = login("boss", promoter=True, csrf=True)
+    form = client.get("/dashboard/homepage/policy/").content.decode()
+    assert 'name="error_rate"' in form and 'value="0.05"' in form  # the default bound, shown to be changed
+
+    response = csrf_post(client, "/dashboard/homepage/policy/", {**POLICY, "latency_p95_ms": "35", "error_rate": "0.02",
+                                                                  "min_coverage": "", "min_requests": "500"})
+    tick_services.stats_tick(experiment_id=experiment.id)
+    state = dashboard_selectors.dashboard_state(experiment=experiment)
+
+    assert response.status_code == 302
+    bounds = {"latency_p95_ms": 35.0, "error_rate": 0.02, "min_coverage": None, "min_requests": 500}
+    assert Decision.objects.get(action="policy").stats_snapshot["settings"]["guardrail_bounds"] == bounds
+    assert state["stats"]["guardrail_metrics"]["bounds"] == bounds
+    assert [r["arm"] for r in state["stats"]["guardrail_metrics"]["arms"]] == ["control", "treat"]
+    assert b'data-testid="serving-table"' in client.get("/dashboard/homepage/").content
+    # Saving the same settings again is no change.
+    again = csrf_post(client, "/dashboard/homepage/policy/", {**POLICY, "latency_p95_ms": "35", "error_rate": "0.02",
+                                                               "min_coverage": "", "min_requests": "500"})
+    assert again.status_code == 409 and b"These are the settings already" in again.content
+
+
 def test_an_invalid_policy_is_a_400_with_the_message_next_to_the_field(experiment, login):
     Arm.objects.create(experiment=experiment, name="third", kind="popularity")
     client = login("boss", promoter=True, csrf=True)
