@@ -14,7 +14,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 LONG = {"soak.py", "fuzz_long.py", "learning_e2e.py"}
-HELPERS = {"run_all.py", "serving_common.py"}
+HELPERS = {"run_all.py", "serving_common.py", "stats_db_data.py"}
 
 
 def main() -> int:

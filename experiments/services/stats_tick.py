@@ -42,7 +42,11 @@ def allocation_epoch_record(*, experiment: Experiment, weights: dict[str, float]
 # The planner cannot estimate "impressions <> folded_impressions" (it guesses 99.5% of rows) and
 # would scan the whole rollup; rollup_fold turns seq and bitmap scans off for its transaction so
 # it walks the small partial index, and a plain index scan (unlike a bitmap scan) also marks the
-# index entries of vacuumable row versions dead.
+# index entries of vacuumable row versions dead. It turns JIT off too: the covariate query
+# (metric_fold) is estimated at ~150 cost units per batch user (its per-user subplans over every
+# impression partition), so a batch of 1,000 rows passes jit_above_cost and 5,000 the inlining and
+# optimisation thresholds; compiling it took 0.2 s and 1.8 s respectively on the bench machine
+# (bench/bench_stats_db.py), for a query that runs in milliseconds. Every fold query is index probes.
 _FOLD_PICK_SQL = """
 SELECT id, arm_id, user_id, epoch, impressions, clicks, folded_impressions, folded_clicks
   FROM experiments_armuserstat
@@ -101,12 +105,12 @@ def rollup_fold(*, arm_ids: list[int]) -> int:
     with connection.cursor() as cur:
         cur.execute("SET LOCAL enable_seqscan = off")
         cur.execute("SET LOCAL enable_bitmapscan = off")
+        cur.execute("SET LOCAL jit = off")
         metric_fold.outcome_fold(cur, arm_ids=list(arm_ids))  # first: its purchasers' rows are then folded below
         cur.execute(_FOLD_PICK_SQL, [list(arm_ids)])
         rows = cur.fetchall()
         if not rows:
-            cur.execute("SET LOCAL enable_seqscan = on")
-            cur.execute("SET LOCAL enable_bitmapscan = on")
+            _fold_settings_reset(cur)
             return 0
         ids, arms, users, epochs, n, c, fn, fc = (np.array(col, dtype=np.int64) for col in zip(*rows, strict=True))
         cur.execute(_FOLD_MARK_SQL, [ids.tolist(), n.tolist(), c.tolist()])
@@ -127,9 +131,15 @@ def rollup_fold(*, arm_ids: list[int]) -> int:
             ))
         cur.executemany(_FOLD_ADD_SQL, deltas)
         metric_fold.cuped_fold(cur, arms=arms, users=users, epochs=epochs, n=n, c=c, fn=fn, fc=fc, new=new)
-        cur.execute("SET LOCAL enable_seqscan = on")
-        cur.execute("SET LOCAL enable_bitmapscan = on")
+        _fold_settings_reset(cur)
     return len(rows)
+
+
+def _fold_settings_reset(cur) -> None:
+    """Back to the planner settings the rest of the transaction had before the fold."""
+    cur.execute("SET LOCAL enable_seqscan = on")
+    cur.execute("SET LOCAL enable_bitmapscan = on")
+    cur.execute("SET LOCAL jit TO DEFAULT")
 
 
 def snapshot_compact(payload: dict) -> dict:

@@ -3,8 +3,10 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 
 from experiments.models import AllocationEpoch, StatsSnapshot
+from experiments.services import metric_fold
 from experiments.services import stats_tick as tick_services
 from tests.experiments.stats_support import add_rollup, make_experiment, random_counts
 
@@ -110,3 +112,25 @@ def test_a_tick_before_any_traffic_gives_an_empty_but_complete_report():
     assert [stats["report"]["arms"][n]["impressions"] for n in "abcd"] == [0, 0, 0, 0]
     assert stats["report"]["arms"]["b"]["always_valid_p"] == 1.0
     assert stats["point"]["arms"]["a"]["ctr"] is None
+
+
+def test_the_fold_runs_without_jit_and_gives_the_setting_back(experiment, monkeypatch):
+    """The covariate query's estimate passes jit_above_cost from ~1,000 batch users: compiling cost 0.2-1.8 s where
+    running it costs milliseconds (bench/bench_stats_db.py)."""
+    seen = []
+    cuped_fold = metric_fold.cuped_fold
+
+    def spy(cur, **kwargs):
+        cur.execute("SHOW jit")
+        seen.append(cur.fetchone()[0])
+        return cuped_fold(cur, **kwargs)
+
+    monkeypatch.setattr(metric_fold, "cuped_fold", spy)
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SHOW jit")
+        before = cur.fetchone()[0]
+        assert tick_services.rollup_fold(arm_ids=list(experiment.arms.values_list("id", flat=True))) == 800
+        cur.execute("SHOW jit")
+        after = cur.fetchone()[0]
+    assert seen == ["off"]
+    assert after == before
