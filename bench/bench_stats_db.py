@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -97,7 +96,6 @@ def main() -> int:
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
 
-    os.environ.setdefault("RECSITE_DEV", "1")  # a bench machine is a development machine (manage.py needs a posture)
     bench_database_create(DB)
     from django.db import connection, transaction
     from django.utils import timezone

@@ -24,6 +24,7 @@ def bench_database_url(name: str) -> str:
 def bench_database_create(name: str) -> str:
     """Drops and re-creates ``name``, migrates it, and points this process's Django at it."""
     url = bench_database_url(name)
+    os.environ.setdefault("RECSITE_DEV", "1")  # a bench machine is a development machine (manage.py needs a posture)
     admin = ["psql", "-h", "127.0.0.1", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q"]
     subprocess.run([*admin, "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True)
     subprocess.run([*admin, "-c", f'CREATE DATABASE "{name}"'], check=True)
