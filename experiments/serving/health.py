@@ -60,7 +60,7 @@ class _Counts:
 _lock = threading.Lock()
 _flush_lock = threading.Lock()
 _counts: dict[tuple[int, int], _Counts] = {}
-_thread: tuple[int, threading.Thread] | None = None
+_thread: threading.Thread | None = None
 _client: tuple[str, redis.Redis] | None = None
 
 
@@ -149,13 +149,22 @@ def _flusher() -> None:
 
 
 def _flusher_ensure() -> None:
-    """One flusher thread per process (a forked worker starts its own on its first request)."""
+    """One flusher thread per process (a forked worker starts its own on its first request: see _forked)."""
     global _thread
-    pid = os.getpid()
-    if _thread is not None and _thread[0] == pid:
+    if _thread is not None:
         return
     with _lock:
-        if _thread is None or _thread[0] != pid:
+        if _thread is None:
             thread = threading.Thread(target=_flusher, name="serving-health", daemon=True)
             thread.start()
-            _thread = (pid, thread)
+            _thread = thread
+
+
+def _forked() -> None:
+    """In a forked child: the parent's thread did not come along, and its counts are the parent's to send."""
+    global _thread, _counts, _lock, _flush_lock
+    _thread, _counts = None, {}
+    _lock, _flush_lock = threading.Lock(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
