@@ -204,7 +204,7 @@ def _state_with(arm_ids: set[int]) -> Any:
     refreshes once when one is unknown (an arm put in the shadow since the last refresh)."""
     from experiments.serving.cache import serving_cache
 
-    state = serving_cache.current()
+    state = serving_cache.shadow_models_on()
     for arm_id in sorted(arm_ids):
         if arm_id not in state.models:
             state = serving_cache.model_wait(arm_id, timeout=60)

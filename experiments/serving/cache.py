@@ -70,6 +70,11 @@ class ServingCache:
         self._last_error: Exception | None = None
         self._bad: set[tuple[int, int]] = set()  # (arm_id, version) that failed to load
         self._ready = threading.Event()  # set once a refresh has loaded and warmed every arm
+        # Shadow arms' models are loaded only where they rank: the shadow drain (shadow_models_on), or any process
+        # when RECSITE["SHADOW_INLINE"] ranks them in the request. A web process never ranks with them, so it does
+        # not load, warm or hot-reload them (each version a shadow arm learns would otherwise cost every web
+        # process a checkpoint load and a warm-up beside its requests).
+        self.shadow_models = False
         self._process_reset()
         os.register_at_fork(after_in_child=self._process_reset)
 
@@ -91,12 +96,25 @@ class ServingCache:
             return self._subscribed_poll_s or float(settings.RECSITE.get("SERVING_POLL_SUBSCRIBED_S", 5.0))
         return self._poll_interval_s or float(settings.RECSITE.get("SERVING_POLL_S", POLL_INTERVAL_S))
 
+    def _with_shadow(self) -> bool:
+        return self.shadow_models or bool(settings.RECSITE.get("SHADOW_INLINE"))
+
+    def shadow_models_on(self) -> ServingState:
+        """This process ranks with shadow arms (the shadow drain): load them from now on."""
+        if not self.shadow_models:
+            self.shadow_models = True
+            return self.refresh()
+        return self.current()
+
     def _announced(self, arm_id: int, version: int) -> None:
         if arm_id == 0:  # a configuration change: always refresh
             self.wakeups += 1
             self._wake.set()
             return
         state = self._state
+        if state is not None and not self._with_shadow() and any(
+                arm_id in e.shadow_arm_ids for e in state.experiments.values()):
+            return  # a shadow arm's new version: this process does not rank with it
         loaded = state.models.get(arm_id) if state is not None else None
         if loaded is not None and loaded.version >= version:
             return
@@ -192,7 +210,9 @@ class ServingCache:
             catalogue = previous.catalogue if previous is not None and previous.catalogue.stamp == stamp else None
             if catalogue is None:
                 catalogue = catalogue_load(stamp)
-            wanted = [row for row in config_rows if row.arm_status != "retired" or row.arm_id == row.winner_id]
+            shadow = self._with_shadow()
+            wanted = [row for row in config_rows if (row.arm_status != "retired" or row.arm_id == row.winner_id)
+                      and (shadow or row.arm_status != "shadow")]
             old_models = previous.models if previous else {}
             models = {row.arm_id: old_models[row.arm_id] for row in wanted if row.arm_id in old_models}
             pending = {row.arm_id for row in wanted if row.arm_id not in models}

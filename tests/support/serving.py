@@ -62,6 +62,7 @@ def serving_manual(settings):
 
     def reset() -> None:
         serving_cache._state = None
+        serving_cache.shadow_models = False  # a web process; the shadow drain turns it on
         shoppers._user_cache.clear()
         assignment_cache.clear()
 

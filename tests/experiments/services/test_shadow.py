@@ -193,8 +193,13 @@ def test_requests_queue_on_redis_and_the_light_workers_drain_ranks_them(boss, se
     served = [recommendation_serve(user_id=u, k=3, experiment_slug="queued") for u in USERS[:20]]
 
     assert client.llen(queue_key()) == 20 and not ShadowRanking.objects.exists()  # nothing on the request path
+    shadow_id = experiment.arms.get(name="shadowy").id
+    # A web process never ranks with the shadow arm, so it neither loads nor hot-reloads its model...
+    assert shadow_id not in serving_manual.current().models
+    assert shadow_id in serving_manual.current().experiments["queued"].shadow_arm_ids
     done = shadow_drain(batch=8, seed=1)
     assert done == {"requests": 20, "rows": 20} and client.llen(queue_key()) == 0
+    assert shadow_id in serving_manual.current().models  # ...the drain, which does, loads it
     rows = ShadowRanking.objects.filter(experiment=experiment)
     assert set(rows.values_list("request_id", flat=True)) == {uuid.UUID(r.request_id) for r in served}
     assert shadow_drain() == {"requests": 0, "rows": 0}
