@@ -38,10 +38,7 @@ def bounds_of(experiment: Experiment) -> Bounds:
             row = None
     else:
         row = GuardrailBounds.objects.filter(experiment=experiment).first()
-    if row is None:
-        return Bounds()
-    return Bounds(latency_p95_ms=row.latency_p95_ms, error_rate=row.error_rate, min_coverage=row.min_coverage,
-                  min_requests=row.min_requests)
+    return Bounds() if row is None else Bounds(**{name: getattr(row, name) for name in Bounds().as_dict()})
 
 
 def _minutes(now_s: float, arm: Arm, resumed: datetime | None, window: int) -> list[int]:

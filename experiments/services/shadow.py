@@ -35,6 +35,7 @@ import redis
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from experiments.redis_clients import redis_for
 from experiments.services import sessions
 
 log = logging.getLogger(__name__)
@@ -106,17 +107,8 @@ def queue_key() -> str:
     return f"recsite:shadow:{settings.DATABASES['default']['NAME']}"
 
 
-_client: tuple[str, redis.Redis] | None = None
 _broken_until = 0.0
 _lock = threading.Lock()
-
-
-def _redis() -> redis.Redis:
-    global _client
-    if _client is None or _client[0] != settings.REDIS_URL:
-        _client = (settings.REDIS_URL, redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.25,
-                                                             socket_connect_timeout=0.25))
-    return _client[1]
 
 
 def _dropped(slug: str, n: int = 1) -> None:
@@ -138,7 +130,7 @@ def shadow_submit(job: ShadowJob) -> bool:
         _dropped(job.slug)
         return False
     try:
-        pipe = _redis().pipeline(transaction=False)
+        pipe = redis_for(0.25).pipeline(transaction=False)
         pipe.rpush(queue_key(), job.encode())
         pipe.ltrim(queue_key(), -QUEUE_LIMIT, -1)  # the newest requests win when the worker falls behind
         pipe.execute()

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import redis
 from django.conf import settings
 
+from experiments.redis_clients import redis_for
 from experiments.stats.serving_health import latency_bucket
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ _lock = threading.Lock()
 _flush_lock = threading.Lock()
 _counts: dict[tuple[int, int], _Counts] = {}
 _thread: threading.Thread | None = None
-_client: tuple[str, redis.Redis] | None = None
 
 
 def _prefix() -> str:
@@ -78,11 +78,7 @@ def cover_key(experiment_id: int, arm_id: int, minute: int) -> str:
 
 
 def redis_client() -> redis.Redis:
-    global _client
-    if _client is None or _client[0] != settings.REDIS_URL:
-        _client = (settings.REDIS_URL, redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2,
-                                                             socket_connect_timeout=1))
-    return _client[1]
+    return redis_for(2.0)
 
 
 def observe(*, experiment_id: int, arm_id: int, seconds: float, error: bool, items: Sequence[int] = ()) -> None:
