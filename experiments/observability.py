@@ -55,6 +55,8 @@ TRAINING_LAG_SECONDS = Histogram(
 )
 SHADOW_DROPPED = Counter("recsite_shadow_dropped", "Served requests a shadow arm did not rank (its queue was full)",
                          ["experiment"])
+SHADOW_DEFERRED = Counter("recsite_shadow_deferred_seconds", "Seconds the shadow drain waited for the machine to "
+                          "have idle CPU (it yields to serving)")
 STATS_TICK_SECONDS = Histogram("recsite_stats_tick_seconds", "One statistics tick of one experiment", ["experiment"],
                                buckets=_SLOW)
 

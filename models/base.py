@@ -84,6 +84,23 @@ class Arm:
         share their scores compute them once)."""
         return self.rank(ctx, k, rng), self.propensity_matrix(ctx, k)
 
+    def rank_many_against(
+        self, users: Users, item_keys: np.ndarray, item_feats: np.ndarray, shown: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A shadow arm's work for m requests over one candidate set, each of which showed ``shown[r]`` (candidate
+        indices ``[m, k]``, slot order): this arm's own slates and scores ``[m, k]`` and ``target [m, k]``, its exact
+        probability of ``shown[r, j]`` in slot j. By default row by row through :meth:`rank_with_matrix`; arms
+        whose matrix follows from one scoring pass do all rows in one."""
+        self._check_context(users.feats, item_feats)
+        m, k = shown.shape
+        slates, scores, target = np.empty((m, k), np.int64), np.empty((m, k)), np.empty((m, k))
+        for r in range(m):
+            ctx = Context(int(users.keys[r]), users.feats[r], item_keys, item_feats, users.clicked[r],
+                          users.impressed[r])
+            own, matrix = self.rank_with_matrix(ctx, k, rng)
+            slates[r], scores[r], target[r] = own.indices, own.scores, matrix[shown[r], np.arange(k)]
+        return slates, scores, target
+
     # -------------------------------------------------------------- predict
     def predict(self, batch: Batch) -> np.ndarray:
         """Click probabilities of the batch rows (at ``batch.position``) as float64."""
@@ -278,3 +295,16 @@ class EpsilonGreedyRanking:
         slates, props = exploration.epsilon_greedy(scores, k, self.params["epsilon"], rng)
         ranking = Ranking(slates[0].astype(np.int64), np.take_along_axis(scores, slates, axis=1)[0], props[0])
         return ranking, exploration.epsilon_greedy_matrix(scores[0], min(k, ctx.n), self.params["epsilon"])
+
+    def rank_many_against(
+        self, users: Users, item_keys: np.ndarray, item_feats: np.ndarray, shown: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All m rows from one scoring pass: ``P(i at j) = (1-ε)·1[greedy_j = i] + ε/n``."""
+        self._check_context(users.feats, item_feats)  # type: ignore[attr-defined]
+        m, k = shown.shape
+        n, eps = item_keys.shape[0], self.params["epsilon"]
+        scores = self._greedy_scores(users, item_keys, item_feats)
+        greedy = exploration.topk(scores, k)
+        slates, _ = exploration.epsilon_greedy(scores, k, eps, rng, greedy=greedy)
+        target = (1.0 - eps) * (greedy == shown) + eps / n
+        return slates, np.take_along_axis(scores, slates, axis=1), target

@@ -42,16 +42,17 @@ def random_slates(m: int, n: int, k: int, rng: np.random.Generator) -> np.ndarra
 
 
 def epsilon_greedy(
-    scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator
+    scores: np.ndarray, k: int, epsilon: float, rng: np.random.Generator, greedy: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Slate-level ε-greedy for ``scores [m, n]``.
 
     With prob 1-ε the greedy slate, else a uniformly random slate, so
     ``P(i at j) = (1-ε)·1[greedy_j = i] + ε/n`` exactly. Returns (slates, props).
+    ``greedy``: ``topk(scores, k)`` when the caller has it already.
     """
     m, n = scores.shape
     k = min(k, n)
-    greedy = topk(scores, k)
+    greedy = topk(scores, k) if greedy is None else greedy
     explore = rng.random(m) < epsilon
     slates = greedy.copy()
     if explore.any():

@@ -85,3 +85,28 @@ def test_rank_with_matrix_is_rank_and_propensity_matrix_from_one_pass(kind, worl
         np.testing.assert_allclose(ranking.scores, alone.scores, rtol=1e-6)
         np.testing.assert_allclose(ranking.propensities, alone.propensities, rtol=1e-9)
         np.testing.assert_allclose(matrix, arm.propensity_matrix(ctx, 6), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rank_many_against_gives_each_rows_exact_probability_of_the_shown_slate(kind, world):
+    """The shadow's batched pass: per row, ``target`` is the row's own matrix at the shown (item, slot), and the
+    arm's own slates are distributed as ``rank`` draws them."""
+    arm = trained_arm(kind, world, n=1000, params={"epsilon": 0.3} if kind in ("ftrl_logreg", "deep_ctr",
+                                                                             "q_learning") else {})
+    ctxs = [world.context(u, CANDS) for u in (1, 5, 9, 5)]
+    users = Users.make(np.array([c.user_key for c in ctxs]), np.stack([c.user_feats for c in ctxs]))
+    rng = np.random.default_rng(3)
+    shown = np.stack([rng.permutation(len(CANDS))[:K] for _ in ctxs])
+    slates, scores, target = arm.rank_many_against(users, ctxs[0].item_keys, ctxs[0].item_feats, shown, rng)
+    assert slates.shape == scores.shape == target.shape == (len(ctxs), K)
+    for r, ctx in enumerate(ctxs):
+        p = arm.propensity_matrix(ctx, K)
+        np.testing.assert_allclose(target[r], p[shown[r], np.arange(K)], rtol=1e-5, atol=1e-9)
+        assert len(set(slates[r].tolist())) == K
+        assert (p[slates[r], np.arange(K)] > 0).all()  # the arm's own slate is one it can draw
+    # Many draws of one row: the own slates' slot frequencies are the matrix (4 standard errors: 21 cells).
+    many = Users.make(np.full(4000, ctxs[1].user_key), np.repeat(ctxs[1].user_feats[None], 4000, axis=0))
+    own, _, _ = arm.rank_many_against(many, ctxs[1].item_keys, ctxs[1].item_feats, np.repeat(shown[1][None], 4000, axis=0), rng)
+    p = arm.propensity_matrix(ctxs[1], K)
+    freq = np.stack([np.bincount(own[:, j], minlength=len(CANDS)) / 4000 for j in range(K)], axis=1)
+    assert (np.abs(freq - p) <= 4 * np.sqrt(p * (1 - p) / 4000) + 1e-12).all(), (freq, p)

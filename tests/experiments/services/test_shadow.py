@@ -206,11 +206,12 @@ def test_requests_queue_on_redis_and_the_light_workers_drain_ranks_them(boss, se
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_drain_loop_ranks_the_queue_until_stopped(boss, serving_manual):
+def test_the_drain_loop_ranks_the_queue_until_stopped(boss, serving_manual, settings):
     import threading
 
     from experiments.services.shadow import drain_loop
 
+    settings.RECSITE = {**settings.RECSITE, "SHADOW_MAX_DEFER_S": 2.0}  # a busy CI machine defers it no longer
     catalogue_make(n=8)
     experiment = lifecycle.experiment_create(
         slug="threaded", user=boss, arms=[lifecycle.ArmSpec("pop", "popularity"),
@@ -233,6 +234,28 @@ def test_the_drain_loop_ranks_the_queue_until_stopped(boss, serving_manual):
         stop.set()
         thread.join(15)
     assert not thread.is_alive()
+
+
+def test_the_drain_waits_while_the_rest_of_the_machine_is_busy_and_not_when_it_is_idle_enough(settings):
+    import subprocess
+    import sys
+
+    from experiments.services.shadow import CpuGauge, yield_to_serving
+
+    gauge, stop = CpuGauge(), __import__("threading").Event()
+    settings.RECSITE = {**settings.RECSITE, "SHADOW_YIELD_BUSY": 1.0, "SHADOW_MAX_DEFER_S": 5.0}
+    assert yield_to_serving(gauge, stop) < 0.5  # busy can never exceed every core: no wait
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(gauge.cores)]
+    try:
+        time.sleep(0.3)
+        assert gauge.others(0.3) >= 0.5 * gauge.cores  # real processes' CPU, not this one's
+        settings.RECSITE = {**settings.RECSITE, "SHADOW_YIELD_BUSY": 0.25, "SHADOW_MAX_DEFER_S": 1.5}
+        waited = yield_to_serving(gauge, stop)
+        assert 1.4 <= waited < 3.0  # it waited for the machine, then ran anyway at the deadline
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
 
 
 def test_the_shadow_process_runs_at_the_lowest_priority_in_a_group_of_its_own_and_stops(settings):
