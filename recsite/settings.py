@@ -108,6 +108,14 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, con
 DATABASES["default"].setdefault("OPTIONS", {})
 # A dead database must turn into a quick 503, not a hung request.
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 3)
+# Postgres' JIT compiles every query the planner estimates above jit_above_cost, and its estimates run high
+# wherever statistics are stale (a table just bulk-loaded, or full of dead rows). recsite's queries are index
+# probes and small aggregates that run in milliseconds; measured, compiling them cost 0.2-1.8 s (the stats
+# fold, bench/bench_stats_db.py) and 0.6 s per click (after a 20,000-row import was rolled back). So it is off
+# on recsite's connections unless RECSITE_PG_JIT=on.
+if os.environ.get("RECSITE_PG_JIT", "off").lower() != "on":
+    _pg_options = DATABASES["default"]["OPTIONS"].get("options", "")
+    DATABASES["default"]["OPTIONS"]["options"] = f"{_pg_options} -c jit=off".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -70,3 +70,20 @@ def test_migrations_apply_from_zero_on_an_empty_database():
     finally:
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.mark.django_db
+def test_postgres_jit_is_off_on_the_apps_connections_unless_asked_for():
+    """JIT compiled recsite's millisecond queries for 0.2-1.8 s whenever statistics ran stale (recsite/settings.py)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"
+    code = ("import os, django\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'recsite.settings')\ndjango.setup()\n"
+            "from django.conf import settings\nprint(settings.DATABASES['default']['OPTIONS'].get('options', ''))\n")
+    env = live_env()
+    assert "jit=off" in run_python(code, env={**env, "RECSITE_PG_JIT": "off"}).stdout
+    on = run_python(code, env={**env, "RECSITE_PG_JIT": "on"})
+    assert on.returncode == 0, on.stderr
+    assert "jit" not in on.stdout
