@@ -10,9 +10,10 @@ shows. The light worker starts :func:`shadow_process_start` when it is ready: a 
 (``manage.py shadow_drain``) at the lowest CPU priority, in a scheduling group of its own (nice 19 for the
 process and for its autogroup: Linux compares nice values only inside one autogroup, so a thread's or a
 process's nice alone would not yield to the web processes), so serving on the same cores takes precedence and
-the shadow uses what is idle; under saturation it falls behind and the list keeps the newest requests. It pops
-the list in batches, ranks each request with every shadow arm of its experiment on its own serving snapshot,
-and writes one
+the shadow uses what is idle, and before each batch it waits while the rest of the machine is busy
+(:func:`yield_to_serving`); under saturation it falls behind and the list keeps the newest requests. It pops
+the list in batches, ranks them with every shadow arm of their experiment on its own serving snapshot, a few
+requests per model call, and writes one
 :class:`~experiments.models.ShadowRanking` per request and shadow arm, one statement per batch: slot by slot,
 the shadow's own item and score, and its exact probability (``propensity_matrix``) of the item that *was*
 shown there. Training and the dashboard read these rows (services/shadow_training.py, selectors/shadow.py).
