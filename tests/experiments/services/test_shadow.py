@@ -239,10 +239,11 @@ def test_the_drain_loop_ranks_the_queue_until_stopped(boss, serving_manual, sett
 def test_the_drain_waits_while_the_rest_of_the_machine_is_busy_and_not_when_it_is_idle_enough(settings):
     import subprocess
     import sys
+    import threading
 
     from experiments.services.shadow import CpuGauge, yield_to_serving
 
-    gauge, stop = CpuGauge(), __import__("threading").Event()
+    gauge, stop = CpuGauge(), threading.Event()
     settings.RECSITE = {**settings.RECSITE, "SHADOW_YIELD_BUSY": 1.0, "SHADOW_MAX_DEFER_S": 5.0}
     assert yield_to_serving(gauge, stop) < 0.5  # busy can never exceed every core: no wait
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(gauge.cores)]
