@@ -86,7 +86,7 @@ def main() -> None:
     experiment.control_arm = arms[0]
     experiment.save(update_fields=["control_arm"])
 
-    with running_stack(asgi_app=args.asgi_app, trainers=args.trainers) as url:
+    with running_stack(asgi_app=args.asgi_app, trainers=args.trainers, web="daphne") as url:
         print(f"# learning_e2e rate={args.rate} duration={args.duration}s arms={args.arms} url={url}", flush=True)
         sim_report = simulate(
             url, "--users", str(args.users), "--items", str(args.items), "--rate", str(args.rate),

@@ -65,8 +65,14 @@ def django_for(database_url: str, redis_url: str, *, prefix: str, extra_env: dic
 
 
 @contextmanager
-def running_stack(*, asgi_app: str = "recsite.asgi:application", trainers: int = 1) -> Iterator[str]:
-    """Daphne, ``trainers`` warm trainers (``-Q training -P solo``), a light worker and beat; yields the base URL."""
+def running_stack(*, asgi_app: str = "recsite.asgi:application", trainers: int = 1, web: str = "gunicorn",
+                  web_processes: int | None = None) -> Iterator[str]:
+    """The web server, ``trainers`` warm trainers (``-Q training -P solo``), a light worker and beat; yields the base URL.
+
+    ``web="gunicorn"`` (the default) is what the demo, the Procfile and docker-compose ship: recsite/gunicorn_conf.py,
+    one uvicorn process per core (``web_processes`` overrides); ``web="daphne"`` is one Daphne process serving
+    ``asgi_app``. The light worker runs as the demo's does (``-P threads -c 4``).
+    """
     import requests
 
     from tests.support import live
@@ -75,13 +81,22 @@ def running_stack(*, asgi_app: str = "recsite.asgi:application", trainers: int =
     procs = []
     beat_dir = tempfile.mkdtemp(prefix="recsite-beat-")
     try:
-        port = live.free_port()
-        procs.append(
-            live.LiveProcess("daphne", [str(live.VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), asgi_app], env)
-        )
-        url = f"http://127.0.0.1:{port}"
-        live.wait_until(lambda: requests.get(f"{url}/healthz", timeout=2).status_code in (200, 503), timeout=90,
-                        what="daphne")
+        if web == "gunicorn":
+            if asgi_app != "recsite.asgi:application":
+                raise ValueError("gunicorn serves recsite.asgi:application (recsite/gunicorn_conf.py); use web='daphne'")
+            server, url = live.start_gunicorn(workers=web_processes or len(os.sched_getaffinity(0)), env=env)
+            procs.append(server)
+        elif web == "daphne":
+            port = live.free_port()
+            procs.append(
+                live.LiveProcess("daphne", [str(live.VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), asgi_app],
+                                 env)
+            )
+            url = f"http://127.0.0.1:{port}"
+            live.wait_until(lambda: requests.get(f"{url}/healthz", timeout=2).status_code in (200, 503), timeout=90,
+                            what="daphne")
+        else:
+            raise ValueError(f"web must be 'gunicorn' or 'daphne', not {web!r}")
         started = [
             live.start_worker(queues="training", pool="solo", env=env, name=f"bench-trainer-{i}@%h")
             for i in range(trainers)
@@ -89,7 +104,8 @@ def running_stack(*, asgi_app: str = "recsite.asgi:application", trainers: int =
         procs.extend(started)
         for t in started:  # a deployed trainer is long running: measure it warm (TF imported, graphs built)
             live.wait_until(lambda t=t: "train_warmup_done" in t.output(), timeout=180, what="trainer warm-up")
-        procs.append(live.start_worker(queues="default", pool="solo", env=env, name="bench-default@%h"))
+        procs.append(live.start_worker(queues="default", pool="threads", env=env, name="bench-default@%h",
+                                       extra=("-c", "4")))
         procs.append(
             live.LiveProcess(
                 "celery-beat",

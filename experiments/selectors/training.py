@@ -140,8 +140,9 @@ def arm_freshness(
     Keys: arm_id, model_version, serving_version (version on the arm's newest
     impression), examples_seen, seconds_since_update (since the last accepted
     update), event_to_serving_lag_s / _p95_s / _n (clicks trained by versions of
-    the last ``window_s`` seconds), logloss_progressive (cumulative, FNW
-    importance-weighted), auc_progressive (EWMA), logloss_baseline (the
+    the last ``window_s`` seconds), logloss_progressive (cumulative: every
+    impression under the model before it learnt from it, against its eventual
+    label), auc_progressive (EWMA), logloss_baseline (the
     guardrail's EWMA), last_batch_logloss, last_batch_accepted, rejected_recent
     (among the last 50 versions), last_rejection, health, health_reason, and the
     aliases logloss/auc. Never loads checkpoint state.

@@ -39,6 +39,31 @@ def fnw_weights(*, labels: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.where(y > 0.5, 1.0 + p, (1.0 - p) * (1.0 + p))
 
 
+def fnw_label_logloss(*, labels: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> tuple[float, float]:
+    """``(Σ loss, Σ weight)`` of the impressions' logloss against their *eventual* labels, from FNW rows.
+
+    Progressive validation as recsys teams read it: each impression scored by the model before it learnt
+    from it, against whether it was (eventually) clicked. In the FNW stream every impression is one
+    negative row and each click one more, positive, row, so
+
+        Σ_impressions −[y log p + (1 − y) log(1 − p)]
+          = Σ_negative rows −log(1 − p)  +  Σ_positive rows [log(1 − p) − log p],
+
+    with the click row's ``p`` (the model when the click arrived) standing in for the impression's; the
+    denominator is the number of impressions (the negative rows). ``sample_weight`` (a shadow arm's
+    importance weights) weights each row's term and the count.
+
+    Unlike the FNW-weighted logloss, whose weights come from the scored model's own ``p`` (so a model
+    that under-predicts is rewarded, and even the true click probabilities can score worse than a
+    miscalibrated counter), this is a proper score: its expectation is lowest at the true ``p``.
+    """
+    y = np.asarray(labels, dtype=np.float64) > 0.5
+    q = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0 - _EPS)
+    sw = np.ones_like(q) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    term = np.where(y, np.log1p(-q) - np.log(q), -np.log1p(-q))
+    return float((sw * term).sum()), float(sw[~y].sum())
+
+
 def fnw_calibrate(p_biased: np.ndarray) -> np.ndarray:
     """``p = b / (1 - b)``: the true click rate from a model trained on the FNW stream *without* weights.
 

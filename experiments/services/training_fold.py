@@ -70,11 +70,14 @@ def fit_fold(model: Model, chunks: list[StepRows], baseline: Baseline, config: T
             if m.get(key) is not None:
                 sums[key] = sums.get(key, 0.0) + float(m[key]) * w
         sums["weight"] = sums.get("weight", 0.0) + w
+        for key in ("label_loss_sum", "label_weight"):
+            sums[key] = sums.get(key, 0.0) + float(m.get(key) or 0.0)
         fold.metrics = {**m, "n": (fold.metrics.get("n", 0) + m.get("n", 0))}
     if fold.batches > 1 and sums.get("weight", 0) > 0:
         for key in ("logloss_before", "loss"):
             if key in sums:
                 fold.metrics[key] = sums[key] / sums["weight"]
         fold.metrics["weight"] = sums["weight"]
+        fold.metrics["label_loss_sum"], fold.metrics["label_weight"] = sums["label_loss_sum"], sums["label_weight"]
     fold.touched = True
     return fold

@@ -5,8 +5,10 @@ Order of operations, so that a refused batch never touches the arm:
 1. ``predict`` the batch with the current model (progressive validation: these
    predictions are made *before* the model sees the batch);
 2. non-finite predictions → refused;
-3. FNW importance weights from those predictions; the weighted logloss/AUC are
-   the batch's progressive metrics;
+3. FNW importance weights from the arm's reference estimate; the weighted
+   logloss/AUC are the batch's guard metrics, and the impressions' logloss
+   against their eventual labels (``fnw_label_logloss``, a proper score) is
+   the progressive logloss reported per arm;
 4. logloss above ``guard_factor`` × the rolling baseline (once warmed up, on a
    batch big enough to judge) → refused;
 5. ``partial_fit`` on the weighted batch; a ``DivergedUpdateError``/``BadBatchError``
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from experiments.services.training_config import TrainingConfig
-from experiments.services.training_feedback import fnw_weights
+from experiments.services.training_feedback import fnw_label_logloss, fnw_weights
 from models.base import Arm
 from models.types import Batch
 
@@ -35,8 +37,10 @@ class Baseline:
 
     logloss: float | None = None  # EWMA of accepted batches' progressive logloss
     auc: float | None = None  # EWMA of accepted batches' progressive AUC (batches with both classes)
-    pv_loss_sum: float = 0.0  # Σ weight × logloss over every accepted row: the cumulative progressive logloss
+    pv_loss_sum: float = 0.0  # Σ weight × FNW-weighted logloss over every accepted row
     pv_weight_sum: float = 0.0
+    label_loss_sum: float = 0.0  # Σ over accepted impressions of the logloss against the eventual label
+    label_weight: float = 0.0  # … and their count: the cumulative progressive logloss is the ratio
     seen: float = 0.0  # rows accepted so far
     batches: int = 0  # accepted batches so far
     judged: int = 0  # batches folded into the logloss EWMA: accepted ones and those refused for their logloss
@@ -54,6 +58,8 @@ class Baseline:
             auc=opt("baseline_auc"),
             pv_loss_sum=float(m.get("pv_loss_sum") or 0.0),
             pv_weight_sum=float(m.get("pv_weight_sum") or 0.0),
+            label_loss_sum=float(m.get("label_loss_sum_total") or 0.0),
+            label_weight=float(m.get("label_weight_total") or 0.0),
             seen=float(m.get("rows_seen") or 0.0),
             batches=int(m.get("batches_seen") or 0),
             judged=int(m.get("baseline_batches") or 0),
@@ -68,7 +74,10 @@ class Baseline:
             "rows_seen": self.seen,
             "batches_seen": self.batches,
             "baseline_batches": self.judged,
-            "logloss_progressive": self.pv_loss_sum / self.pv_weight_sum if self.pv_weight_sum > 0 else None,
+            "label_loss_sum_total": self.label_loss_sum,
+            "label_weight_total": self.label_weight,
+            "logloss_progressive": self.label_loss_sum / self.label_weight if self.label_weight > 0 else None,
+            "logloss_progressive_fnw": self.pv_loss_sum / self.pv_weight_sum if self.pv_weight_sum > 0 else None,
             "auc_progressive": self.auc,
         }
 
@@ -78,7 +87,8 @@ class Baseline:
         # below the arm's real level for many half-lives.
         return max(1.0 - 0.5 ** (1.0 / halflife), 1.0 / (self.judged + 1))
 
-    def updated(self, *, logloss: float, auc: float, weight: float, rows: int, halflife: float) -> Baseline:
+    def updated(self, *, logloss: float, auc: float, weight: float, rows: int, halflife: float,
+                label_loss: float = 0.0, label_weight: float = 0.0) -> Baseline:
         """After an accepted batch: the EWMAs, the cumulative progressive sums and the counters move."""
         a = self._alpha(halflife)
         ll = logloss if self.logloss is None else (1 - a) * self.logloss + a * logloss
@@ -91,6 +101,8 @@ class Baseline:
             auc=au,
             pv_loss_sum=self.pv_loss_sum + logloss * weight,
             pv_weight_sum=self.pv_weight_sum + weight,
+            label_loss_sum=self.label_loss_sum + label_loss,
+            label_weight=self.label_weight + label_weight,
             seen=self.seen + rows,
             batches=self.batches + 1,
             judged=self.judged + 1,
@@ -143,7 +155,9 @@ def step_guarded(*, model: Arm, batch: Batch, baseline: Baseline, config: Traini
         w = w * np.asarray(batch.sample_weight, dtype=np.float64)
     ll = arm_metrics.logloss(labels, p, w)
     au = arm_metrics.auc(labels, p, w)
-    extra = {"logloss_before": ll, "auc_before": au if math.isfinite(au) else None, "weight": float(w.sum())}
+    label_loss, label_weight = fnw_label_logloss(labels=labels, p=p, sample_weight=batch.sample_weight)
+    extra = {"logloss_before": ll, "auc_before": au if math.isfinite(au) else None, "weight": float(w.sum()),
+             "label_loss_sum": label_loss, "label_weight": label_weight}
     if not math.isfinite(ll):
         return refuse("non-finite loss: progressive logloss is not finite", False, extra)
     judged = (
@@ -172,5 +186,6 @@ def step_guarded(*, model: Arm, batch: Batch, baseline: Baseline, config: Traini
         "",
         True,
         {"n": n, **extra},
-        baseline.updated(logloss=ll, auc=au, weight=float(w.sum()), rows=n, halflife=config.baseline_halflife),
+        baseline.updated(logloss=ll, auc=au, weight=float(w.sum()), rows=n, halflife=config.baseline_halflife,
+                         label_loss=label_loss, label_weight=label_weight),
     )

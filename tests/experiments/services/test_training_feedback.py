@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.services.training_feedback import fnw_calibrate, fnw_weights, replay, replay_stream
+from experiments.services.training_feedback import fnw_calibrate, fnw_label_logloss, fnw_weights, replay, replay_stream
 
 
 def test_fnw_weights_are_one_plus_p_for_positives_and_one_minus_p_squared_for_negatives():
@@ -42,3 +42,42 @@ def test_under_drift_fnw_beats_waiting_for_the_window():
     wait = replay(stream, scheme="window", tick_s=2.0, window_s=300.0)
 
     assert fnw.logloss < 0.9 * wait.logloss
+
+
+def test_the_label_logloss_of_fnw_rows_is_the_impressions_logloss_against_their_eventual_labels():
+    # Three impressions (p 0.2, 0.5, 0.9 when they were trained as negatives); the second and third were clicked,
+    # their click rows scored at 0.5 and 0.8 when the clicks arrived.
+    labels = np.array([0, 0, 0, 1, 1], np.float32)
+    p = np.array([0.2, 0.5, 0.9, 0.5, 0.8])
+    loss, count = fnw_label_logloss(labels=labels, p=p)
+    by_hand = -np.log(0.8) - np.log(0.5) - np.log(0.1) + (np.log(0.5) - np.log(0.5)) + (np.log(0.2) - np.log(0.8))
+    assert count == 3.0
+    assert abs(loss - by_hand) < 1e-12
+    # With the click rows scored as their impressions were, it is exactly the per-impression logloss.
+    same = fnw_label_logloss(labels=labels, p=np.array([0.2, 0.5, 0.9, 0.5, 0.9]))[0]
+    assert abs(same - (-np.log(0.8) - np.log(0.5) - np.log(0.9))) < 1e-12
+    # Importance weights weight each row's term and the count.
+    wl, wc = fnw_label_logloss(labels=labels, p=p, sample_weight=np.array([2, 1, 1, 1, 1], np.float32))
+    assert (abs(wl - (by_hand - np.log(0.8))) < 1e-12, wc) == (True, 4.0)
+
+
+def test_the_label_logloss_is_proper_where_the_self_weighted_fnw_logloss_is_not():
+    """Expected score of predicting q for impressions of true rate p = 0.3, over the FNW rows they produce."""
+    p = 0.3
+    qs = np.linspace(0.05, 0.6, 111)
+
+    def expected(score):  # one negative row per impression, a positive row with probability p
+        return np.array([score(q) for q in qs])
+
+    def label(q):
+        loss_neg, n = fnw_label_logloss(labels=np.array([0.0]), p=np.array([q]))
+        loss_pos, _ = fnw_label_logloss(labels=np.array([1.0]), p=np.array([q]))
+        return (loss_neg + p * loss_pos) / n
+
+    def self_weighted(q):  # models.metrics.logloss with fnw_weights from the scored q itself
+        w_neg, w_pos = fnw_weights(labels=np.array([0.0, 1.0]), p=np.array([q, q]))
+        return (w_neg * -np.log1p(-q) + p * w_pos * -np.log(q)) / (w_neg + p * w_pos)
+
+    assert abs(qs[np.argmin(expected(label))] - p) < 0.006
+    # The self-weighted score is lowest well below the truth: under-predicting pays.
+    assert qs[np.argmin(expected(self_weighted))] < p - 0.05

@@ -73,6 +73,24 @@ def test_the_baseline_starts_as_a_plain_mean_so_early_easy_batches_do_not_pin_it
     assert (b.batches, b.judged, b.seen) == (4, 4, 400)
 
 
+def test_an_accepted_batch_adds_its_label_logloss_to_the_cumulative_progressive_logloss():
+    from experiments.services.training_feedback import fnw_label_logloss
+
+    model = _arm()
+    batch = _batch(200, labels=(np.arange(200) % 4 == 0).astype(np.float32))
+    before = model.predict(batch)
+    start = Baseline(label_loss_sum=30.0, label_weight=100.0)
+
+    outcome = step_guarded(model=model, batch=batch, baseline=start, config=CONFIG)
+
+    loss, count = fnw_label_logloss(labels=batch.labels, p=before)
+    assert outcome.accepted
+    assert (outcome.metrics["label_loss_sum"], outcome.metrics["label_weight"]) == (loss, count) == (loss, 150.0)
+    metrics = outcome.baseline.as_metrics()
+    assert abs(metrics["logloss_progressive"] - (30.0 + loss) / 250.0) < 1e-12
+    assert Baseline.from_metrics(metrics) == outcome.baseline  # carried from checkpoint to checkpoint
+
+
 def test_a_lasting_shift_is_refused_for_a_few_batches_then_learnt():
     model = _arm()
     shifted = _batch(200, labels=np.ones(200))
