@@ -23,8 +23,8 @@ The progressive logloss is the proper one: each impression scored by the arm's m
 it, against its eventual label (``experiments.services.training_feedback.fnw_label_logloss``), beside the
 true click probabilities' own logloss on the same impressions (each arm's stream has its own floor). The
 guard's FNW-weighted batch logloss is shown too, but it does not rank arms: its weights come from each arm's
-own estimate, and on popularity's stream of a 4-minute ids race it scored the true probabilities 0.4651
-against popularity's 0.4369 (the proper score: 0.4545 against 0.5611).
+own estimate, and on popularity's stream of a 10-minute ids race it scored the true probabilities 0.4475
+against popularity's 0.4285 (the proper score: 0.4426 against 0.5435; ``bench/replay_streams.py``).
 
     .venv/bin/python bench/learning_race.py                      # both worlds, 10 minutes each
     .venv/bin/python bench/learning_race.py --world ids --minutes 3 --out /tmp/race.md
