@@ -97,10 +97,10 @@ def replay(spec: str, steps: list[tuple[list[dict], list[dict], bool]], entities
             sums["fnw_n"] += len(labels)
             loss, count = fnw_label_logloss(labels=labels, p=p)
             sums["est"], sums["est_n"] = sums["est"] + loss, sums["est_n"] + count
-            y = np.array([r["id"] in clicked for r in imps], np.float64)
-            q = np.clip(p[: len(imps)], 1e-7, 1 - 1e-7)
-            sums["exact"] -= float((y * np.log(q) + (1 - y) * np.log1p(-q)).sum())
-            sums["exact_n"] += len(imps)
+            if imps:
+                y = np.array([r["id"] in clicked for r in imps], np.float64)
+                sums["exact"] += logloss(y, p[: len(imps)]) * len(imps)
+                sums["exact_n"] += len(imps)
         if arm is not None:
             arm.partial_fit(dataclasses.replace(batch, sample_weight=w.astype(np.float32)))
     return {k: sums[k] / max(sums[f"{k}_n"], 1) for k in ("fnw", "est", "exact")}

@@ -149,10 +149,8 @@ def step_guarded(*, model: Arm, batch: Batch, baseline: Baseline, config: Traini
         return refuse(f"non-finite prediction: {exc}", False)
     if p.shape != labels.shape or not np.isfinite(p).all():
         return refuse("non-finite loss: the model's predictions on the batch are not finite", False)
-    # The weights come from the arm's steadier reference estimate (models.base.Arm.feedback_reference); by
-    # default that is its prediction, already made above.
-    own = type(model).feedback_reference is Arm.feedback_reference
-    w = fnw_weights(labels=labels, p=p if own else np.asarray(model.feedback_reference(batch), dtype=np.float64))
+    # The weights come from the arm's steadier reference estimate (models.base.Arm.feedback_reference).
+    w = fnw_weights(labels=labels, p=np.asarray(model.feedback_reference(batch), dtype=np.float64))
     if batch.sample_weight is not None:  # a shadow arm's importance weights (services/shadow_training.py)
         w = w * np.asarray(batch.sample_weight, dtype=np.float64)
     ll = arm_metrics.logloss(labels, p, w)

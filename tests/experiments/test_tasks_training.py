@@ -123,11 +123,6 @@ def _ctr_counts(arm, start, end) -> tuple[int, int]:
     return agg["n"], agg["c"]
 
 
-def _ctr(arm, start, end) -> float:
-    n, c = _ctr_counts(arm, start, end)
-    return c / max(n, 1)
-
-
 def _expected_ctr(arm, start, end, world) -> float:
     """Mean true click probability of the arm's impressions in [start, end) under the simulator's world: the CTR
     without the click noise (what the arm chose to show, not which of those clicks happened to be drawn)."""
@@ -181,7 +176,8 @@ def test_arms_learn_end_to_end_from_simulated_shoppers(daphne_server, worker_fac
     truth = ShopperWorld(seed=3, n_users=200, n_items=100)
     first = {a.name: _expected_ctr(a, span["start"], span["start"] + w, truth) for a in (popularity, deep)}
     last = {a.name: _expected_ctr(a, end - 1.5 * w, end, truth) for a in (popularity, deep)}
-    realised = {a.name: _ctr(a, end - 1.5 * w, end) for a in (popularity, deep)}
+    counts = {a.name: _ctr_counts(a, end - 1.5 * w, end) for a in (popularity, deep)}
+    realised = {name: c / max(n, 1) for name, (n, c) in counts.items()}
     versions = {a.name: ModelCheckpoint.objects.filter(arm=a).count() for a in (popularity, deep)}
 
     assert min(versions.values()) >= 10, versions
@@ -193,9 +189,8 @@ def test_arms_learn_end_to_end_from_simulated_shoppers(daphne_server, worker_fac
     assert last["deep"] > first["deep"], (first, last)
     assert min(last.values()) > 1.5 * chance, (last, chance)
     # The clicks that came back agree with the world the shoppers click from (within 5 standard errors).
-    for name in last:
-        n = max(_ctr_counts(popularity if name == "popularity" else deep, end - 1.5 * w, end)[0], 1)
-        assert abs(realised[name] - last[name]) < 5 * (last[name] * (1 - last[name]) / n) ** 0.5, (realised, last)
+    for name, (n, _) in counts.items():
+        assert abs(realised[name] - last[name]) < 5 * (last[name] * (1 - last[name]) / max(n, 1)) ** 0.5, (realised, last)
     # Which arm is ahead after one minute is not asserted: the two are within a few standard errors of each other
     # here (CI once saw popularity 0.255 against deep 0.230, 2.8 s.e.), and bench/learning_race.py ranks them over
     # 10 minutes through the same stack.
