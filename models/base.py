@@ -7,6 +7,7 @@ kind behaves identically at the edges.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,11 +17,18 @@ from models.errors import BadBatchError, DivergedUpdateError, StateFormatError
 from models.params import Param
 from models.types import Batch, Context, Ranking, Users
 
+# Shown the predictions a model makes of a batch before it learns from it: True refuses the update.
+Refuse = Callable[[np.ndarray], bool]
+
 
 class Arm:
     """Base class. Construct through :func:`models.registry.make_arm`."""
 
     kind: ClassVar[str] = ""
+    # Whether ``feedback_reference`` is the arm's own prediction (so it depends on the predictions).
+    reference_is_prediction: ClassVar[bool] = True
+    # Whether ``_fit`` takes ``refuse`` and, when it refuses, leaves the arm exactly as it was.
+    fit_can_refuse: ClassVar[bool] = False
     PARAMS: ClassVar[dict[str, Param]] = {}
     # Shared by every kind, so the Django side can size its arrays uniformly.
     COMMON: ClassVar[dict[str, Param]] = {
@@ -107,14 +115,17 @@ class Arm:
         self._check_batch(batch, labelled=False)
         return np.asarray(self._predict(batch), dtype=np.float64)
 
-    def feedback_reference(self, batch: Batch) -> np.ndarray:
+    def feedback_reference(self, batch: Batch, predicted: np.ndarray | None = None) -> np.ndarray:
         """The click probabilities that delayed-feedback importance weights (FNW) are computed from.
 
         FNW weighs a fake negative by ``(1-p)(1+p)`` and a positive by ``1+p``, exact when p is. With a
         model's own per-user estimate, an error feeds itself: a pair the model over-rates gets its
         negatives down-weighted and its positives up-weighted, so it is over-rated more. Arms with a
-        noisy personal estimate return a steadier one; by default the arm's own prediction.
+        noisy personal estimate return a steadier one (and set ``reference_is_prediction = False``); by
+        default the arm's own prediction, ``predicted`` when the caller has just made it.
         """
+        if predicted is not None and self.reference_is_prediction:
+            return np.asarray(predicted, dtype=np.float64)
         return self.predict(batch)
 
     # ---------------------------------------------------------------- learn
@@ -124,11 +135,31 @@ class Arm:
         Raises BadBatchError (nothing touched) or DivergedUpdateError (state
         restored exactly).
         """
-        return self.partial_fit_predict(batch)[0]
+        out, _ = self.partial_fit_predict(batch)
+        assert out is not None
+        return out
 
-    def partial_fit_predict(self, batch: Batch) -> tuple[dict[str, float], np.ndarray]:
+    def partial_fit_unless(self, batch: Batch, refuse: Refuse) -> tuple[dict[str, float] | None, np.ndarray]:
+        """:meth:`partial_fit`, unless ``refuse``, shown the predictions made before the update, says no:
+        then the arm is exactly as it was and ``(None, predictions)`` is returned.
+
+        A guard that judges a batch by the model's own progressive predictions needs them before the
+        update. Arms whose ``_fit`` can undo its step exactly (``fit_can_refuse``) take them from the
+        update's own forward pass; the others predict the batch first, then learn.
+        """
+        if self.fit_can_refuse:
+            return self.partial_fit_predict(batch, refuse)
+        p = self.predict(batch)
+        if refuse(p):
+            return None, p
+        out, _ = self.partial_fit_predict(batch)
+        return out, p
+
+    def partial_fit_predict(self, batch: Batch, refuse: Refuse | None = None
+                            ) -> tuple[dict[str, float] | None, np.ndarray]:
         """:meth:`partial_fit`, also returning the per-row predictions made before
-        the update (progressive validation scores, at no extra cost)."""
+        the update (progressive validation scores, at no extra cost); ``refuse``: see
+        :meth:`partial_fit_unless` (only for arms with ``fit_can_refuse``)."""
         self._check_batch(batch, labelled=True)
         assert batch.labels is not None
         w = batch.weights()
@@ -136,7 +167,9 @@ class Arm:
             total = float(w.sum(dtype=np.float64))
         if not total > 0:
             raise BadBatchError("sample weights sum to zero")
-        p_before, loss, extra = self._fit(batch)
+        p_before, loss, extra = self._fit(batch) if refuse is None else self._fit(batch, refuse)  # type: ignore[call-arg]
+        if loss is None:  # refused: the arm is as it was
+            return None, np.asarray(p_before, dtype=np.float64)
         if not np.isfinite(loss) or not np.isfinite(p_before).all():
             # Hooks validate before applying, so this is a last line of defence.
             raise DivergedUpdateError(f"{self.kind}: non-finite loss {loss}")
@@ -239,8 +272,9 @@ class Arm:
     def _predict(self, batch: Batch) -> np.ndarray:
         raise NotImplementedError
 
-    def _fit(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, float]]:
-        """Update; return (predictions before the update, loss, extra metrics)."""
+    def _fit(self, batch: Batch) -> tuple[np.ndarray, float | None, dict[str, float]]:
+        """Update; return (predictions before the update, loss, extra metrics). Kinds with
+        ``fit_can_refuse`` also take ``refuse`` and return loss None when it refused."""
         raise NotImplementedError
 
     def _arrays(self) -> dict[str, np.ndarray]:

@@ -1,8 +1,8 @@
 """One guarded update of an arm on one FNW mini-batch: pure (no database), so it is tested directly.
 
-Order of operations, so that a refused batch never touches the arm:
+Order of operations, so that a refused batch never changes the arm:
 
-1. ``predict`` the batch with the current model (progressive validation: these
+1. the batch's predictions by the current model (progressive validation: these
    predictions are made *before* the model sees the batch);
 2. non-finite predictions → refused;
 3. FNW importance weights from the arm's reference estimate; the weighted
@@ -14,6 +14,13 @@ Order of operations, so that a refused batch never touches the arm:
 5. ``partial_fit`` on the weighted batch; a ``DivergedUpdateError``/``BadBatchError``
    or a non-finite loss → refused (``touched``: the caller reloads the arm from
    its last checkpoint rather than trusting its in-memory state).
+
+Where the reference does not depend on the predictions (the TF arms: their counts' estimate),
+steps 1-4 run on the update's own forward pass (``Arm.partial_fit_unless``): the arm takes the
+step, is judged on the predictions it made before it, and undoes the step exactly when refused.
+That saves the forward pass a separate ``predict`` would cost. Elsewhere (the reference is the
+arm's own prediction, which the weights need before the update) the arm predicts once, is judged,
+then learns.
 """
 
 from __future__ import annotations
@@ -131,7 +138,7 @@ class StepOutcome:
 def step_guarded(*, model: Arm, batch: Batch, baseline: Baseline, config: TrainingConfig) -> StepOutcome:
     """Progressive validation, guardrails, then the update (see module doc)."""
     from models import metrics as arm_metrics
-    from models.errors import ArmError
+    from models.errors import ArmError, BadBatchError
 
     labels = np.asarray(batch.labels, dtype=np.float64)
     n = len(labels)
@@ -141,42 +148,74 @@ def step_guarded(*, model: Arm, batch: Batch, baseline: Baseline, config: Traini
 
     if not np.isfinite(labels).all():
         return refuse("non-finite loss: the batch's labels are not finite", False)
-    try:
-        p = np.asarray(model.predict(batch), dtype=np.float64)
-    except ArmError as exc:
-        return refuse(f"bad batch: {exc}", False)
-    except FloatingPointError as exc:
-        return refuse(f"non-finite prediction: {exc}", False)
-    if p.shape != labels.shape or not np.isfinite(p).all():
-        return refuse("non-finite loss: the model's predictions on the batch are not finite", False)
-    # The weights come from the arm's steadier reference estimate (models.base.Arm.feedback_reference).
-    w = fnw_weights(labels=labels, p=np.asarray(model.feedback_reference(batch), dtype=np.float64))
-    if batch.sample_weight is not None:  # a shadow arm's importance weights (services/shadow_training.py)
-        w = w * np.asarray(batch.sample_weight, dtype=np.float64)
-    ll = arm_metrics.logloss(labels, p, w)
-    au = arm_metrics.auc(labels, p, w)
-    label_loss, label_weight = fnw_label_logloss(labels=labels, p=p, sample_weight=batch.sample_weight)
-    extra = {"logloss_before": ll, "auc_before": au if math.isfinite(au) else None, "weight": float(w.sum()),
-             "label_loss_sum": label_loss, "label_weight": label_weight}
-    if not math.isfinite(ll):
-        return refuse("non-finite loss: progressive logloss is not finite", False, extra)
+
+    def fnw(reference: np.ndarray) -> np.ndarray:
+        # The weights come from the arm's steadier reference estimate (models.base.Arm.feedback_reference).
+        w = fnw_weights(labels=labels, p=np.asarray(reference, dtype=np.float64))
+        if batch.sample_weight is not None:  # a shadow arm's importance weights (services/shadow_training.py)
+            w = w * np.asarray(batch.sample_weight, dtype=np.float64)
+        return w
+
     judged = (
         baseline.logloss is not None
         and baseline.seen >= config.guard_warmup_examples
         and baseline.batches >= config.guard_warmup_batches
         and n >= config.guard_min_rows
     )
-    if judged and ll > config.guard_factor * baseline.logloss:
-        reason = f"progressive logloss {ll:.4f} > {config.guard_factor:g} x baseline {baseline.logloss:.4f}"
-        moved = baseline.shifted(logloss=ll, halflife=config.baseline_halflife)
-        return StepOutcome(False, reason, False, {"n": n, **extra}, moved)
-    weighted = dataclasses.replace(batch, sample_weight=w.astype(np.float32))
+    verdict: dict[str, Any] = {}
+
+    def judge(p_raw: np.ndarray) -> bool:
+        """Steps 2-4 on the predictions before the update; True refuses it (the outcome in ``verdict``)."""
+        p = np.asarray(p_raw, dtype=np.float64)
+        if p.shape != labels.shape or not np.isfinite(p).all():
+            verdict["refused"] = refuse("non-finite loss: the model's predictions on the batch are not finite", False)
+            return True
+        w = verdict["w"] if "w" in verdict else fnw(model.feedback_reference(batch, p))
+        ll = arm_metrics.logloss(labels, p, w)
+        au = arm_metrics.auc(labels, p, w)
+        label_loss, label_weight = fnw_label_logloss(labels=labels, p=p, sample_weight=batch.sample_weight)
+        extra = {"logloss_before": ll, "auc_before": au if math.isfinite(au) else None, "weight": float(w.sum()),
+                 "label_loss_sum": label_loss, "label_weight": label_weight}
+        verdict.update(w=w, extra=extra, ll=ll, au=au, label_loss=label_loss, label_weight=label_weight)
+        if not math.isfinite(ll):
+            verdict["refused"] = refuse("non-finite loss: progressive logloss is not finite", False, extra)
+            return True
+        if judged and ll > config.guard_factor * baseline.logloss:
+            reason = f"progressive logloss {ll:.4f} > {config.guard_factor:g} x baseline {baseline.logloss:.4f}"
+            moved = baseline.shifted(logloss=ll, halflife=config.baseline_halflife)
+            verdict["refused"] = StepOutcome(False, reason, False, {"n": n, **extra}, moved)
+            return True
+        return False
+
     try:
-        out = model.partial_fit(weighted)
+        if model.reference_is_prediction:
+            # The weights depend on the predictions: predict, judge, then learn on the weighted batch.
+            if judge(model.predict(batch)):
+                return verdict["refused"]
+        else:
+            # The weights do not: the update judges its own forward pass (undone if refused).
+            verdict["w"] = fnw(model.feedback_reference(batch))
     except ArmError as exc:
-        return refuse(f"update refused by the arm: {type(exc).__name__}: {exc}", True, extra)
+        return refuse(f"bad batch: {exc}", False)
     except FloatingPointError as exc:
-        return refuse(f"non-finite loss: {exc}", True, extra)
+        return refuse(f"non-finite prediction: {exc}", False)
+    weighted = dataclasses.replace(batch, sample_weight=verdict["w"].astype(np.float32))
+    try:
+        if model.reference_is_prediction:
+            out: dict[str, float] | None = model.partial_fit(weighted)
+        else:
+            out, _ = model.partial_fit_unless(weighted, judge)
+            if out is None:
+                return verdict["refused"]
+    except BadBatchError as exc:
+        if "extra" not in verdict:  # refused by the arm's checks, before it was judged or touched
+            return refuse(f"bad batch: {exc}", False)
+        return refuse(f"update refused by the arm: {type(exc).__name__}: {exc}", True, verdict["extra"])
+    except ArmError as exc:
+        return refuse(f"update refused by the arm: {type(exc).__name__}: {exc}", True, verdict.get("extra"))
+    except FloatingPointError as exc:
+        return refuse(f"non-finite loss: {exc}", True, verdict.get("extra"))
+    extra = verdict["extra"]
     loss = float(out.get("loss", float("nan")))
     if not math.isfinite(loss):
         return refuse(f"non-finite loss: {loss}", True, extra)
@@ -186,6 +225,7 @@ def step_guarded(*, model: Arm, batch: Batch, baseline: Baseline, config: Traini
         "",
         True,
         {"n": n, **extra},
-        baseline.updated(logloss=ll, auc=au, weight=float(w.sum()), rows=n, halflife=config.baseline_halflife,
-                         label_loss=label_loss, label_weight=label_weight),
+        baseline.updated(logloss=verdict["ll"], auc=verdict["au"], weight=float(verdict["w"].sum()), rows=n,
+                         halflife=config.baseline_halflife, label_loss=verdict["label_loss"],
+                         label_weight=verdict["label_weight"]),
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Arm
+from models.base import Arm, Refuse
 from models.errors import DivergedUpdateError
 from models.layers.counts import ItemCounts
 from models.layers.tower import RowInputs, Tower, UserInputs
@@ -45,6 +45,8 @@ class TowerArm(Arm):
     use_history = False
     # Bootstrap replicates of the counts, one per logit head (neural_bandit's posterior samples).
     count_replicates = False
+    reference_is_prediction = False  # the counts' estimate (feedback_reference)
+    fit_can_refuse = True  # one step is undone exactly from a snapshot of the rows it touches
 
     def __init__(self, params: dict[str, Any], seed: int) -> None:
         super().__init__(params, seed)
@@ -127,7 +129,7 @@ class TowerArm(Arm):
         return p if exam is None else p * exam
 
     # --------------------------------------------------------------- arm
-    def feedback_reference(self, batch: Batch) -> np.ndarray:
+    def feedback_reference(self, batch: Batch, predicted: np.ndarray | None = None) -> np.ndarray:
         """The counts' P(click) (item relevance × slot examination), not the network's personal estimate.
 
         Measured on an own-traffic loop of the ids-only world with FNW steps of ~190 rows (the live
@@ -141,7 +143,7 @@ class TowerArm(Arm):
         rows = self._rows(batch)
         return self._click_prob(self.tower.forward(rows), rows.exam)
 
-    def _fit(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, float]]:
+    def _fit(self, batch: Batch, refuse: Refuse | None = None) -> tuple[np.ndarray, float | None, dict[str, float]]:
         assert batch.labels is not None
         rows = self._rows(batch)  # base margins from the counts *before* this batch
         y, w = self._targets(batch, rows)
@@ -152,7 +154,10 @@ class TowerArm(Arm):
         size = mb if self.n_seen < self.params["warmup_examples"] and m > mb else m
         multi = size < m or self.params["epochs"] > 1
         p_before = self._click_prob(self.tower.forward(rows), rows.exam) if multi else None
-        snapshot = self.tower.snapshot(rows) if multi else None
+        if p_before is not None and refuse is not None and refuse(p_before):
+            return p_before, None, {}
+        # One step is judged from its own forward pass and undone if refused; several steps restore on divergence.
+        snapshot = self.tower.snapshot(rows) if multi or refuse is not None else None
         # Micro-batches and later epochs take the rows in a shuffled order: a training step's rows arrive grouped
         # (every fake negative, then every positive), and steps on one-label slices only chase the bias.
         order = np.random.default_rng([self.seed, self.n_updates]).permutation(m) if multi else slice(None)
@@ -161,12 +166,17 @@ class TowerArm(Arm):
             for s in range(0, m, size):
                 sl = order[s : s + size] if multi else slice(None)
                 out, loss, ok = self.tower.train(rows.take(sl), y[sl], w[sl])
+                if p_before is None:  # one step: ``out`` is the forward pass before it
+                    p_before = self._click_prob(out, rows.exam)
+                    if refuse is not None and refuse(p_before):
+                        if ok:  # the step was applied: undo it exactly (the counts were only staged)
+                            assert snapshot is not None
+                            self.tower.restore(snapshot)
+                        return p_before, None, {}
                 if not ok:
                     if snapshot is not None:
                         self.tower.restore(snapshot)
                     raise DivergedUpdateError(f"{self.kind}: non-finite update (state unchanged)")
-                if p_before is None:
-                    p_before = self._click_prob(out, rows.exam)
                 if epoch == 0:
                     ws = float(w[sl, 0].sum())
                     total, wsum = total + loss * ws, wsum + ws

@@ -106,6 +106,40 @@ def test_a_lasting_shift_is_refused_for_a_few_batches_then_learnt():
     assert accepted[:first_accepted] == [False] * first_accepted
 
 
+
+@pytest.mark.parametrize("kind", ["deep_ctr", "ftrl_logreg"])
+def test_a_batch_refused_for_its_logloss_leaves_the_arm_as_it_was_and_an_accepted_one_is_judged_as_predicted(kind):
+    from experiments.services.training_feedback import fnw_weights
+    from models import metrics as arm_metrics
+    from models import serialization
+
+    params = {"emb_dim": 4, "hidden": 16, "user_buckets": 256, "item_buckets": 256} if kind == "deep_ctr" else {}
+    from models.registry import make_arm
+
+    model = make_arm(kind, params, 0)
+    for seed in range(3):
+        model.partial_fit(_batch(300, labels=(np.arange(300) % 5 == 0).astype(np.float32), seed=seed))
+    before = serialization.unpack(model.to_bytes())[1]
+    flipped = _batch(300, labels=np.ones(300), seed=9)
+
+    refused = step_guarded(model=model, batch=flipped, baseline=Baseline(logloss=0.05, seen=10_000, batches=10),
+                           config=CONFIG)
+
+    assert (refused.accepted, refused.touched) == (False, False)
+    assert "x baseline 0.0500" in refused.reason
+    after = serialization.unpack(model.to_bytes())[1]
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+
+    batch = _batch(300, labels=(np.arange(300) % 4 == 0).astype(np.float32), seed=10)
+    p = model.predict(batch)
+    w = fnw_weights(labels=batch.labels, p=model.feedback_reference(batch))
+    accepted = step_guarded(model=model, batch=batch, baseline=Baseline(), config=CONFIG)
+
+    assert accepted.accepted and accepted.touched
+    assert accepted.metrics["logloss_before"] == pytest.approx(arm_metrics.logloss(batch.labels, p, w), rel=1e-5)
+    assert accepted.metrics["weight"] == pytest.approx(float(w.sum()), rel=1e-12)
+    assert not np.array_equal(model.predict(batch), p)  # it learnt
+
 @pytest.mark.django_db
 def test_a_nan_batch_from_the_database_is_skipped_and_the_arm_marked_unhealthy(monkeypatch):
     world = world_make(seed=21)
