@@ -6,7 +6,9 @@ progressive validation (predict), the guarded ``partial_fit`` per mini-batch,
 serialising the version (a delta, or a snapshot every N versions, in the code
 that has deltas) and writing it. Raw = only ``partial_fit`` on the same
 featurised mini-batches, in the same process and run. Target: ratio >= 0.7 for
-every kind.
+every kind. Each kind logs its traffic once and is timed ``--repeats`` times on it
+(raw, then end to end from version 0, alternately); the table gives the medians and
+the spread of the ratio.
 
 Run (drops, creates and migrates its own database per code tree):
 
@@ -55,8 +57,19 @@ def _setup(database_url: str, code: Path) -> None:
     django.setup()
 
 
+def _arm_reset(arm) -> None:
+    """The arm back at version 0, as if it had never trained (for the next repeat on the same traffic)."""
+    from experiments.models import ModelCheckpoint
+    from experiments.services import training
+
+    ModelCheckpoint.objects.filter(arm=arm).delete()
+    for cache in ("_models", "_trackers"):
+        getattr(training, cache, {}).pop(arm.id, None)
+    getattr(training, "_no_fold", set()).discard(arm.id)
+
+
 def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, params: dict,
-               config_extra: dict) -> dict:
+               config_extra: dict, repeats: int = 1) -> dict:
     import dataclasses
 
     from experiments.models import ModelCheckpoint
@@ -91,30 +104,36 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
         cursor = rows.impressions[-1]["id"] if rows.impressions else 10**15
         click_cursor = rows.clicks[-1]["id"] if rows.clicks else 10**15
     model.partial_fit(batches[0])  # warm-up (tf.function tracing, caches)
-    model = arm_build(kind=kind, params=arm.params, arm_id=arm.id)
-    t0 = time.perf_counter()
-    for b in batches:
-        model.partial_fit(b)
-    raw_s = time.perf_counter() - t0
     examples = sum(len(b) for b in batches)
-    state_bytes = len(model.to_bytes())
-    stored_bytes = len(checkpoints.state_compact(model.to_bytes()))
-
-    # End to end through the service, one checkpoint version per mini-batch.
     known = {f.name for f in dataclasses.fields(TrainingConfig)}
     config = TrainingConfig(**{k: v for k, v in {"batch_rows": batch_rows, "budget_s": 3600.0, **config_extra}.items()
                                if k in known})
-    # As a trainer does at start (training_warmup): the arm is built before the clock starts, like the raw one.
-    training._model_for(arm, 0)
-    t0 = time.perf_counter()
-    steps = []
-    while True:
-        run = training.arm_train(arm_id=arm.id, config=config)
-        steps.extend(s for s in run.steps if s.status in ("trained", "rejected"))
-        if not run.steps or run.steps[-1].status == "idle":
-            break
-    e2e_s = time.perf_counter() - t0
-    head = ModelCheckpoint.objects.filter(arm=arm).order_by("-version").values("examples_seen", "version").first()
+    runs, steps = [], []
+    # Each repeat times the raw updates, then the service, on the same traffic with a fresh arm: the two sides of
+    # one repeat share the machine's state of the moment, and the median over repeats damps the rest.
+    for _ in range(repeats):
+        model = arm_build(kind=kind, params=arm.params, arm_id=arm.id)
+        t0 = time.perf_counter()
+        for b in batches:
+            model.partial_fit(b)
+        raw_s = time.perf_counter() - t0
+
+        # End to end through the service (a version per step, folding as configured).
+        _arm_reset(arm)
+        # As a trainer does at start (training_warmup): the arm is built before the clock starts, like the raw one.
+        training._model_for(arm, 0)
+        t0 = time.perf_counter()
+        while True:
+            run = training.arm_train(arm_id=arm.id, config=config)
+            steps.extend(s for s in run.steps if s.status in ("trained", "rejected"))
+            if not run.steps or run.steps[-1].status == "idle":
+                break
+        e2e_s = time.perf_counter() - t0
+        head = ModelCheckpoint.objects.filter(arm=arm).order_by("-version").values("examples_seen", "version").first()
+        runs.append({"raw_per_s": examples / raw_s, "e2e_per_s": head["examples_seen"] / e2e_s,
+                     "ratio": (head["examples_seen"] / e2e_s) / (examples / raw_s), "versions": head["version"]})
+    state_bytes = len(model.to_bytes())
+    stored_bytes = len(checkpoints.state_compact(model.to_bytes()))
     written = sum(len(s) for s in ModelCheckpoint.objects.filter(arm=arm).values_list("state", flat=True))
 
     def med(key: str) -> float:
@@ -123,13 +142,16 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
     return {
         "kind": kind,
         "examples": examples,
-        "versions": head["version"],
-        "rejected": sum(1 for s in steps if s.status == "rejected"),
-        "raw_per_s": examples / raw_s,
-        "e2e_per_s": head["examples_seen"] / e2e_s,
-        "ratio": (head["examples_seen"] / e2e_s) / (examples / raw_s),
+        "versions": runs[-1]["versions"],
+        "rejected": sum(1 for s in steps if s.status == "rejected") // repeats,
+        "repeats": repeats,
+        "raw_per_s": statistics.median(r["raw_per_s"] for r in runs),
+        "e2e_per_s": statistics.median(r["e2e_per_s"] for r in runs),
+        "ratio": statistics.median(r["ratio"] for r in runs),
+        "ratio_min": min(r["ratio"] for r in runs),
+        "ratio_max": max(r["ratio"] for r in runs),
         "state_kib": state_bytes / 1024,
-        "written_kib_per_version": written / 1024 / max(1, head["version"]),
+        "written_kib_per_version": written / 1024 / max(1, runs[-1]["versions"]),
         "stored_kib": stored_bytes / 1024,
         "read_ms": med("read"),
         "fit_ms": med("fit"),
@@ -140,8 +162,9 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
 
 HEADER = (
     "| code | arm | examples | versions | raw partial_fit ex/s | end-to-end ex/s | ratio (target >= 0.7) "
-    "| state KiB raw / snapshot | written KiB per version | read ms | fit ms | serialise ms | write ms |\n"
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| ratio min-max over repeats | state KiB raw / snapshot | written KiB per version | read ms | fit ms "
+    "| serialise ms | write ms |\n"
+    "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -150,7 +173,8 @@ def _row(code: str, r: dict) -> str:
         return f"| {code} | {r['kind']} | skipped: {r['skipped']} |"
     return (
         f"| {code} | {r['kind']} | {r['examples']} | {r['versions']} | {r['raw_per_s']:,.0f} | {r['e2e_per_s']:,.0f} "
-        f"| {r['ratio']:.2f} | {r['state_kib']:,.0f} / {r['stored_kib']:,.0f} | {r['written_kib_per_version']:,.1f} "
+        f"| {r['ratio']:.2f} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} ({r['repeats']}) "
+        f"| {r['state_kib']:,.0f} / {r['stored_kib']:,.0f} | {r['written_kib_per_version']:,.1f} "
         f"| {r['read_ms']} | {r['fit_ms']} | {r['serialise_ms']} | {r['write_ms']} |"
     )
 
@@ -166,7 +190,7 @@ def _inner(args: argparse.Namespace, code: Path) -> list[dict]:
         try:
             r = bench_kind(kind, requests=args.requests, k=args.k, batch_rows=args.batch_rows, seed=1000 + i,
                            params=json.loads(args.arm_params).get(kind, {}),
-                           config_extra=json.loads(args.train_config))
+                           config_extra=json.loads(args.train_config), repeats=args.repeats)
         except (KeyError, ValueError) as exc:
             r = {"kind": kind, "skipped": str(exc)}
         results.append(r)
@@ -181,6 +205,8 @@ def main() -> None:
                         help="recommendation requests logged per arm (x k impressions)")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--batch-rows", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="raw and end-to-end timings per kind on the same traffic (medians reported)")
     parser.add_argument("--arm-params", default="{}", help='JSON {kind: params}')
     parser.add_argument("--train-config", default="{}",
                         help='JSON TrainingConfig overrides, e.g. {"fold_batches": 1} (unknown fields are ignored)')
@@ -195,13 +221,13 @@ def main() -> None:
 
     codes = [c.split("=", 1) if "=" in c else [Path(c).name, c] for c in args.code] or [["this", str(ROOT)]]
     print(f"# bench_training  python {platform.python_version()}  cpus {os.cpu_count()}  batch_rows {args.batch_rows}"
-          f"  requests {args.requests}  arm params {args.arm_params}  training {args.train_config}"
+          f"  requests {args.requests}  repeats {args.repeats}  arm params {args.arm_params}  training {args.train_config}"
           f"  load average {os.getloadavg()[0]:.1f}")
     rows = []
     for i, (name, path) in enumerate(codes):
         argv = [sys.executable, str(Path(__file__).resolve()), "--inner", str(Path(path).resolve()),
                 "--kinds", args.kinds, "--requests", str(args.requests), "--k", str(args.k),
-                "--batch-rows", str(args.batch_rows), "--arm-params", args.arm_params,
+                "--batch-rows", str(args.batch_rows), "--repeats", str(args.repeats), "--arm-params", args.arm_params,
                 "--train-config", args.train_config, "--database-url", f"{args.database_url}_{i}"]
         out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True,
                              env={"LOG_LEVEL": "WARNING", **os.environ, "PYTHONPATH": str(Path(path).resolve())}).stdout
