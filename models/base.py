@@ -135,9 +135,7 @@ class Arm:
         Raises BadBatchError (nothing touched) or DivergedUpdateError (state
         restored exactly).
         """
-        out, _ = self.partial_fit_predict(batch)
-        assert out is not None
-        return out
+        return self.partial_fit_predict(batch)[0]
 
     def partial_fit_unless(self, batch: Batch, refuse: Refuse) -> tuple[dict[str, float] | None, np.ndarray]:
         """:meth:`partial_fit`, unless ``refuse``, shown the predictions made before the update, says no:
@@ -148,18 +146,22 @@ class Arm:
         update's own forward pass; the others predict the batch first, then learn.
         """
         if self.fit_can_refuse:
-            return self.partial_fit_predict(batch, refuse)
+            return self._learn(batch, refuse)
         p = self.predict(batch)
         if refuse(p):
             return None, p
-        out, _ = self.partial_fit_predict(batch)
+        out, _ = self._learn(batch, None)
         return out, p
 
-    def partial_fit_predict(self, batch: Batch, refuse: Refuse | None = None
-                            ) -> tuple[dict[str, float] | None, np.ndarray]:
+    def partial_fit_predict(self, batch: Batch) -> tuple[dict[str, float], np.ndarray]:
         """:meth:`partial_fit`, also returning the per-row predictions made before
-        the update (progressive validation scores, at no extra cost); ``refuse``: see
-        :meth:`partial_fit_unless` (only for arms with ``fit_can_refuse``)."""
+        the update (progressive validation scores, at no extra cost)."""
+        out, p = self._learn(batch, None)
+        assert out is not None
+        return out, p
+
+    def _learn(self, batch: Batch, refuse: Refuse | None) -> tuple[dict[str, float] | None, np.ndarray]:
+        """The checks, the update (``refuse`` only for ``fit_can_refuse`` kinds) and its metrics."""
         self._check_batch(batch, labelled=True)
         assert batch.labels is not None
         w = batch.weights()

@@ -154,7 +154,7 @@ class TowerArm(Arm):
         size = mb if self.n_seen < self.params["warmup_examples"] and m > mb else m
         multi = size < m or self.params["epochs"] > 1
         p_before = self._click_prob(self.tower.forward(rows), rows.exam) if multi else None
-        if p_before is not None and refuse is not None and refuse(p_before):
+        if p_before is not None and refuse is not None and refuse(p_before):  # judged before any step
             return p_before, None, {}
         # One step is judged from its own forward pass and undone if refused; several steps restore on divergence.
         snapshot = self.tower.snapshot(rows) if multi or refuse is not None else None
@@ -168,10 +168,7 @@ class TowerArm(Arm):
                 out, loss, ok = self.tower.train(rows.take(sl), y[sl], w[sl])
                 if p_before is None:  # one step: ``out`` is the forward pass before it
                     p_before = self._click_prob(out, rows.exam)
-                    if refuse is not None and refuse(p_before):
-                        if ok:  # the step was applied: undo it exactly (the counts were only staged)
-                            assert snapshot is not None
-                            self.tower.restore(snapshot)
+                    if refuse is not None and self._refused_after_step(refuse, p_before, snapshot, ok):
                         return p_before, None, {}
                 if not ok:
                     if snapshot is not None:
@@ -184,6 +181,20 @@ class TowerArm(Arm):
         self.counts.apply(staged)
         assert p_before is not None
         return p_before, total / max(wsum, 1e-12), {"steps": float(steps)}
+
+    def _refused_after_step(self, refuse: Refuse, p_before: np.ndarray, snapshot: dict[str, Any] | None,
+                            applied: bool) -> bool:
+        """``refuse`` on a step already taken; undone exactly when it refuses (or fails): the counts were only staged."""
+        try:
+            refused = refuse(p_before)
+        except BaseException:
+            if applied and snapshot is not None:
+                self.tower.restore(snapshot)
+            raise
+        if refused and applied:
+            assert snapshot is not None
+            self.tower.restore(snapshot)
+        return refused
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {**self.tower.arrays(), **self.counts.arrays("counts/")}

@@ -87,3 +87,17 @@ def test_the_default_reference_reuses_the_predictions_the_caller_made(world, mon
     monkeypatch.setattr(type(arm), "_predict", lambda self, b: pytest.fail("predicted again"))
 
     np.testing.assert_array_equal(arm.feedback_reference(batch, p), p)
+
+
+@pytest.mark.parametrize("kind", TF_KINDS)
+def test_a_judge_that_fails_leaves_the_arm_as_it_was(kind, world):
+    arm = trained_arm(kind, world, n=1000)
+    before = _state(arm)
+
+    def broken(p):
+        raise RuntimeError("the judge failed")
+
+    with pytest.raises(RuntimeError):
+        arm.partial_fit_unless(_batch(world), broken)
+
+    _same(before, _state(arm))
