@@ -106,16 +106,14 @@ def test_a_lasting_shift_is_refused_for_a_few_batches_then_learnt():
     assert accepted[:first_accepted] == [False] * first_accepted
 
 
-
 @pytest.mark.parametrize("kind", ["deep_ctr", "ftrl_logreg"])
 def test_a_batch_refused_for_its_logloss_leaves_the_arm_as_it_was_and_an_accepted_one_is_judged_as_predicted(kind):
     from experiments.services.training_feedback import fnw_weights
     from models import metrics as arm_metrics
     from models import serialization
-
-    params = {"emb_dim": 4, "hidden": 16, "user_buckets": 256, "item_buckets": 256} if kind == "deep_ctr" else {}
     from models.registry import make_arm
 
+    params = {"emb_dim": 4, "hidden": 16, "user_buckets": 256, "item_buckets": 256} if kind == "deep_ctr" else {}
     model = make_arm(kind, params, 0)
     for seed in range(3):
         model.partial_fit(_batch(300, labels=(np.arange(300) % 5 == 0).astype(np.float32), seed=seed))
@@ -139,6 +137,7 @@ def test_a_batch_refused_for_its_logloss_leaves_the_arm_as_it_was_and_an_accepte
     assert accepted.metrics["logloss_before"] == pytest.approx(arm_metrics.logloss(batch.labels, p, w), rel=1e-5)
     assert accepted.metrics["weight"] == pytest.approx(float(w.sum()), rel=1e-12)
     assert not np.array_equal(model.predict(batch), p)  # it learnt
+
 
 @pytest.mark.django_db
 def test_a_nan_batch_from_the_database_is_skipped_and_the_arm_marked_unhealthy(monkeypatch):
