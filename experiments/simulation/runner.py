@@ -86,6 +86,7 @@ class SimulationConfig:
     prefix: str = "sim-"
     timeout_s: float = 30.0
     world: str = "latent"
+    affinity: float | None = None  # ShopperWorld.affinity
 
 
 @dataclass
@@ -153,7 +154,8 @@ class Simulation:
     def __init__(self, config: SimulationConfig) -> None:
         self.config = config
         self.world = ShopperWorld(seed=config.seed, n_users=config.users, n_items=config.items, prefix=config.prefix,
-                                  drift_at=config.drift_at, world=config.world)
+                                  drift_at=config.drift_at, world=config.world,
+                                  affinity=config.affinity)
         self.catalogue = CatalogueView(self.world)
         self.user_ids = self.world.user_ids
         self.item_ids = self.world.item_ids

@@ -34,6 +34,7 @@ the slot); a slate's regret is the oracle's expected clicks minus its own.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -74,14 +75,18 @@ class ShopperWorld:
     prefix: str = "sim-"
     drift_at: float | None = None
     world: str = "latent"  # "latent", or "ids": the published features carry no signal (WorldConfig.observable)
+    # How much a shopper's own taste moves a click (WorldConfig.interaction_scale); None: the synthetic default.
+    affinity: float | None = None
 
     def __post_init__(self) -> None:
         if self.world not in WORLDS:
             raise ValueError(f"world must be one of {sorted(WORLDS)}, not {self.world!r}")
-        self.synthetic = SyntheticWorld(
-            WorldConfig(n_users=max(1, self.n_users), n_items=max(1, self.n_items), observable=WORLDS[self.world]),
-            seed=self.seed,
-        )
+        if self.affinity is not None and not (np.isfinite(self.affinity) and self.affinity >= 0):
+            raise ValueError(f"affinity must be a finite number >= 0, not {self.affinity!r}")
+        config = WorldConfig(n_users=max(1, self.n_users), n_items=max(1, self.n_items), observable=WORLDS[self.world])
+        if self.affinity is not None:
+            config = dataclasses.replace(config, interaction_scale=float(self.affinity))
+        self.synthetic = SyntheticWorld(config, seed=self.seed)
         c = self.synthetic.config
         self.dim = c.latent_dim
         self.base = c.base_logit
@@ -179,6 +184,25 @@ class ShopperWorld:
         top = np.sort(np.partition(logit, -k)[-k:])[::-1] if k < logit.shape[0] else np.sort(logit)[::-1]
         rel = 1.0 / (1.0 + np.exp(-top))
         return float((self.examine(np.arange(1, k + 1)) * rel).sum())
+
+    def best_single_slate_clicks(self, requests: dict[str, float], catalogue: CatalogueView, k: int,
+                                 phase: int) -> float:
+        """Expected clicks per request of the best slate shown to *every* request: a counter's ceiling.
+
+        ``requests`` maps a user to how many requests (or impressions) of theirs to average over. No
+        non-personalised ranking does better on those requests in expectation: its slate is one fixed list,
+        and the best fixed list puts the items of highest mean relevance in slot order.
+        """
+        users = [u for u, n in requests.items() if n > 0]
+        if not users or not catalogue.ids:
+            return 0.0
+        weights = np.array([requests[u] for u in users], np.float64)
+        z = np.array([self.user(u, phase) for u in users])
+        rel = 1.0 / (1.0 + np.exp(-(self.base + catalogue.pops[None, :] + self.scale * (z @ catalogue.vectors.T))))
+        mean = weights @ rel / weights.sum()
+        k = min(k, mean.shape[0])
+        top = np.sort(mean)[::-1][:k]
+        return float((self.examine(np.arange(1, k + 1)) * top).sum())
 
 
 class CatalogueView:

@@ -10,6 +10,7 @@ catalogue are served too and get hidden preferences from their ids.
 from __future__ import annotations
 
 import json
+import math
 import signal
 from pathlib import Path
 
@@ -43,16 +44,21 @@ class Command(BaseCommand):
         parser.add_argument("--world", choices=sorted(WORLDS), default="latent",
                             help="latent: features are noisy views of the tastes; ids: features are noise, "
                                  "only user and item ids tell shoppers apart")
+        parser.add_argument("--affinity", type=float, default=None,
+                            help="weight of each shopper's own taste in a click's log-odds (default 1.6); the "
+                                 "higher, the more a personal ranking can beat the best single slate")
 
     def handle(self, *args, **opts):
         if opts["users"] < 1:
             raise CommandError("--users must be at least 1")
+        if opts["affinity"] is not None and not (math.isfinite(opts["affinity"]) and opts["affinity"] >= 0):
+            raise CommandError(f"--affinity must be a finite number >= 0, not {opts['affinity']}")
         config = SimulationConfig(
             base_url=opts["base_url"], users=opts["users"], rate=opts["rate"], duration=opts["duration"],
             seed=opts["seed"], drift_at=opts["drift_at"], k=opts["k"], items=opts["items"],
             concurrency=max(1, opts["concurrency"]), experiment=opts["experiment"],
             api_key=opts["api_key"] if opts["api_key"] is not None else settings.RECSITE.get("API_KEY", ""),
-            prefix=opts["prefix"], world=opts["world"],
+            prefix=opts["prefix"], world=opts["world"], affinity=opts["affinity"],
         )
         simulation = Simulation(config)
         previous = signal.signal(signal.SIGTERM, lambda *_: simulation.stop.set())

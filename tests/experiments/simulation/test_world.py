@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-from experiments.simulation.world import ShopperWorld
+from experiments.simulation.world import CatalogueView, ShopperWorld
 from models.synthetic import SyntheticWorld, WorldConfig
 
 
@@ -47,3 +49,50 @@ def test_the_simulator_publishes_noise_in_the_ids_world_and_keeps_its_truth():
     assert ids.item_row(items[0])["features"]["vec"] != latent.item_row(items[0])["features"]["vec"]
     with pytest.raises(ValueError, match="world"):
         ShopperWorld(seed=3, world="features")
+
+
+def test_the_best_single_slate_is_a_counters_ceiling():
+    world = ShopperWorld(seed=3, n_users=4, n_items=6)
+    catalogue = CatalogueView(world)
+    catalogue.add(world.item_ids)
+    users = world.user_ids[:2]
+    rel = np.array([world.relevance(u, world.item_ids, 0) for u in users])  # [2 users, 6 items]
+    exam = world.examine(np.arange(1, 4))
+    # By hand: user 0 counted 3 times, user 1 once; the best fixed list ranks items by that mean.
+    mean = (3 * rel[0] + rel[1]) / 4
+    by_hand = float((exam * np.sort(mean)[::-1][:3]).sum())
+    got = world.best_single_slate_clicks({users[0]: 3, users[1]: 1}, catalogue, 3, 0)
+    assert got == pytest.approx(by_hand, rel=1e-12)
+    # Every fixed slate of 3 in slot order does no better; the personal oracle does at least as well.
+    for slate in itertools.permutations(range(6), 3):
+        assert float((exam * mean[list(slate)]).sum()) <= got + 1e-12
+    oracle = (3 * world.oracle_expected_clicks(users[0], catalogue, 3, 0)
+              + world.oracle_expected_clicks(users[1], catalogue, 3, 0)) / 4
+    assert oracle >= got
+    assert world.best_single_slate_clicks({}, catalogue, 3, 0) == 0.0
+
+
+def test_affinity_scales_the_personal_part_of_a_click_and_nothing_else():
+    plain = ShopperWorld(seed=3, n_users=50, n_items=80, world="ids")
+    strong = ShopperWorld(seed=3, n_users=50, n_items=80, world="ids", affinity=3.2)
+    default = ShopperWorld(seed=3, n_users=50, n_items=80, world="ids", affinity=plain.scale)
+    user, items = "sim-user-00007", plain.item_ids
+    np.testing.assert_array_equal(default.relevance(user, items, 0), plain.relevance(user, items, 0))
+    # Same latents and biases: only the weight of <z_u, v_i> in the log-odds doubles.
+    logit = np.log(plain.relevance(user, items, 0)) - np.log1p(-plain.relevance(user, items, 0))
+    strong_logit = np.log(strong.relevance(user, items, 0)) - np.log1p(-strong.relevance(user, items, 0))
+    np.testing.assert_allclose(strong_logit - plain.base - np.array([plain.item(i)[1] for i in items]),
+                               2 * (logit - plain.base - np.array([plain.item(i)[1] for i in items])), rtol=1e-9)
+    assert strong.item_row(items[0]) == plain.item_row(items[0])
+    # More taste, more for a personal ranking to win over the best single slate.
+
+    def headroom(w: ShopperWorld) -> float:
+        catalogue = CatalogueView(w)
+        catalogue.add(w.item_ids)
+        oracle = np.mean([w.oracle_expected_clicks(u, catalogue, 10, 0) for u in w.user_ids])
+        return oracle / w.best_single_slate_clicks({u: 1 for u in w.user_ids}, catalogue, 10, 0)
+
+    assert headroom(strong) > headroom(plain) > 1.0
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="affinity"):
+            ShopperWorld(seed=3, affinity=bad)

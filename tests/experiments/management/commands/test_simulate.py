@@ -67,3 +67,16 @@ def test_shoppers_drive_every_arm_and_the_served_version_rises(daphne_server, wo
     versions = {name: (a["model_version_first"], a["model_version_max"]) for name, a in report["arms"].items()}
     assert set(versions) == {"popular", "ftrl"}
     assert all(first == 0 and last > 0 for first, last in versions.values()), versions
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--users", "0", "--users must be at least 1"),
+    ("--affinity", "-0.5", "--affinity must be a finite number >= 0"),
+    ("--affinity", "nan", "--affinity must be a finite number >= 0"),
+])
+def test_a_bad_option_is_a_clear_error_before_any_request(flag, value, message):
+    from django.core.management import CommandError, call_command
+
+    # The base URL points at nothing: the command must fail on the option, not on the connection.
+    with pytest.raises(CommandError, match=message):
+        call_command("simulate", "--base-url", "http://127.0.0.1:9", flag, value, "--no-progress")
