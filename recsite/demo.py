@@ -196,10 +196,11 @@ def main() -> int:
         shoppers = env.get("DEMO_SHOPPERS", "1000")
         rate = env.get("DEMO_RATE", "20")
         world = env.get("DEMO_WORLD", "latent")
+        affinity = env.get("DEMO_AFFINITY", "")
         supervisor.start(
             "shoppers",
             [*manage, "simulate", "--base-url", url, "--users", shoppers, "--rate", rate, "--duration", "0", "--seed", "1",
-             "--items", "0", "--world", world],
+             "--items", "0", "--world", world, *(["--affinity", affinity] if affinity else [])],
         )
         print(
             "\n".join(
