@@ -221,9 +221,10 @@ def markdown(results: list[dict], args) -> str:
         f"(`experiments.services.demo.DEMO_ARMS`, shipped defaults) through the real stack: {WEB[args.web]}, one "
         f"trainer, a light worker, beat; `simulate` with {args.users} returning shoppers, {args.items} items, k = {args.k}, "
         f"{args.rate:g} req/s"
-        f"{'' if args.affinity is None else f', affinity {args.affinity:g} (simulate --affinity)'}. Expected CTR is the mean true click probability (examination × relevance) of the arm's "
-        "impressions under the simulator's truth; the oracle shows each request's best slate, the best single slate "
-        "the one list that, shown to all of the arm's requests, would do best: no counting baseline beats it.",
+        f"{'' if args.affinity is None else f', affinity {args.affinity:g} (simulate --affinity)'}. Expected CTR is "
+        "the mean true click probability (examination × relevance) of the arm's impressions under the simulator's "
+        "truth; the oracle shows each request's best slate, the best single slate the one list that, shown to all "
+        "of the arm's requests, would do best: no counting baseline beats it.",
         "",
     ]
     for res in results:
