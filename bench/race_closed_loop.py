@@ -25,6 +25,7 @@ folding, the web server's queueing, clicks that arrive after the next step.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -138,12 +139,15 @@ def markdown(results: list[dict[str, dict]], args, seconds: float) -> str:
     flags = " ".join(a for i, a in enumerate(argv)  # the command as run, less where it wrote
                      if not (a == "--out" or a.startswith("--out=") or (i and argv[i - 1] == "--out")))
     lines = [
-        f"{HEADING}{'' if args.affinity is None else f' with affinity {args.affinity:g}'}, world `{args.world}`", "",
+        f"{HEADING}{'' if args.affinity is None else f' with affinity {args.affinity:g}'}, world `{args.world}`"
+        + "".join(f", {name} {raw}" for name, raw in args.set), "",  # a tuned run keeps its own section
         f"Produced by `.venv/bin/python bench/race_closed_loop.py {flags}` on "
         f"{time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores, {seconds:.0f} s). The shipped demo arms, the race's "
         f"world and assignment, {args.rate:g} requests/s for {args.minutes} minutes, a training step every "
         f"{args.step_s:g} s (FNW rows through the guard), serving {args.lag} version(s) behind. Expected CTR under "
-        f"the truth over the last {LAST_MINUTES} minutes; seeds 0–{args.seeds - 1}.", "",
+        f"the truth over the last {LAST_MINUTES} minutes; seeds 0–{args.seeds - 1}"
+        + ("" if not args.set else "; params changed from the shipped demo's: "
+           + ", ".join(f"{name} {raw}" for name, raw in args.set)) + ".", "",
         "| arm | median | min | max | best single slate | oracle | refused steps (median) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -183,6 +187,8 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=600)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--arms", nargs="*", default=None, help="names from DEMO_ARMS (default: all)")
+    ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("ARM", "JSON"),
+                    help="merge JSON params into a demo arm's, e.g. --set deep '{\"epochs\": 2}' (repeatable)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = ap.parse_args()
     if args.minutes <= LAST_MINUTES:
@@ -193,9 +199,20 @@ def main() -> None:
     from experiments.simulation.world import ShopperWorld
 
     unknown = set(args.arms or ()) - {name for name, _, _ in DEMO_ARMS}
+    overrides: dict[str, dict] = {}
+    for name, raw in args.set:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            ap.error(f"--set {name}: not JSON: {exc}")
+        if not isinstance(value, dict):
+            ap.error(f"--set {name}: expected a JSON object, got {raw}")
+        overrides.setdefault(name, {}).update(value)
+    unknown |= set(overrides) - {name for name, _, _ in DEMO_ARMS}
     if unknown:
-        ap.error(f"--arms: no demo arm named {', '.join(sorted(unknown))}")
-    spec = [a if args.arms is None or a[0] in args.arms else None for a in DEMO_ARMS]
+        ap.error(f"no demo arm named {', '.join(sorted(unknown))}")
+    spec = [(name, kind, {**params, **overrides.get(name, {})}) if args.arms is None or name in args.arms else None
+            for name, kind, params in DEMO_ARMS]
     run = [a for a in spec if a is not None]
     if not any(kind == "popularity" for _, kind, _ in run) or len(run) < 2:
         ap.error("--arms must name popularity and at least one other arm")
