@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from live_stack import django_for, running_stack, simulate  # noqa: E402
+from live_stack import demo_arms_with, django_for, running_stack, set_flag, simulate  # noqa: E402
 
 HEADING = "## Learning race\n"
 LAST_MINUTES = 2
@@ -110,12 +110,11 @@ def race(world: str, args) -> dict:
     from django.db.models import Max
 
     from experiments.models import Arm, Experiment, Impression
-    from experiments.services.demo import DEMO_ARMS
     from experiments.simulation.world import CatalogueView, ShopperWorld
 
     experiment = Experiment.objects.create(slug=f"race-{world}", salt="race", status="running")
     arms = [Arm.objects.create(experiment=experiment, name=name, kind=kind, params=dict(params))
-            for name, kind, params in DEMO_ARMS]
+            for name, kind, params in demo_arms_with(args.set, error=_bad_set)]
     experiment.control_arm = arms[0]
     experiment.save(update_fields=["control_arm"])
     seconds = args.minutes * 60
@@ -205,9 +204,16 @@ def verdicts(result: dict) -> list[tuple[str, bool, str]]:
     ]
 
 
+def _bad_set(message: str) -> None:
+    raise SystemExit(f"learning_race.py: error: {message}")
+
+
 def heading(args) -> str:
-    """The docs section: the default race's, or one per ``--affinity``, so the two do not overwrite each other."""
-    return HEADING if args.affinity is None else f"{HEADING.rstrip()} with affinity {args.affinity:g}\n"
+    """The docs section: the default race's, or one per ``--affinity`` and ``--set``, so none overwrites another."""
+    if args.affinity is None and not args.set:
+        return HEADING
+    extra = ([f"affinity {args.affinity:g}"] if args.affinity is not None else []) + [f"{n} {raw}" for n, raw in args.set]
+    return f"{HEADING.rstrip()} with {', '.join(extra)}\n"
 
 
 def markdown(results: list[dict], args) -> str:
@@ -216,9 +222,12 @@ def markdown(results: list[dict], args) -> str:
         "",
         f"Produced by `.venv/bin/python bench/learning_race.py --minutes {args.minutes}"
         f"{'' if args.world == 'both' else f' --world {args.world}'}"
-        f"{'' if args.affinity is None else f' --affinity {args.affinity:g}'}` on {time.strftime('%Y-%m-%d')} "
+        f"{'' if args.affinity is None else f' --affinity {args.affinity:g}'}"
+        + "".join(f" --set {n} '{r}'" for n, r in args.set) + f"` on {time.strftime('%Y-%m-%d')} "
         f"({os.cpu_count()} cores, 1-minute load average {os.getloadavg()[0]:.1f} at the end). The shipped demo arms "
-        f"(`experiments.services.demo.DEMO_ARMS`, shipped defaults) through the real stack: {WEB[args.web]}, one "
+        f"(`experiments.services.demo.DEMO_ARMS`, "
+        f"{'shipped defaults' if not args.set else 'shipped defaults but ' + ', '.join(f'{n} {r}' for n, r in args.set)})"
+        f" through the real stack: {WEB[args.web]}, one "
         f"trainer, a light worker, beat; `simulate` with {args.users} returning shoppers, {args.items} items, k = {args.k}, "
         f"{args.rate:g} req/s"
         f"{'' if args.affinity is None else f', affinity {args.affinity:g} (simulate --affinity)'}. Expected CTR is "
@@ -265,6 +274,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--affinity", type=float, default=None,
                     help="weight of the shoppers' own tastes in the truth (simulate --affinity; default 1.6)")
+    set_flag(ap)
     ap.add_argument("--web", choices=("gunicorn", "daphne"), default="gunicorn",
                     help="the web server: the shipped gunicorn (one uvicorn process per core) or one Daphne process")
     ap.add_argument("--database-url", default="postgres://127.0.0.1:5432/recsite_bench_race")

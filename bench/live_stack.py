@@ -132,3 +132,38 @@ def simulate(url: str, *args: str, json_path: Path) -> dict:
     if sim.returncode != 0:
         raise SystemExit(f"simulate failed:\n{sim.stdout[-3000:]}\n{sim.stderr[-3000:]}")
     return json.loads(json_path.read_text())
+
+
+def demo_arms_with(pairs: list[list[str]], error) -> list[tuple[str, str, dict]]:
+    """``DEMO_ARMS`` with ``--set ARM JSON`` pairs merged into their params; ``error(msg)`` reports a bad pair."""
+    import json
+
+    from experiments.services.demo import DEMO_ARMS
+    from models.registry import validate_params
+
+    names = {name for name, _, _ in DEMO_ARMS}
+    overrides: dict[str, dict] = {}
+    for name, raw in pairs:
+        if name not in names:
+            error(f"--set {name}: no demo arm of that name (demo arms: {', '.join(sorted(names))})")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            error(f"--set {name}: not JSON: {exc}")
+        if not isinstance(value, dict):
+            error(f"--set {name}: expected a JSON object, got {raw}")
+        overrides.setdefault(name, {}).update(value)
+    arms = [(name, kind, {**params, **overrides.get(name, {})}) for name, kind, params in DEMO_ARMS]
+    for name, kind, params in arms:
+        if name in overrides:
+            try:
+                validate_params(kind, params)
+            except ValueError as exc:
+                error(f"--set {name}: {exc}")
+    return arms
+
+
+def set_flag(ap) -> None:
+    """The ``--set ARM JSON`` option of the race benches."""
+    ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("ARM", "JSON"),
+                    help="merge JSON params into a demo arm's, e.g. --set deep '{\"epochs\": 2}' (repeatable)")

@@ -25,8 +25,8 @@ folding, the web server's queueing, clicks that arrive after the next step.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -36,6 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from live_stack import demo_arms_with, set_flag  # noqa: E402
 
 HEADING = "## Learning race, closed loop"
 LAST_MINUTES = 2
@@ -136,8 +138,8 @@ def markdown(results: list[dict[str, dict]], args, seconds: float) -> str:
     pop = next(n for n in names if results[0][n]["kind"] == "popularity")
     personal = [n for n in names if n != pop]
     argv = sys.argv[1:]
-    flags = " ".join(a for i, a in enumerate(argv)  # the command as run, less where it wrote
-                     if not (a == "--out" or a.startswith("--out=") or (i and argv[i - 1] == "--out")))
+    flags = shlex.join(a for i, a in enumerate(argv)  # the command as run, less where it wrote
+                       if not (a == "--out" or a.startswith("--out=") or (i and argv[i - 1] == "--out")))
     lines = [
         f"{HEADING}{'' if args.affinity is None else f' with affinity {args.affinity:g}'}, world `{args.world}`"
         + "".join(f", {name} {raw}" for name, raw in args.set), "",  # a tuned run keeps its own section
@@ -187,8 +189,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=600)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--arms", nargs="*", default=None, help="names from DEMO_ARMS (default: all)")
-    ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("ARM", "JSON"),
-                    help="merge JSON params into a demo arm's, e.g. --set deep '{\"epochs\": 2}' (repeatable)")
+    set_flag(ap)
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = ap.parse_args()
     if args.minutes <= LAST_MINUTES:
@@ -199,20 +200,9 @@ def main() -> None:
     from experiments.simulation.world import ShopperWorld
 
     unknown = set(args.arms or ()) - {name for name, _, _ in DEMO_ARMS}
-    overrides: dict[str, dict] = {}
-    for name, raw in args.set:
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            ap.error(f"--set {name}: not JSON: {exc}")
-        if not isinstance(value, dict):
-            ap.error(f"--set {name}: expected a JSON object, got {raw}")
-        overrides.setdefault(name, {}).update(value)
-    unknown |= set(overrides) - {name for name, _, _ in DEMO_ARMS}
     if unknown:
-        ap.error(f"no demo arm named {', '.join(sorted(unknown))}")
-    spec = [(name, kind, {**params, **overrides.get(name, {})}) if args.arms is None or name in args.arms else None
-            for name, kind, params in DEMO_ARMS]
+        ap.error(f"--arms: no demo arm named {', '.join(sorted(unknown))}")
+    spec = [a if args.arms is None or a[0] in args.arms else None for a in demo_arms_with(args.set, ap.error)]
     run = [a for a in spec if a is not None]
     if not any(kind == "popularity" for _, kind, _ in run) or len(run) < 2:
         ap.error("--arms must name popularity and at least one other arm")
