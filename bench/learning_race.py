@@ -59,6 +59,7 @@ from live_stack import demo_arms_with, django_for, running_stack, set_flag, simu
 
 HEADING = "## Learning race\n"
 LAST_MINUTES = 2
+RACE_SALT = "race"  # fixed, so every run assigns each shopper to the same arm (bench/race_closed_loop.py too)
 WEB = {"gunicorn": "gunicorn (recsite/gunicorn_conf.py, one uvicorn process per core)", "daphne": "one Daphne process"}
 
 
@@ -112,7 +113,7 @@ def race(world: str, args) -> dict:
     from experiments.models import Arm, Experiment, Impression
     from experiments.simulation.world import CatalogueView, ShopperWorld
 
-    experiment = Experiment.objects.create(slug=f"race-{world}", salt="race", status="running")
+    experiment = Experiment.objects.create(slug=f"race-{world}", salt=RACE_SALT, status="running")
     arms = [Arm.objects.create(experiment=experiment, name=name, kind=kind, params=dict(params))
             for name, kind, params in demo_arms_with(args.set, error=_bad_set)]
     experiment.control_arm = arms[0]

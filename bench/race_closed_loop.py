@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from learning_race import RACE_SALT  # noqa: E402
 from live_stack import demo_arms_with, set_flag  # noqa: E402
 
 HEADING = "## Learning race, closed loop"
 LAST_MINUTES = 2
-RACE_SALT = "race"  # bench/learning_race.py's experiment salt
 
 
 def assignment(world, n_arms: int) -> np.ndarray:

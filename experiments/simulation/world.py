@@ -176,10 +176,13 @@ class ShopperWorld:
         prices = np.array([self.price(i) for i in item_ids])
         return self.click_probability(user_id, item_ids, positions, phase) * purchase_probability(prices) * prices
 
+    def _catalogue_logits(self, z: np.ndarray, catalogue: CatalogueView) -> np.ndarray:
+        """Log-odds of relevance of every catalogue item for taste vector(s) ``z`` (``[d]`` or ``[m, d]``)."""
+        return self.base + catalogue.pops + self.scale * (z @ catalogue.vectors.T)
+
     def oracle_expected_clicks(self, user_id: str, catalogue: CatalogueView, k: int, phase: int) -> float:
         """Expected clicks of the best slate of k over the catalogue, under the true model."""
-        u = self.user(user_id, phase)
-        logit = self.base + catalogue.pops + self.scale * (catalogue.vectors @ u)
+        logit = self._catalogue_logits(self.user(user_id, phase), catalogue)
         k = min(k, logit.shape[0])
         top = np.sort(np.partition(logit, -k)[-k:])[::-1] if k < logit.shape[0] else np.sort(logit)[::-1]
         rel = 1.0 / (1.0 + np.exp(-top))
@@ -198,7 +201,7 @@ class ShopperWorld:
             return 0.0
         weights = np.array([requests[u] for u in users], np.float64)
         z = np.array([self.user(u, phase) for u in users])
-        rel = 1.0 / (1.0 + np.exp(-(self.base + catalogue.pops[None, :] + self.scale * (z @ catalogue.vectors.T))))
+        rel = 1.0 / (1.0 + np.exp(-self._catalogue_logits(z, catalogue)))  # [users, items]
         mean = weights @ rel / weights.sum()
         k = min(k, mean.shape[0])
         top = np.sort(mean)[::-1][:k]
