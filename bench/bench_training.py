@@ -68,6 +68,11 @@ def _arm_reset(arm) -> None:
     getattr(training, "_no_fold", set()).discard(arm.id)
 
 
+def _last_id(part) -> int:
+    """The last row id of a read's impressions or clicks: columns (``Rows``) or, in older code, a list of dicts."""
+    return int(part[-1]["id"]) if isinstance(part, list) else part.last_id
+
+
 def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, params: dict,
                config_extra: dict, repeats: int = 1) -> dict:
     import dataclasses
@@ -101,8 +106,8 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
         batch = training_data.step_batch(rows=rows, params=model.params)
         w = fnw_weights(labels=batch.labels, p=model.predict(batch)).astype("float32")
         batches.append(dataclasses.replace(batch, sample_weight=w))
-        cursor = rows.impressions[-1]["id"] if rows.impressions else 10**15
-        click_cursor = rows.clicks[-1]["id"] if rows.clicks else 10**15
+        cursor = _last_id(rows.impressions) if len(rows.impressions) else 10**15
+        click_cursor = _last_id(rows.clicks) if len(rows.clicks) else 10**15
     model.partial_fit(batches[0])  # warm-up (tf.function tracing, caches)
     examples = sum(len(b) for b in batches)
     known = {f.name for f in dataclasses.fields(TrainingConfig)}

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 def _stream(arm_id: int) -> tuple[list[dict], list[dict], object]:
     from django.db import connection
 
-    from experiments.services.training_data import IMPRESSION_COLUMNS, entities_read
+    from experiments.services.training_data import IMPRESSION_COLUMNS, Rows, entities_read
 
     cols = ", ".join(f"i.{c}" for c in IMPRESSION_COLUMNS)
     with connection.cursor() as cur:
@@ -47,7 +47,8 @@ def _stream(arm_id: int) -> tuple[list[dict], list[dict], object]:
                     "WHERE i.arm_id = %s AND NOT c.late ORDER BY c.id", [arm_id])
         clicks = [dict(zip(("id", "clicked_at", "impression_id", *IMPRESSION_COLUMNS, "t"), r, strict=True))
                   for r in cur.fetchall()]
-        entities = entities_read(cur, imps + clicks)
+        names = ("id", *IMPRESSION_COLUMNS)
+        entities = entities_read(cur, Rows.of_records(names, imps), Rows.of_records(names, clicks))
     return imps, clicks, entities
 
 
@@ -69,7 +70,7 @@ class _Truth:
 
 def replay(spec: str, steps: list[tuple[list[dict], list[dict], bool]], entities, source_params: dict,
            source_kind: str, truth: _Truth | None, clicked: set[int]) -> dict[str, float]:
-    from experiments.services.training_data import StepRows, step_batch
+    from experiments.services.training_data import IMPRESSION_COLUMNS, Rows, StepRows, step_batch
     from experiments.services.training_feedback import fnw_label_logloss, fnw_weights
     from models.metrics import logloss
     from models.registry import make_arm
@@ -82,7 +83,9 @@ def replay(spec: str, steps: list[tuple[list[dict], list[dict], bool]], entities
         arm = make_arm(kind, params, seed=0)
     sums = dict.fromkeys(("fnw", "fnw_n", "est", "est_n", "exact", "exact_n"), 0.0)
     for imps, clicks, scored in steps:
-        rows = StepRows(imps, clicks, 0, 0, entities)
+        rows = StepRows(Rows.of_records(("id", *IMPRESSION_COLUMNS), imps),
+                        Rows.of_records(("id", "clicked_at", "impression_id", *IMPRESSION_COLUMNS), clicks), 0, 0,
+                        entities)
         labels = np.concatenate([np.zeros(len(imps)), np.ones(len(clicks))]).astype(np.float32)
         if arm is None:
             assert truth is not None

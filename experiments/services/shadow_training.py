@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from django.db import connection
 
 from experiments.models import ModelCheckpoint
-from experiments.services.training_data import IMPRESSION_COLUMNS, Horizon, StepRows, entities_read
+from experiments.services.training_data import IMPRESSION_COLUMNS, Horizon, Rows, StepRows, entities_read
 
 MAX_WEIGHT = 10.0
 LAG_S = 30.0
@@ -78,22 +79,22 @@ def shadow_rows_read(*, arm_id: int, cursor: int, click_cursor: int, horizon: Ho
     names = ("id", *IMPRESSION_COLUMNS, "weight")
     with connection.cursor() as cur:
         cur.execute(_IMPRESSIONS_SQL, args)
-        imps = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        if len({r["id"] for r in imps}) < requests:
+        imps = Rows.fetched(names, cur.fetchall())
+        if len(np.unique(imps["id"])) < requests:
             cur.execute(_IMPRESSIONS_END_SQL, args)
             end = cur.fetchone()[0]
             new_cursor = max(cursor, int(end or 0))
         else:
-            new_cursor = imps[-1]["id"]
+            new_cursor = imps.last_id
         click_args = {**args, "cursor": click_cursor}
         cur.execute(_CLICKS_SQL, click_args)
         click_names = ("id", "clicked_at", "impression_id", *IMPRESSION_COLUMNS, "weight")
-        clicks = [dict(zip(click_names, row, strict=True)) for row in cur.fetchall()]
+        clicks = Rows.fetched(click_names, cur.fetchall())
         if len(clicks) < limit:
             cur.execute(_CLICKS_END_SQL, click_args)
             end = cur.fetchone()[0]
             new_click_cursor = max(click_cursor, int(end or 0))
         else:
-            new_click_cursor = clicks[-1]["id"]
-        entities = entities_read(cur, imps + clicks)
+            new_click_cursor = clicks.last_id
+        entities = entities_read(cur, imps, clicks)
     return StepRows(imps, clicks, new_cursor, new_click_cursor, entities)

@@ -227,7 +227,7 @@ def _step(arm: Arm, config: TrainingConfig) -> StepResult:
         **({"shadow": True, "shadow_cursor": rows.cursor, "shadow_click_cursor": rows.click_cursor} if shadow else {}),
         "n_impressions": len(rows.impressions),
         "n_clicks": len(rows.clicks),
-        "first_click_at": rows.clicks[0]["clicked_at"].timestamp() if rows.clicks else None,
+        "first_click_at": rows.clicks["clicked_at"][0].timestamp() if len(rows.clicks) else None,
         "worker": _HOST,
         "batches": fold.batches,
         "state": "delta" if snapshot_version is not None else ("snapshot" if state is not None else "copy"),

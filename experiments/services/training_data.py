@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,10 +150,81 @@ def _no_entities() -> Entities:
     return Entities(np.zeros(0, np.int64), [], np.zeros(0, np.int64), [])
 
 
+# Columns held as NumPy arrays (the rest stay Python lists: session histories, timestamps).
+_INT_COLUMNS = frozenset({"id", "user_id", "item_id", "position", "impression_id"})
+_FLOAT_COLUMNS = frozenset({"weight"})
+
+
+class Rows:
+    """Training rows of one read as columns, in id order: the numbers as NumPy arrays, the rest as lists.
+
+    A read of 16,384 rows used to become 16,384 dicts, taken apart again per column for the batch; the
+    driver's tuples are transposed once instead (``fetched``), and a mini-batch is a slice of each column.
+    """
+
+    __slots__ = ("_cols", "_n")
+
+    def __init__(self, cols: dict[str, np.ndarray | list], n: int) -> None:
+        self._cols, self._n = cols, n
+
+    @classmethod
+    def fetched(cls, names: Sequence[str], tuples: Sequence[Sequence[Any]]) -> Rows:
+        """From the driver's row tuples, whose fields are ``names`` in order."""
+        columns = list(zip(*tuples, strict=True)) if tuples else [()] * len(names)
+        if len(columns) != len(names):
+            raise ValueError(f"rows have {len(columns)} fields, not the {len(names)} named")
+        cols: dict[str, np.ndarray | list] = {}
+        for name, values in zip(names, columns, strict=True):
+            if name in _INT_COLUMNS:
+                cols[name] = np.array(values, dtype=np.int64)
+            elif name in _FLOAT_COLUMNS:
+                cols[name] = np.array(values, dtype=np.float64)
+            else:
+                cols[name] = list(values)
+        return cls(cols, len(tuples))
+
+    @classmethod
+    def of_records(cls, names: Sequence[str], records: Sequence[dict[str, Any]]) -> Rows:
+        return cls.fetched(names, [tuple(r[n] for n in names) for r in records])
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, name: str) -> np.ndarray | list:
+        return self._cols[name]
+
+    def get(self, name: str) -> np.ndarray | list | None:
+        return self._cols.get(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._cols)
+
+    @property
+    def last_id(self) -> int:
+        return int(self._cols["id"][-1])
+
+    def sliced(self, start: int, stop: int) -> Rows:
+        cols = {k: v[start:stop] for k, v in self._cols.items()}
+        return Rows(cols, len(range(*slice(start, stop).indices(self._n))))
+
+    def followed_by(self, later: Rows) -> Rows:
+        if later.names != self.names:
+            raise ValueError("rows with different columns cannot be joined")
+        cols = {k: (np.concatenate([v, later[k]]) if isinstance(v, np.ndarray) else v + later[k])
+                for k, v in self._cols.items()}
+        return Rows(cols, self._n + len(later))
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per row (tests and tools; the training path reads the columns)."""
+        vals = [v.tolist() if isinstance(v, np.ndarray) else v for v in self._cols.values()]
+        return [dict(zip(self._cols, row, strict=True)) for row in zip(*vals, strict=True)]
+
+
 @dataclass(frozen=True)
 class StepRows:
-    impressions: list[dict[str, Any]]  # trained as (fake) negatives: id + IMPRESSION_COLUMNS
-    clicks: list[dict[str, Any]]  # trained as positives: id, clicked_at, impression_id + IMPRESSION_COLUMNS
+    impressions: Rows  # trained as (fake) negatives: id + IMPRESSION_COLUMNS
+    clicks: Rows  # trained as positives: id, clicked_at, impression_id + IMPRESSION_COLUMNS
     cursor: int  # new impression cursor
     click_cursor: int  # new click cursor
     entities: Entities = field(default_factory=_no_entities)
@@ -170,18 +242,18 @@ class StepRows:
         for i in range(count):
             end = (i + 1) * size
             out.append(StepRows(
-                imps[i * size:end],
-                clicks[i * size:end],
-                imps[end - 1]["id"] if end < len(imps) else self.cursor,
-                clicks[end - 1]["id"] if end < len(clicks) else self.click_cursor,
+                imps.sliced(i * size, end),
+                clicks.sliced(i * size, end),
+                int(imps["id"][end - 1]) if end < len(imps) else self.cursor,
+                int(clicks["id"][end - 1]) if end < len(clicks) else self.click_cursor,
                 self.entities,
             ))
         return out
 
     def merged(self, later: StepRows) -> StepRows:
         """This mini-batch followed by ``later``, read as one."""
-        return StepRows(self.impressions + later.impressions, self.clicks + later.clicks, later.cursor,
-                        later.click_cursor, self.entities)
+        return StepRows(self.impressions.followed_by(later.impressions), self.clicks.followed_by(later.clicks),
+                        later.cursor, later.click_cursor, self.entities)
 
 
 def _tables() -> dict[str, str]:
@@ -189,11 +261,11 @@ def _tables() -> dict[str, str]:
             "item": Item._meta.db_table}
 
 
-def entities_read(cur, rows: list[dict[str, Any]]) -> Entities:
-    """Each distinct user and item of ``rows`` read once (two queries on ``cur``)."""
+def entities_read(cur, *parts: Rows) -> Entities:
+    """Each distinct user and item of the rows read once (two queries on ``cur``)."""
     t = _tables()
-    user_pks = sorted({r["user_id"] for r in rows})
-    item_pks = sorted({r["item_id"] for r in rows})
+    user_pks = np.unique(np.concatenate([p["user_id"] for p in parts] or [np.zeros(0, np.int64)])).tolist()
+    item_pks = np.unique(np.concatenate([p["item_id"] for p in parts] or [np.zeros(0, np.int64)])).tolist()
     users, items = [], []
     if user_pks:
         cur.execute(_USERS_SQL.format(**t), [user_pks])
@@ -213,22 +285,20 @@ def step_rows_read(*, arm_id: int, cursor: int, click_cursor: int, horizon: Hori
 
     Four plain queries (impressions, clicks with their impression's columns, then each
     distinct user and item once), no ORM rows: a user's or item's JSON is decoded once per
-    read, not once per row.
+    read, not once per row, and the rows stay columns (:class:`Rows`).
     """
     t = _tables()
     cols = ", ".join(IMPRESSION_COLUMNS)
     with connection.cursor() as cur:
         cur.execute(_IMPRESSIONS_SQL.format(cols=cols, **t), [arm_id, cursor, horizon.impression_id, limit])
-        names = ("id", *IMPRESSION_COLUMNS)
-        imps = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        imps = Rows.fetched(("id", *IMPRESSION_COLUMNS), cur.fetchall())
         cur.execute(_CLICKS_SQL.format(icols=", ".join(f"i.{c}" for c in IMPRESSION_COLUMNS), **t),
                     [click_cursor, horizon.click_id, arm_id, limit])
-        names = ("id", "clicked_at", "impression_id", *IMPRESSION_COLUMNS)
-        clicks = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        entities = entities_read(cur, imps + clicks)
+        clicks = Rows.fetched(("id", "clicked_at", "impression_id", *IMPRESSION_COLUMNS), cur.fetchall())
+        entities = entities_read(cur, imps, clicks)
     # A full page may stop short of the horizon; otherwise every id up to it is final and read.
-    new_cursor = imps[-1]["id"] if len(imps) == limit else max(cursor, horizon.impression_id)
-    new_click_cursor = clicks[-1]["id"] if len(clicks) == limit else max(click_cursor, horizon.click_id)
+    new_cursor = imps.last_id if len(imps) == limit else max(cursor, horizon.impression_id)
+    new_click_cursor = clicks.last_id if len(clicks) == limit else max(click_cursor, horizon.click_id)
     return StepRows(imps, clicks, new_cursor, new_click_cursor, entities)
 
 
@@ -237,20 +307,25 @@ def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Batch:
 
     Features go through :mod:`experiments.features`, the same code serving ranks with.
     """
-    all_rows = rows.impressions + rows.clicks
+    imps, clicks = rows.impressions, rows.clicks
+
+    def both(name: str) -> np.ndarray | list:
+        a, b = imps[name], clicks[name]
+        return np.concatenate([a, b]) if isinstance(a, np.ndarray) else a + b
+
     user_dim = int(params.get("user_dim", 8))
     item_dim = int(params.get("item_dim", 16))
     history_len = sessions.HISTORY_LEN
-    labels = np.concatenate([np.zeros(len(rows.impressions)), np.ones(len(rows.clicks))]).astype(np.float32)
-    user_keys, user_feats = rows.entities.users(np.array([r["user_id"] for r in all_rows], dtype=np.int64), user_dim)
-    item_keys, item_feats = rows.entities.items(np.array([r["item_id"] for r in all_rows], dtype=np.int64), item_dim)
+    labels = np.concatenate([np.zeros(len(imps)), np.ones(len(clicks))]).astype(np.float32)
+    user_keys, user_feats = rows.entities.users(both("user_id"), user_dim)
+    item_keys, item_feats = rows.entities.items(both("item_id"), item_dim)
     # The session each row was ranked with (null for arms that ignore it), as item keys.
-    hist = [(r["hist_clicked"], r["hist_impressed"]) for r in all_rows]
-    ids = {i for pair in hist for part in pair if part for i in part}
-    clicked, impressed = sessions.history_matrix(hist, sessions.item_keys_of(ids)) if ids else (None, None)
+    hist_clicked, hist_impressed = both("hist_clicked"), both("hist_impressed")
+    ids = {i for part in (*hist_clicked, *hist_impressed) if part for i in part}
+    clicked, impressed = (sessions.history_matrix(list(zip(hist_clicked, hist_impressed, strict=True)),
+                                                  sessions.item_keys_of(ids)) if ids else (None, None))
     # Shadow arms' rows carry an importance weight (services/shadow_training.py); the FNW weights multiply it.
-    weights = [r.get("weight") for r in all_rows]
-    sample_weight = None if not weights or weights[0] is None else np.asarray(weights, dtype=np.float32)
+    sample_weight = None if imps.get("weight") is None else both("weight").astype(np.float32)
     return Batch.make(
         sample_weight=sample_weight,
         user_keys=user_keys,
@@ -258,7 +333,7 @@ def step_batch(*, rows: StepRows, params: dict[str, Any]) -> Batch:
         item_keys=item_keys,
         item_feats=item_feats,
         labels=labels,
-        position=np.array([r["position"] for r in all_rows], dtype=np.int64),
+        position=both("position"),
         clicked=clicked,
         impressed=impressed,
         history_len=history_len,

@@ -64,7 +64,7 @@ def test_training_reads_the_state_serving_ranked_with(arena):
     # The trainer's own read of the arm's impressions (no clicks: click horizon 0).
     arm_id = Impression.objects.filter(user__external_id="shopper").values_list("arm_id", flat=True).first()
     rows = step_rows_read(arm_id=arm_id, cursor=0, click_cursor=0, horizon=Horizon(10**15, 0, 0.0), limit=1000)
-    assert len(rows.impressions) == 6 and rows.clicks == []
+    assert len(rows.impressions) == 6 and len(rows.clicks) == 0
     batch = step_batch(rows=rows, params=SMALL)
 
     keys = features.external_keys([i.item_id for i in first.items])
@@ -72,6 +72,17 @@ def test_training_reads_the_state_serving_ranked_with(arena):
     np.testing.assert_array_equal(batch.impressed[3:, :3], np.tile(keys, (3, 1)))
     np.testing.assert_array_equal(batch.clicked[3:, 0], keys[0])
     np.testing.assert_array_equal(batch.clicked[3:, 1:], PAD)
+
+    # With the click in the horizon, the positive carries the session its impression was ranked with: the click
+    # row holds the impression's columns (models.Click), read without joining the impressions.
+    rows = step_rows_read(arm_id=arm_id, cursor=0, click_cursor=0, horizon=Horizon(10**15, 10**15, 0.0), limit=1000)
+    (click,) = rows.clicks.records()
+    imp = Impression.objects.get(id=click["impression_id"])
+    assert (click["user_id"], click["item_id"], click["position"], click["hist_impressed"]) == (
+        imp.user_id, imp.item_id, 1, imp.hist_impressed)
+    batch = step_batch(rows=rows, params=SMALL)
+    np.testing.assert_array_equal(batch.impressed[-1], batch.impressed[0])  # both saw the first, empty session
+    assert batch.labels.tolist() == [0.0] * 6 + [1.0]
 
 
 def test_the_session_is_bounded_and_read_in_the_users_round_trip(arena):

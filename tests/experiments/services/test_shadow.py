@@ -119,8 +119,8 @@ def test_the_shadow_learns_from_the_served_arms_clicks_importance_weighted(arena
     for r in shadow:
         for j in range(len(r.items)):
             by_slot[(r.id, j + 1)] = min(r.target_propensities[j] / r.logged_propensities[j], MAX_WEIGHT)
-    expected = [by_slot[(r["id"], r["position"])] for r in rows.impressions] + [
-        min(slots[r["impression_id"]][1], MAX_WEIGHT) for r in rows.clicks]
+    expected = [by_slot[(r["id"], r["position"])] for r in rows.impressions.records()] + [
+        min(slots[r["impression_id"]][1], MAX_WEIGHT) for r in rows.clicks.records()]
     assert batch.sample_weight == pytest.approx(np.array(expected), rel=1e-6)
     assert len(rows.clicks) == len(clicked) and max(expected) <= MAX_WEIGHT
     assert [s.status for s in training.arm_train(arm_id=arms["apprentice"].id, config=CONFIG).steps] == ["idle"]
