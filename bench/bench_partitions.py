@@ -67,7 +67,8 @@ def main() -> None:
                                            "lo": lo, "hi": hi})
             print(f"filled {hi + 1:,} rows", flush=True)
         cursor.execute(
-            "INSERT INTO experiments_click (impression_id, clicked_at, late) SELECT id, served_at, false"
+            "INSERT INTO experiments_click (impression_id, clicked_at, late, arm_id, served_at, user_id, item_id, position)"
+            " SELECT id, served_at, false, arm_id, served_at, user_id, item_id, position"
             f" FROM experiments_impression_{DAY:%Y%m%d} WHERE random() < %s", [args.click_rate])
         cursor.execute("SET session_replication_role = DEFAULT")
         cursor.execute(f"VACUUM ANALYZE experiments_impression_{DAY:%Y%m%d}")

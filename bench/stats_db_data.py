@@ -344,8 +344,8 @@ def impressions_generate(*, experiment_id: int, item_id: int) -> dict:
         )
         cur.execute(
             """
-            INSERT INTO experiments_click (impression_id, clicked_at, late)
-            SELECT i.id, now(), false
+            INSERT INTO experiments_click (impression_id, clicked_at, late, arm_id, served_at, user_id, item_id, position)
+            SELECT i.id, now(), false, i.arm_id, i.served_at, i.user_id, i.item_id, i.position
               FROM experiments_impression i
               JOIN experiments_armuserstat s ON s.arm_id = i.arm_id AND s.user_id = i.user_id AND s.epoch = i.epoch
              WHERE i.position <= s.clicks

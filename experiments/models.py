@@ -7,6 +7,7 @@ writer (API, import, admin, a migration) is refused by Postgres. No business log
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -230,9 +231,30 @@ class Click(models.Model):
     impression = models.OneToOneField(Impression, on_delete=models.CASCADE, related_name="click", db_constraint=False)
     clicked_at = models.DateTimeField()
     late = models.BooleanField(default=False)
+    # The impression's arm, time and training columns, copied when the click is written (an impression never
+    # changes): a training step reads a page of one arm's clicks from one index range instead of joining the
+    # arm's whole impression log (services/training_data.py). ORM writers use ``Click.of``.
+    arm_id = models.BigIntegerField()
+    served_at = models.DateTimeField()
+    user_id = models.BigIntegerField()
+    item_id = models.BigIntegerField()
+    position = models.IntegerField()
+    hist_clicked = ArrayField(models.BigIntegerField(), null=True, blank=True)
+    hist_impressed = ArrayField(models.BigIntegerField(), null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["clicked_at"], name="click_clicked_at")]
+        indexes = [
+            models.Index(fields=["clicked_at"], name="click_clicked_at"),
+            # The training cursor walks an arm's clicks by id.
+            models.Index(fields=["arm_id", "id"], name="click_arm_id"),
+        ]
+
+    @classmethod
+    def of(cls, impression: Impression, **fields: Any) -> Click:
+        """A click on ``impression`` carrying its copied columns (SQL writers copy them in their statement)."""
+        return cls(impression=impression, arm_id=impression.arm_id, served_at=impression.served_at,
+                   user_id=impression.user_id, item_id=impression.item_id, position=impression.position,
+                   hist_clicked=impression.hist_clicked, hist_impressed=impression.hist_impressed, **fields)
 
 
 class ModelCheckpoint(models.Model):
@@ -347,54 +369,13 @@ class StatsSnapshot(models.Model):
         indexes = [models.Index(fields=["experiment", "computed_at"], name="snapshot_experiment_time")]
 
 
-class AllocationEpoch(models.Model):
-    """The traffic weights in force during one allocation period of an experiment.
-
-    Statistics are stratified by period and the sample-ratio check compares each
-    period's traffic with the weights recorded here (arm name → effective weight).
-    """
-
-    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="allocation_epochs")
-    epoch = models.IntegerField()
-    weights = models.JSONField(default=dict)
-    started_at = models.DateTimeField()
-    # The decision that opened this period (null for the first period, and for periods recorded by a tick).
-    decision = models.ForeignKey("Decision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["experiment", "epoch"], name="allocationepoch_unique"),
-            models.CheckConstraint(condition=Q(epoch__gte=0), name="allocationepoch_epoch_non_negative"),
-        ]
-
-
-class ArmEpochSums(models.Model):
-    """Running clustered sums of one arm in one allocation period, folded from ArmUserStat by the stats tick.
-
-    Each tick adds only the rows that changed since the last one, so a tick costs
-    the traffic of one second, not the size of the experiment (docs/benchmarks.md).
-    ``newcomers``: users whose first rollup row on the arm is in this period (the SRM unit).
-    """
-
-    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="epoch_sums")
-    epoch = models.IntegerField()
-    n_users = models.BigIntegerField(default=0)
-    sum_n = models.BigIntegerField(default=0)
-    sum_c = models.BigIntegerField(default=0)
-    sum_nn = models.BigIntegerField(default=0)
-    sum_cc = models.BigIntegerField(default=0)
-    sum_nc = models.BigIntegerField(default=0)
-    newcomers = models.BigIntegerField(default=0)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["arm", "epoch"], name="armepochsums_unique")]
-
 from experiments.api_tokens import ApiToken  # noqa: E402,F401  (split by sub-domain, registered from here)
 from experiments.business_models import ArmUserOutcome, BusinessEvent, EventAttribution  # noqa: E402,F401
 from experiments.guardrail_models import GuardrailBounds  # noqa: E402,F401
 from experiments.interleaving_models import InterleaveCredit  # noqa: E402,F401
 from experiments.layer_models import Layer, LayerAllocation  # noqa: E402,F401
 from experiments.offline_models import OfflineEstimate  # noqa: E402,F401
+from experiments.period_models import AllocationEpoch, ArmEpochSums  # noqa: E402,F401
 from experiments.schedule_models import ExperimentSchedule  # noqa: E402,F401
 from experiments.shadow_models import ShadowRanking  # noqa: E402,F401  (each module is one sub-domain's models)
 from experiments.webhook_models import WebhookDelivery, WebhookEndpoint  # noqa: E402,F401

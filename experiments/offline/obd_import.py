@@ -182,6 +182,6 @@ def _impressions_import(
     Impression.objects.bulk_create(impressions, batch_size=_BATCH)
     for impression, i in zip(impressions, new_rows, strict=True):
         if obd_log.click[i]:
-            clicks.append(Click(impression=impression, clicked_at=impression.served_at))
+            clicks.append(Click.of(impression, clicked_at=impression.served_at))
     Click.objects.bulk_create(clicks, batch_size=_BATCH)
     return len(impressions), len(clicks)

@@ -259,7 +259,7 @@ def offline_evaluate(
         candidates=int(candidates.size),
         effective_sample_size=ess,
         live_impressions=Impression.objects.filter(arm=arm).count() if arm is not None else 0,
-        live_clicks=Click.objects.filter(impression__arm=arm, late=False).count() if arm is not None else 0,
+        live_clicks=Click.objects.filter(arm_id=arm.id, late=False).count() if arm is not None else 0,
         notes=notes,
         max_weight=max_weight,
     )

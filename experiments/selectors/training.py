@@ -67,7 +67,7 @@ def click_serving_lags(*, arm_id: int, since: datetime) -> np.ndarray:
         return np.zeros(0)
     lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
     clicks = list(
-        Click.objects.filter(id__gt=lo, id__lte=hi, impression__arm_id=arm_id, late=False)
+        Click.objects.filter(arm_id=arm_id, id__gt=lo, id__lte=hi, late=False)
         .order_by("id")
         .values_list("id", "clicked_at")
     )

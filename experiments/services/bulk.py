@@ -94,8 +94,9 @@ FROM import_rows
 """
 
 _CLICKS_SQL = """
-INSERT INTO experiments_click (impression_id, clicked_at, late)
-SELECT imp_id, clicked_at, late FROM import_rows WHERE clicked_at IS NOT NULL
+INSERT INTO experiments_click (impression_id, clicked_at, late, arm_id, served_at, user_id, item_id, position)
+SELECT imp_id, clicked_at, late, arm_id, served_at, user_id, item_id, position FROM import_rows
+WHERE clicked_at IS NOT NULL
 """
 
 _ROLLUP_SQL = """

@@ -18,12 +18,15 @@ from experiments.services.shoppers import _user_session_refresh
 
 _CLICK_SQL = """
 WITH imp AS (
-    SELECT id, arm_id, user_id, epoch, served_at, item_id, hist_impressed IS NOT NULL AS tracked, experiment_id,
-           request_id
+    SELECT id, arm_id, user_id, epoch, served_at, item_id, position, hist_clicked, hist_impressed,
+           hist_impressed IS NOT NULL AS tracked, experiment_id, request_id
     FROM experiments_impression WHERE id = %(impression_id)s
 ), ins AS (
-    INSERT INTO experiments_click (impression_id, clicked_at, late)
-    SELECT id, now(), now() - served_at > make_interval(secs => %(window)s) FROM imp
+    -- The click carries its impression's training columns (models.Click): the trainer reads it without a join.
+    INSERT INTO experiments_click (impression_id, clicked_at, late, arm_id, served_at, user_id, item_id, position,
+                                   hist_clicked, hist_impressed)
+    SELECT id, now(), now() - served_at > make_interval(secs => %(window)s), arm_id, served_at, user_id, item_id,
+           position, hist_clicked, hist_impressed FROM imp
     ON CONFLICT (impression_id) DO NOTHING
     RETURNING impression_id, late, clicked_at
 ), counted AS (

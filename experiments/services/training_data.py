@@ -91,16 +91,18 @@ def safe_horizon(*, wait_s: float) -> Horizon | None:
     return Horizon(int(imp_last or 0), int(click_last or 0), time.monotonic() - started)
 
 
-# The impression columns a mini-batch learns from, read by both queries below (a new column goes
-# here and into step_batch): who, what, where, and the session it was ranked with.
+# The impression columns a mini-batch learns from, read by both queries below (a new column goes here, into
+# step_batch, and onto the click: models.Click and its writers copy it): who, what, where, and the session it
+# was ranked with.
 IMPRESSION_COLUMNS = ("user_id", "item_id", "position", "hist_clicked", "hist_impressed")
 
 _IMPRESSIONS_SQL = """
 SELECT id, {cols} FROM {imp} WHERE arm_id = %s AND id > %s AND id <= %s ORDER BY id LIMIT %s
 """
+# A click carries its impression's columns (models.Click): one range of the (arm_id, id) index, no join.
 _CLICKS_SQL = """
-SELECT c.id, c.clicked_at, c.impression_id, {icols} FROM {click} c JOIN {imp} i ON i.id = c.impression_id
-WHERE c.id > %s AND c.id <= %s AND i.arm_id = %s AND NOT c.late ORDER BY c.id LIMIT %s
+SELECT id, clicked_at, impression_id, {cols} FROM {click}
+WHERE arm_id = %s AND id > %s AND id <= %s AND NOT late ORDER BY id LIMIT %s
 """
 _USERS_SQL = "SELECT id, external_id, attributes::text FROM {user} WHERE id = ANY(%s) ORDER BY id"
 _ITEMS_SQL = "SELECT id, external_id, category, price, features::text FROM {item} WHERE id = ANY(%s) ORDER BY id"
@@ -292,8 +294,7 @@ def step_rows_read(*, arm_id: int, cursor: int, click_cursor: int, horizon: Hori
     with connection.cursor() as cur:
         cur.execute(_IMPRESSIONS_SQL.format(cols=cols, **t), [arm_id, cursor, horizon.impression_id, limit])
         imps = Rows.fetched(("id", *IMPRESSION_COLUMNS), cur.fetchall())
-        cur.execute(_CLICKS_SQL.format(icols=", ".join(f"i.{c}" for c in IMPRESSION_COLUMNS), **t),
-                    [click_cursor, horizon.click_id, arm_id, limit])
+        cur.execute(_CLICKS_SQL.format(cols=cols, **t), [arm_id, click_cursor, horizon.click_id, limit])
         clicks = Rows.fetched(("id", "clicked_at", "impression_id", *IMPRESSION_COLUMNS), cur.fetchall())
         entities = entities_read(cur, imps, clicks)
     # A full page may stop short of the horizon; otherwise every id up to it is final and read.

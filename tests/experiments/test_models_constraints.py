@@ -17,6 +17,7 @@ from experiments.models import (
     ModelCheckpoint,
     ShopUser,
 )
+from tests.support.training_world import click_create
 
 pytestmark = pytest.mark.django_db
 
@@ -158,8 +159,20 @@ def test_impression_unique_request_position(world):
 
 def test_click_one_per_impression(world):
     impression = Impression.objects.create(**impression_kwargs(world))
-    Click.objects.create(impression=impression, clicked_at=timezone.now())
-    refuses(lambda: Click.objects.create(impression=impression, clicked_at=timezone.now()), "impression_id")
+    click_create(impression, clicked_at=timezone.now())
+    refuses(lambda: click_create(impression, clicked_at=timezone.now()), "impression_id")
+
+
+def test_click_without_its_impressions_arm_is_refused(world):
+    """The trainer finds an arm's clicks by the copied ``arm_id`` (migration 0022): a writer that forgets it fails."""
+    impression = Impression.objects.create(**impression_kwargs(world))
+    click = click_create(impression, clicked_at=timezone.now())
+    assert (click.arm_id, click.user_id, click.item_id, click.position, click.served_at) == (
+        impression.arm_id, impression.user_id, impression.item_id, impression.position, impression.served_at)
+    click.delete()
+    refuses(lambda: Click.objects.create(impression=impression, clicked_at=timezone.now(), served_at=timezone.now(),
+                                         user_id=impression.user_id, item_id=impression.item_id, position=1,
+                                         arm_id=None), "arm_id")
 
 
 def test_checkpoint_unique_arm_version(world):

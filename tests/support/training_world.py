@@ -100,10 +100,18 @@ def traffic_log(
             hit = ui < p
             if hit != flip:
                 clicked.append(imp)
-    clicks = Click.objects.bulk_create([Click(impression=imp, clicked_at=now) for imp in clicked])
+    clicks = Click.objects.bulk_create([Click.of(imp, clicked_at=now) for imp in clicked])
     return [i.id for i in imps], [c.id for c in clicks]
 
 
 def clicks_add(impression_ids: list[int], *, late: bool = False) -> list[int]:
     now = timezone.now()
-    return [c.id for c in Click.objects.bulk_create([Click(impression_id=i, clicked_at=now, late=late) for i in impression_ids])]
+    by_id = Impression.objects.in_bulk(impression_ids)
+    return [c.id for c in Click.objects.bulk_create([Click.of(by_id[i], clicked_at=now, late=late) for i in impression_ids])]
+
+
+def click_create(impression: Impression, **fields) -> Click:
+    """One click on ``impression`` through the ORM, with the columns it copies (``Click.of``)."""
+    click = Click.of(impression, **fields)
+    click.save()
+    return click

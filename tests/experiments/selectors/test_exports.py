@@ -8,10 +8,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from experiments.models import ArmUserStat, Assignment, Click, Experiment, Impression, Item, ShopUser
+from experiments.models import ArmUserStat, Assignment, Experiment, Impression, Item, ShopUser
 from experiments.selectors.exports import USER_EXPORT_FIELDS, experiment_user_row_chunks, experiment_user_rows
 from experiments.services import stats_tick as tick_services
 from tests.experiments.stats_support import make_experiment
+from tests.support.training_world import click_create
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +24,7 @@ def shown(*, user, arm, at, clicked_at=None, late=False) -> Impression:
     impression = Impression.objects.create(user=user, item=item, experiment=arm.experiment, arm=arm, position=1,
                                            score=0.5, propensity=1.0, served_at=at)
     if clicked_at is not None:
-        Click.objects.create(impression=impression, clicked_at=clicked_at, late=late)
+        click_create(impression, clicked_at=clicked_at, late=late)
     return impression
 
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from experiments.models import Click, Impression, ModelCheckpoint
+from experiments.models import Impression, ModelCheckpoint
 from experiments.selectors.training import arm_freshness, click_serving_lags
-from tests.support.training_world import world_make
+from tests.support.training_world import click_create, world_make
 
 pytestmark = pytest.mark.django_db
 
@@ -30,9 +30,9 @@ def test_the_lag_runs_from_the_click_to_the_first_impression_served_with_a_versi
     world = world_make(seed=41)
     t0 = timezone.now() - timedelta(seconds=30)
     first = _serve(world, at=t0, version=0)
-    c1 = Click.objects.create(impression=first[0], clicked_at=t0 + timedelta(seconds=1))
-    Click.objects.create(impression=first[1], clicked_at=t0 + timedelta(seconds=1.5))
-    late = Click.objects.create(impression=first[2], clicked_at=t0 + timedelta(seconds=2), late=True)
+    c1 = click_create(first[0], clicked_at=t0 + timedelta(seconds=1))
+    click_create(first[1], clicked_at=t0 + timedelta(seconds=1.5))
+    late = click_create(first[2], clicked_at=t0 + timedelta(seconds=2), late=True)
     v1 = ModelCheckpoint.objects.create(
         arm=world.arm, version=1, state=b"", cursor=first[-1].id, click_cursor=late.id, examples_seen=5,
         metrics={"accepted": True, "click_from": c1.id - 1, "click_to": late.id, "n_clicks": 2,
@@ -59,7 +59,7 @@ def test_rejected_versions_and_versions_not_yet_served_give_no_lag():
     world = world_make(seed=42)
     t0 = timezone.now() - timedelta(seconds=30)
     first = _serve(world, at=t0, version=0)
-    click = Click.objects.create(impression=first[0], clicked_at=t0 + timedelta(seconds=1))
+    click = click_create(first[0], clicked_at=t0 + timedelta(seconds=1))
     common = {"click_from": click.id - 1, "click_to": click.id, "n_clicks": 1}
     ModelCheckpoint.objects.create(arm=world.arm, version=1, state=b"", cursor=first[-1].id,
                                    metrics={"accepted": False, "reject_reason": "NaN", **common})

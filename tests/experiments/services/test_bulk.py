@@ -40,6 +40,10 @@ def test_impressions_and_clicks_are_imported(experiment):
     assert (result.impressions, result.clicks, result.late_clicks) == (30, 10, 0)
     assert (Impression.objects.count(), Click.objects.count()) == (30, 10)
     assert set(Impression.objects.values_list("model_version", flat=True)) == {3}
+    # Each click carries its impression's arm and training columns (models.Click).
+    copied = ("arm_id", "served_at", "user_id", "item_id", "position")
+    for click in Click.objects.select_related("impression"):
+        assert [getattr(click, f) for f in copied] == [getattr(click.impression, f) for f in copied]
 
 
 def test_the_rollup_counts_imported_events(experiment):

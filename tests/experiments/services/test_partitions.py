@@ -14,6 +14,7 @@ from experiments.services.partitions import (
     impression_partitions_maintain,
 )
 from tests.support.serving import catalogue_make, experiment_make
+from tests.support.training_world import click_create
 
 pytestmark = pytest.mark.django_db
 
@@ -59,8 +60,8 @@ def test_maintenance_creates_the_week_ahead_and_drops_days_past_the_retention_wi
     assert impression_partition_ensure(day=old_day)
     recent = Impression.objects.filter(request_id=served.request_id).first()
     old = _impression(recent.arm, recent.user, recent.item, datetime.combine(old_day, time(9), tzinfo=UTC))
-    Click.objects.create(impression=old, clicked_at=old.served_at)
-    Click.objects.create(impression=recent, clicked_at=recent.served_at)
+    click_create(old, clicked_at=old.served_at)
+    click_create(recent, clicked_at=recent.served_at)
     for imp in (old, recent):  # a shadow arm's rows of each (experiments/shadow_models.py)
         row = ShadowRanking.objects.create(
             arm=recent.arm, experiment=recent.experiment, served_arm=recent.arm, request_id=imp.request_id,
