@@ -14,6 +14,9 @@ Run (drops, creates and migrates its own database per code tree):
 
     .venv/bin/python bench/bench_training.py [--kinds popularity,ftrl_logreg] [--requests 3000]
 
+``--read-only`` times the read path alone instead: the arm's whole backlog read as catch-up steps read it
+(pages of ``batch_rows`` × ``fold_batches`` rows) and cut into featurised mini-batches, ``--repeats`` times.
+
 Old against new in one run: give each code tree (e.g. a ``git worktree`` of the old
 commit) with ``--code NAME=PATH``; each runs in its own process and database, and
 one table lists both:
@@ -73,6 +76,54 @@ def _last_id(part) -> int:
     return int(part[-1]["id"]) if isinstance(part, list) else part.last_id
 
 
+def _arm_logged(kind: str, *, requests: int, k: int, seed: int, params: dict):
+    """A fresh arm of ``kind`` with ``requests`` × ``k`` logged impressions and their clicks."""
+    from tests.support.training_world import traffic_log, world_make
+
+    world = world_make(seed=seed, n_users=500, n_items=300, kinds=(kind,))
+    arm = world.arm
+    arm.params = params
+    arm.save(update_fields=["params"])
+    chunks = 10
+    for c in range(chunks):
+        traffic_log(world, requests=requests // chunks, k=k, seed=seed * 100 + c)
+    return arm
+
+
+def bench_read(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, params: dict, fold: int,
+               repeats: int) -> dict:
+    """The read path alone: the arm's whole backlog read page by page (``batch_rows`` × ``fold`` rows, as a
+    catch-up step reads it) and cut into featurised mini-batches, timed ``repeats`` times (medians)."""
+    from experiments.services import training_data
+    from experiments.services.training_data import Horizon
+    from experiments.serving.arms import arm_build
+
+    arm = _arm_logged(kind, requests=requests, k=k, seed=seed, params=params)
+    model_params = arm_build(kind=kind, params=arm.params, arm_id=arm.id).params
+    horizon = Horizon(10**15, 10**15, 0.0)
+    runs = []
+    for _ in range(repeats):
+        cursor = click_cursor = pages = rows_n = clicks_n = 0
+        read_s = batch_s = 0.0
+        while True:
+            t0 = time.perf_counter()
+            rows = training_data.step_rows_read(arm_id=arm.id, cursor=cursor, click_cursor=click_cursor,
+                                                horizon=horizon, limit=batch_rows * fold)
+            t1 = time.perf_counter()
+            if rows.n == 0:
+                break
+            for chunk in rows.chunks(batch_rows):
+                training_data.step_batch(rows=chunk, params=model_params)
+            read_s += t1 - t0
+            batch_s += time.perf_counter() - t1
+            pages, rows_n, clicks_n = pages + 1, rows_n + rows.n, clicks_n + len(rows.clicks)
+            cursor, click_cursor = rows.cursor, rows.click_cursor
+        runs.append((read_s, batch_s))
+    return {"kind": kind, "read": True, "pages": pages, "rows": rows_n, "clicks": clicks_n, "repeats": repeats,
+            "read_s": statistics.median(r[0] for r in runs), "batch_s": statistics.median(r[1] for r in runs),
+            "read_s_min": min(r[0] for r in runs), "read_s_max": max(r[0] for r in runs)}
+
+
 def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, params: dict,
                config_extra: dict, repeats: int = 1) -> dict:
     import dataclasses
@@ -83,15 +134,8 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
     from experiments.services.training_data import Horizon
     from experiments.services.training_feedback import fnw_weights
     from experiments.serving.arms import arm_build
-    from tests.support.training_world import traffic_log, world_make
 
-    world = world_make(seed=seed, n_users=500, n_items=300, kinds=(kind,))
-    arm = world.arm
-    arm.params = params
-    arm.save(update_fields=["params"])
-    chunks = 10
-    for c in range(chunks):
-        traffic_log(world, requests=requests // chunks, k=k, seed=seed * 100 + c)
+    arm = _arm_logged(kind, requests=requests, k=k, seed=seed, params=params)
 
     # Raw: partial_fit alone on the same rows, featurised up front.
     model = arm_build(kind=kind, params=arm.params, arm_id=arm.id)
@@ -173,9 +217,18 @@ HEADER = (
 )
 
 
+READ_HEADER = (
+    "| code | arm | pages | rows (clicks) | read s (min-max) | featurised mini-batches s |\n"
+    "|---|---|---:|---:|---:|---:|"
+)
+
+
 def _row(code: str, r: dict) -> str:
     if "skipped" in r:
         return f"| {code} | {r['kind']} | skipped: {r['skipped']} |"
+    if r.get("read"):
+        return (f"| {code} | {r['kind']} | {r['pages']} | {r['rows']:,} ({r['clicks']:,}) "
+                f"| {r['read_s']:.3f} ({r['read_s_min']:.3f}-{r['read_s_max']:.3f}) | {r['batch_s']:.3f} |")
     return (
         f"| {code} | {r['kind']} | {r['examples']} | {r['versions']} | {r['raw_per_s']:,.0f} | {r['e2e_per_s']:,.0f} "
         f"| {r['ratio']:.2f} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} ({r['repeats']}) "
@@ -192,10 +245,13 @@ def _inner(args: argparse.Namespace, code: Path) -> list[dict]:
 
     results = []
     for i, kind in enumerate(k.strip() for k in args.kinds.split(",") if k.strip()):
+        common = {"requests": args.requests, "k": args.k, "batch_rows": args.batch_rows, "seed": 1000 + i,
+                  "params": json.loads(args.arm_params).get(kind, {}), "repeats": args.repeats}
         try:
-            r = bench_kind(kind, requests=args.requests, k=args.k, batch_rows=args.batch_rows, seed=1000 + i,
-                           params=json.loads(args.arm_params).get(kind, {}),
-                           config_extra=json.loads(args.train_config), repeats=args.repeats)
+            if args.read_only:
+                r = bench_read(kind, fold=int(json.loads(args.train_config).get("fold_batches", 16)), **common)
+            else:
+                r = bench_kind(kind, config_extra=json.loads(args.train_config), **common)
         except (KeyError, ValueError) as exc:
             r = {"kind": kind, "skipped": str(exc)}
         results.append(r)
@@ -215,6 +271,8 @@ def main() -> None:
     parser.add_argument("--arm-params", default="{}", help='JSON {kind: params}')
     parser.add_argument("--train-config", default="{}",
                         help='JSON TrainingConfig overrides, e.g. {"fold_batches": 1} (unknown fields are ignored)')
+    parser.add_argument("--read-only", action="store_true",
+                        help="time only the read path (reads + featurised mini-batches of the whole backlog)")
     parser.add_argument("--code", action="append", default=[], metavar="NAME=PATH",
                         help="a code tree to measure (repeatable); default: this checkout")
     parser.add_argument("--database-url", default="postgres://127.0.0.1:5432/recsite_bench_training")
@@ -233,12 +291,13 @@ def main() -> None:
         argv = [sys.executable, str(Path(__file__).resolve()), "--inner", str(Path(path).resolve()),
                 "--kinds", args.kinds, "--requests", str(args.requests), "--k", str(args.k),
                 "--batch-rows", str(args.batch_rows), "--repeats", str(args.repeats), "--arm-params", args.arm_params,
-                "--train-config", args.train_config, "--database-url", f"{args.database_url}_{i}"]
+                "--train-config", args.train_config, "--database-url", f"{args.database_url}_{i}",
+                *(["--read-only"] if args.read_only else [])]
         out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True,
                              env={"LOG_LEVEL": "WARNING", **os.environ, "PYTHONPATH": str(Path(path).resolve())}).stdout
         results = json.loads(next(line for line in out.splitlines() if line.startswith("RESULTS "))[8:])
         rows.extend(_row(name, r) for r in results)
-    print(HEADER)
+    print(READ_HEADER if args.read_only else HEADER)
     print("\n".join(rows))
 
 
