@@ -5,6 +5,8 @@ arm: a hash join that grows with the arm's whole log (92 ms at 180,000 impressio
 columns on the click it is one range of the ``(arm_id, id)`` index. Impressions never change, so the copies never
 go stale. Existing clicks are filled from their impressions; a click whose impression is gone (its day's partition
 was dropped by a version without the clicks clean-up) can no longer be trained on or exported, and is removed.
+The fill is one UPDATE of every click in the migration's transaction (34,562 clicks over 180,000 impressions in
+3.6 s with the rest of ``migrate``): on a large log, run it in a maintenance window.
 """
 
 import django.contrib.postgres.fields
