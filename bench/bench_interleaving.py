@@ -4,11 +4,13 @@ Two rankers see the synthetic world's truth through noise; the worse one's noise
 better one's true CTR is 5% higher (relative). For each world and seed: the exact request counts each design
 needs (two-sided α = 0.05, power 0.95; experiments/simulation/interleaving.py), the power measured by Monte
 Carlo at those sizes, the always-valid test's median stopping point, and an A/A interleave peeked at after
-every request. Two worlds: ``plain`` is models.synthetic as it is (every request alike, one Bernoulli per
+every request. ``--sweep R1,R2,...`` instead gives the exact sizes alone for each number of requests a user
+brings under the per-user split (its own section, "## Interleaving: requests per user"). Two worlds: ``plain`` is models.synthetic as it is (every request alike, one Bernoulli per
 slot); ``mixed`` adds request attention (60% glances, 30% ordinary, 10% engaged) and log-normal user
 activity, the over-dispersion real click logs have. Writes the "## Interleaving" section of docs/benchmarks.md.
 
     .venv/bin/python bench/bench_interleaving.py --seeds 3
+    .venv/bin/python bench/bench_interleaving.py --seeds 3 --sweep 1,10,30,100,300
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from experiments.simulation.interleaving import (  # noqa: E402
 )
 
 HEADING = "## Interleaving\n"
+SWEEP_HEADING = "## Interleaving: requests per user\n"
 WORLDS = {"plain": {}, "mixed": HETEROGENEOUS}
 
 
@@ -69,6 +72,37 @@ def run(world: str, seed: int, args: argparse.Namespace) -> dict:
     }
 
 
+def sweep(args: argparse.Namespace, per_user: list[int]) -> str:
+    """Exact interleaving / A-B impression ratios per world, seed and requests per user (no Monte Carlo)."""
+    started = time.time()
+    table = ["| world | seed | " + " | ".join(f"R = {r}" for r in per_user) + " |",
+             "|---|---:|" + "---:|" * len(per_user)]
+    worst: dict[tuple[str, int], float] = {}
+    for world in WORLDS:
+        for seed in range(args.seeds):
+            pair = ranker_pair(seed=seed, n_users=args.users, n_items=args.items, k=args.k, **WORLDS[world])
+            cells = []
+            for r_u in per_user:
+                ratio = (interleaving_requests_clustered(pair, requests_per_user=r_u)
+                         / (2 * ab_requests_per_arm(pair, requests_per_user=r_u)[0]))
+                worst[(world, r_u)] = max(worst.get((world, r_u), 0.0), ratio)
+                cells.append(f"{ratio:.3f}")
+            table.append(f"| {world} | {seed} | " + " | ".join(cells) + " |")
+            print(table[-1], flush=True)
+    lines = [SWEEP_HEADING.rstrip("\n"), "",
+             f"Produced by `.venv/bin/python bench/bench_interleaving.py --seeds {args.seeds} --sweep "
+             f"{','.join(map(str, per_user))}` on {time.strftime('%Y-%m-%d')} in {time.time() - started:.0f} s (exact "
+             "sizes only, as in the section above: nothing is timed, so the machine's load cannot move them). "
+             "Impressions interleaving needs over those an A/B split needs, when each randomised user brings R "
+             "requests (R = 1: per request). Same worlds, rankers and tests as \"## Interleaving\".", "",
+             *table, ""]
+    for world in WORLDS:
+        met = [r for r in per_user if worst[(world, r)] <= 0.1]
+        lines.append(f"* {world}: ≤ 1/10 on every seed " + (f"from R = {met[0]}" if met else "at no R swept")
+                     + f" (worst seed at R = {per_user[-1]}: {worst[(world, per_user[-1])]:.3f}).")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
@@ -81,8 +115,16 @@ def main() -> None:
     ap.add_argument("--aa-requests", type=int, default=20_000)
     ap.add_argument("--requests-per-user", type=int, default=10,
                     help="requests each user brings under the product's sticky per-user split")
+    ap.add_argument("--sweep", default="", help="comma-separated requests per user: exact ratios only")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = ap.parse_args()
+    if args.sweep:
+        from bench_arms import write_section
+
+        body = sweep(args, [int(r) for r in args.sweep.split(",")])
+        print(body)
+        write_section(Path(args.out), body, SWEEP_HEADING)
+        return
     started = time.time()
     rows = []
     for world in WORLDS:
