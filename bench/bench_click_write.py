@@ -12,25 +12,22 @@ rounds on fresh impressions (the median of the rounds' medians).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_training import _setup, code_args, code_trees, inner_run  # noqa: E402
 
 
 def _inner(args: argparse.Namespace, code: Path) -> dict:
     sys.path.insert(0, str(code))
     os.chdir(code)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_training import _setup
-
     _setup(args.database_url, code)
     from experiments.services.clicks import click_record
     from experiments.services.impression_ids import impression_id_encode
@@ -59,24 +56,16 @@ def main() -> None:
     parser.add_argument("--impressions", type=int, default=20_000, help="logged impressions per round")
     parser.add_argument("--clicks", type=int, default=2_000, help="clicks timed per round")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--code", action="append", default=[], metavar="NAME=PATH")
-    parser.add_argument("--database-url", default="postgres://127.0.0.1:5432/recsite_bench_click_write")
-    parser.add_argument("--inner", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.inner:
-        print("RESULT " + json.dumps(_inner(args, Path(args.inner).resolve())), flush=True)
+    args = code_args(parser, "postgres://127.0.0.1:5432/recsite_bench_click_write", _inner)
+    if args is None:
         return
-    codes = [c.split("=", 1) for c in args.code] or [["this", str(ROOT)]]
+    codes = code_trees(args.code)
     print(f"# bench_click_write  impressions {args.impressions}  clicks {args.clicks}  repeats {args.repeats}"
           f"  load average {os.getloadavg()[0]:.1f}")
     print("| code | click_record median µs | p95 µs | round medians µs |\n|---|---:|---:|---|")
     for i, (name, path) in enumerate(codes):
-        argv = [sys.executable, str(Path(__file__).resolve()), "--inner", str(Path(path).resolve()),
-                "--impressions", str(args.impressions), "--clicks", str(args.clicks), "--repeats", str(args.repeats),
-                "--database-url", f"{args.database_url}_{i}"]
-        out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True,
-                             env={"LOG_LEVEL": "WARNING", **os.environ, "PYTHONPATH": str(Path(path).resolve())}).stdout
-        r = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+        r = inner_run(__file__, path, ["--impressions", str(args.impressions), "--clicks", str(args.clicks),
+                                       "--repeats", str(args.repeats), "--database-url", f"{args.database_url}_{i}"])
         print(f"| {name} | {r['median_us']:,.0f} | {r['p95_us']:,.0f} | {', '.join(map(str, r['medians']))} |",
               flush=True)
 

@@ -237,6 +237,35 @@ def _row(code: str, r: dict) -> str:
     )
 
 
+def code_args(parser: argparse.ArgumentParser, database_url: str, inner) -> argparse.Namespace | None:
+    """Parse the options of a bench that measures code trees side by side, each in its own process and database.
+
+    In the inner process (``--inner PATH``) it runs ``inner(args, PATH)``, prints its RESULTS line and returns None.
+    """
+    parser.add_argument("--code", action="append", default=[], metavar="NAME=PATH",
+                        help="a code tree to measure (repeatable); default: this checkout")
+    parser.add_argument("--database-url", default=database_url)
+    parser.add_argument("--inner", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not args.inner:
+        return args
+    print("RESULTS " + json.dumps(inner(args, Path(args.inner).resolve())), flush=True)
+    return None
+
+
+def code_trees(specs: list[str]) -> list[list[str]]:
+    """``--code NAME=PATH`` values as [name, path] pairs (this checkout when there are none)."""
+    return [c.split("=", 1) if "=" in c else [Path(c).name, c] for c in specs] or [["this", str(ROOT)]]
+
+
+def inner_run(script: str, path: str, argv: list[str]):
+    """``script --inner PATH ARGV`` in a process with the tree at ``path`` first on the path: its RESULTS JSON."""
+    out = subprocess.run([sys.executable, str(Path(script).resolve()), "--inner", str(Path(path).resolve()), *argv],
+                         check=True, stdout=subprocess.PIPE, text=True,
+                         env={"LOG_LEVEL": "WARNING", **os.environ, "PYTHONPATH": str(Path(path).resolve())}).stdout
+    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULTS "))[8:])
+
+
 def _inner(args: argparse.Namespace, code: Path) -> list[dict]:
     sys.path.insert(0, str(code))
     os.chdir(code)
@@ -273,29 +302,21 @@ def main() -> None:
                         help='JSON TrainingConfig overrides, e.g. {"fold_batches": 1} (unknown fields are ignored)')
     parser.add_argument("--read-only", action="store_true",
                         help="time only the read path (reads + featurised mini-batches of the whole backlog)")
-    parser.add_argument("--code", action="append", default=[], metavar="NAME=PATH",
-                        help="a code tree to measure (repeatable); default: this checkout")
-    parser.add_argument("--database-url", default="postgres://127.0.0.1:5432/recsite_bench_training")
-    parser.add_argument("--inner", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.inner:
-        print("RESULTS " + json.dumps(_inner(args, Path(args.inner).resolve())), flush=True)
+    args = code_args(parser, "postgres://127.0.0.1:5432/recsite_bench_training", _inner)
+    if args is None:
         return
 
-    codes = [c.split("=", 1) if "=" in c else [Path(c).name, c] for c in args.code] or [["this", str(ROOT)]]
+    codes = code_trees(args.code)
     print(f"# bench_training  python {platform.python_version()}  cpus {os.cpu_count()}  batch_rows {args.batch_rows}"
           f"  requests {args.requests}  repeats {args.repeats}  arm params {args.arm_params}  training {args.train_config}"
           f"  load average {os.getloadavg()[0]:.1f}")
     rows = []
     for i, (name, path) in enumerate(codes):
-        argv = [sys.executable, str(Path(__file__).resolve()), "--inner", str(Path(path).resolve()),
-                "--kinds", args.kinds, "--requests", str(args.requests), "--k", str(args.k),
-                "--batch-rows", str(args.batch_rows), "--repeats", str(args.repeats), "--arm-params", args.arm_params,
-                "--train-config", args.train_config, "--database-url", f"{args.database_url}_{i}",
-                *(["--read-only"] if args.read_only else [])]
-        out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True,
-                             env={"LOG_LEVEL": "WARNING", **os.environ, "PYTHONPATH": str(Path(path).resolve())}).stdout
-        results = json.loads(next(line for line in out.splitlines() if line.startswith("RESULTS "))[8:])
+        results = inner_run(__file__, path, [
+            "--kinds", args.kinds, "--requests", str(args.requests), "--k", str(args.k),
+            "--batch-rows", str(args.batch_rows), "--repeats", str(args.repeats), "--arm-params", args.arm_params,
+            "--train-config", args.train_config, "--database-url", f"{args.database_url}_{i}",
+            *(["--read-only"] if args.read_only else [])])
         rows.extend(_row(name, r) for r in results)
     print(READ_HEADER if args.read_only else HEADER)
     print("\n".join(rows))
