@@ -110,7 +110,7 @@ class ImpressionAdmin(ReadOnlyAdmin):
 
 @admin.register(m.Click)
 class ClickAdmin(ReadOnlyAdmin):
-    list_display = ("id", "impression", "clicked_at", "late")
+    list_display = ("id", "impression", "arm_id", "clicked_at", "late")
     list_filter = ("late",)
     search_fields = ("impression__request_id", "impression__user__external_id")
     raw_id_fields = ("impression",)
