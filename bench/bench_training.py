@@ -71,11 +71,6 @@ def _arm_reset(arm) -> None:
     getattr(training, "_no_fold", set()).discard(arm.id)
 
 
-def _last_id(part) -> int:
-    """The last row id of a read's impressions or clicks: columns (``Rows``) or, in older code, a list of dicts."""
-    return int(part[-1]["id"]) if isinstance(part, list) else part.last_id
-
-
 def _arm_logged(kind: str, *, requests: int, k: int, seed: int, params: dict):
     """A fresh arm of ``kind`` with ``requests`` × ``k`` logged impressions and their clicks."""
     from tests.support.training_world import traffic_log, world_make
@@ -150,8 +145,7 @@ def bench_kind(kind: str, *, requests: int, k: int, batch_rows: int, seed: int, 
         batch = training_data.step_batch(rows=rows, params=model.params)
         w = fnw_weights(labels=batch.labels, p=model.predict(batch)).astype("float32")
         batches.append(dataclasses.replace(batch, sample_weight=w))
-        cursor = _last_id(rows.impressions) if len(rows.impressions) else 10**15
-        click_cursor = _last_id(rows.clicks) if len(rows.clicks) else 10**15
+        cursor, click_cursor = rows.cursor, rows.click_cursor  # as a training step moves them
     model.partial_fit(batches[0])  # warm-up (tf.function tracing, caches)
     examples = sum(len(b) for b in batches)
     known = {f.name for f in dataclasses.fields(TrainingConfig)}
@@ -279,7 +273,10 @@ def _inner(args: argparse.Namespace, code: Path) -> list[dict]:
                   "params": json.loads(args.arm_params).get(kind, {}), "repeats": args.repeats}
         try:
             if args.read_only:
-                r = bench_read(kind, fold=int(json.loads(args.train_config).get("fold_batches", 16)), **common)
+                from experiments.services.training_config import TrainingConfig
+
+                fold = int(json.loads(args.train_config).get("fold_batches", TrainingConfig().fold_batches))
+                r = bench_read(kind, fold=fold, **common)
             else:
                 r = bench_kind(kind, config_extra=json.loads(args.train_config), **common)
         except (KeyError, ValueError) as exc:

@@ -213,7 +213,7 @@ class Rows:
 
     def sliced(self, start: int, stop: int) -> Rows:
         cols = {k: v[start:stop] for k, v in self._cols.items()}
-        return Rows(cols, len(range(*slice(start, stop).indices(self._n))))
+        return Rows(cols, max(0, min(stop, self._n) - start))
 
     def followed_by(self, later: Rows) -> Rows:
         if later.names != self.names:
