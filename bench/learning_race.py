@@ -28,13 +28,14 @@ against popularity's 0.4285 (the proper score: 0.4426 against 0.5435; ``bench/re
 
     .venv/bin/python bench/learning_race.py                      # both worlds, 10 minutes each
     .venv/bin/python bench/learning_race.py --world ids --minutes 3 --out /tmp/race.md
-    .venv/bin/python bench/learning_race.py --world ids --affinity 3.2   # more for a personal ranking to win
+    .venv/bin/python bench/learning_race.py --world ids --affinity 1.6   # the synthetic world's weaker tastes
 
 Each arm's row also shows the **best single slate**: the one list that, shown to all of the arm's requests of the
 last 2 minutes, has the highest expected CTR. No non-personalised arm beats it, so the first target can only be
 met robustly where the personalised arm's oracle is well above popularity's single slate; the report prints that
 reach beside the verdict. ``--affinity`` scales the weight of the shoppers' own tastes in the truth
-(``ShopperWorld.affinity``, default 1.6), for a world with more for personalisation to win; its section is
+(``ShopperWorld.affinity``, default ``DEFAULT_AFFINITY`` = 3.2; 1.6 before 2026-12-08, where no arm could be
+1.15x a counter at its ceiling); a run with another value is
 written under its own heading, beside the default race's.
 """
 
@@ -274,7 +275,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--affinity", type=float, default=None,
-                    help="weight of the shoppers' own tastes in the truth (simulate --affinity; default 1.6)")
+                    help="weight of the shoppers' own tastes in the truth (simulate --affinity; default 3.2)")
     set_flag(ap)
     ap.add_argument("--web", choices=("gunicorn", "daphne"), default="gunicorn",
                     help="the web server: the shipped gunicorn (one uvicorn process per core) or one Daphne process")

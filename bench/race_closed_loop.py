@@ -179,7 +179,7 @@ def markdown(results: list[dict[str, dict]], args, seconds: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", choices=("latent", "ids"), default="ids")
-    ap.add_argument("--affinity", type=float, default=None, help="ShopperWorld.affinity (default 1.6)")
+    ap.add_argument("--affinity", type=float, default=None, help="ShopperWorld.affinity (default 3.2)")
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--minutes", type=int, default=10)
     ap.add_argument("--rate", type=float, default=40.0)

@@ -45,7 +45,7 @@ class Command(BaseCommand):
                             help="latent: features are noisy views of the tastes; ids: features are noise, "
                                  "only user and item ids tell shoppers apart")
         parser.add_argument("--affinity", type=float, default=None,
-                            help="weight of each shopper's own taste in a click's log-odds (default 1.6); the "
+                            help="weight of each shopper's own taste in a click's log-odds (default 3.2); the "
                                  "higher, the more a personal ranking can beat the best single slate")
 
     def handle(self, *args, **opts):

@@ -50,8 +50,8 @@ def test_the_ctr_optimal_slate_loses_revenue_and_the_revenue_optimal_slate_loses
             clicks[name] += float(world.click_probability(user, shown, positions, 0).sum())
             revenue[name] += float(world.expected_revenue(user, shown, positions, 0).sum())
 
-    assert revenue["ctr"] / revenue["revenue"] < 0.8  # about 0.76: a quarter of the revenue lost
-    assert clicks["revenue"] / clicks["ctr"] < 0.9  # about 0.86
+    assert revenue["ctr"] / revenue["revenue"] < 0.75  # about 0.69: 31% of the revenue lost
+    assert clicks["revenue"] / clicks["ctr"] < 0.95  # about 0.91
 
 
 class FakeSession:

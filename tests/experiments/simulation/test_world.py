@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from experiments.simulation.world import CatalogueView, ShopperWorld
+from experiments.simulation.world import DEFAULT_AFFINITY, CatalogueView, ShopperWorld
 from models.synthetic import SyntheticWorld, WorldConfig
 
 
@@ -73,11 +73,12 @@ def test_the_best_single_slate_is_a_counters_ceiling():
 
 
 def test_affinity_scales_the_personal_part_of_a_click_and_nothing_else():
-    plain = ShopperWorld(seed=3, n_users=50, n_items=80, world="ids")
+    plain = ShopperWorld(seed=3, n_users=50, n_items=80, world="ids", affinity=1.6)
     strong = ShopperWorld(seed=3, n_users=50, n_items=80, world="ids", affinity=3.2)
-    default = ShopperWorld(seed=3, n_users=50, n_items=80, world="ids", affinity=plain.scale)
+    default = ShopperWorld(seed=3, n_users=50, n_items=80, world="ids")
     user, items = "sim-user-00007", plain.item_ids
-    np.testing.assert_array_equal(default.relevance(user, items, 0), plain.relevance(user, items, 0))
+    assert (default.scale, strong.scale, plain.scale) == (DEFAULT_AFFINITY, 3.2, 1.6)
+    np.testing.assert_array_equal(default.relevance(user, items, 0), strong.relevance(user, items, 0))
     # Same latents and biases: only the weight of <z_u, v_i> in the log-odds doubles.
     logit = np.log(plain.relevance(user, items, 0)) - np.log1p(-plain.relevance(user, items, 0))
     strong_logit = np.log(strong.relevance(user, items, 0)) - np.log1p(-strong.relevance(user, items, 0))
