@@ -158,7 +158,7 @@ def race(world: str, args) -> dict:
     end = Impression.objects.filter(experiment=experiment).aggregate(end=Max("served_at"))["end"]
     since = end - timedelta(minutes=LAST_MINUTES)
     out = {"world": world, "elapsed_s": elapsed, "requests": report.get("requests"), "errors": report.get("errors"),
-           "arms": {}}
+           "error_examples": report.get("error_examples") or {}, "arms": {}}
     for a in arms:
         c = per[a.name]
         n = np.maximum(c["n"], 1)
@@ -242,7 +242,9 @@ def markdown(results: list[dict], args) -> str:
         arms = res["arms"]
         names = list(arms)
         lines += [f"### World `{res['world']}`", "",
-                  f"{res['requests']} requests in {res['elapsed_s']:.0f} s, errors: {res['errors'] or 'none'}.", "",
+                  f"{res['requests']} requests in {res['elapsed_s']:.0f} s, errors: {res['errors'] or 'none'}"
+                  + "".join(f"; the first {what}: `{detail}`" for what, detail in sorted(res.get('error_examples', {}).items()))
+                  + ".", "",
                   "Expected CTR per minute (realised CTR in brackets):", "",
                   "| minute | " + " | ".join(f"{n} ({arms[n]['kind']})" for n in names) + " | oracle |",
                   "|---:|" + "---:|" * (len(names) + 1)]

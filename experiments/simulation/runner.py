@@ -97,6 +97,8 @@ class SimulationReport:
     errors: dict[str, int]
     arms: dict[str, ArmTally] = field(default_factory=dict)
     events_posted: int = 0
+    # The first answer of each kind of error (status code, or "connection"), so a count comes with its cause.
+    error_examples: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +110,7 @@ class SimulationReport:
             "http_calls_per_s": ((self.requests + self.clicks_posted + self.events_posted) / self.elapsed_s
                                  if self.elapsed_s > 0 else 0.0),
             "errors": dict(self.errors),
+            "error_examples": dict(self.error_examples),
             "arms": {name: tally.as_dict() for name, tally in sorted(self.arms.items())},
         }
 
@@ -126,6 +129,7 @@ class SimulationReport:
                      f"{self.clicks_posted} clicks and {self.events_posted} business events posted "
                      f"({calls:.1f} HTTP calls/s), "
                      f"errors: {dict(self.errors) or 'none'}")
+        lines.extend(f"first {what} error: {detail}" for what, detail in sorted(self.error_examples.items()))
         return "\n".join(lines)
 
 
@@ -163,6 +167,7 @@ class Simulation:
         self._lock = threading.Lock()
         self._tallies: dict[str, ArmTally] = {}
         self._errors: dict[str, int] = {}
+        self._error_examples: dict[str, str] = {}
         self._requests = 0
         self._clicks_posted = 0
         self._events_posted = 0
@@ -195,6 +200,7 @@ class Simulation:
     def _error(self, what: str, detail: str) -> None:
         with self._lock:
             self._errors[what] = self._errors.get(what, 0) + 1
+            self._error_examples.setdefault(what, detail)
             self._last_error = detail
 
     def _shop_once(self, session: requests.Session, rng: np.random.Generator) -> None:
@@ -326,4 +332,4 @@ class Simulation:
         with self._lock:
             arms = {name: ArmTally(**vars(t)) for name, t in self._tallies.items()}
             return SimulationReport(time.monotonic() - self._started, self._requests, self._clicks_posted,
-                                    dict(self._errors), arms, self._events_posted)
+                                    dict(self._errors), arms, self._events_posted, dict(self._error_examples))
