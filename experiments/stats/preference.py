@@ -11,8 +11,10 @@ Beta(c, c) prior gives
 
     Λ_n = ∫ θ^W (1−θ)^L / (1/2)^n  dBeta(θ; c, c) = 2^n · B(W + c, L + c) / B(c, c),    n = W + L,
 
-an exact non-negative martingale under H0 (no asymptotics), so by Ville's inequality the running minimum
-of 1/Λ is a p-value that may be read after every request. Inverting the same mixture against any θ0
+an exact non-negative martingale under H0 (no asymptotics), so by Ville's inequality 1/Λ at the current
+look is a p-value that may be read after every request (the current look rather than a running minimum, and
+its interval rather than a running intersection, because the arms learn and the preference moves:
+experiments/stats/sequential.py explains). Inverting the same mixture against any θ0
 gives the confidence sequence {θ0 : B(W+c, L+c) / B(c, c) < θ0^W (1−θ0)^L / α}. The concentration c sets
 where the test has most power: Beta(c, c) has standard deviation 1/(2·sqrt(2c+1)) around 1/2, and
 interleaving preferences between close rankers live within a few points of 1/2.
@@ -144,7 +146,7 @@ def sign_confidence_sequence(
 
 @dataclass(frozen=True, slots=True)
 class PreferenceState:
-    """What one pair carries between looks: the running minimum of 1/Λ and the running intersection of the CS."""
+    """What one pair carries between looks: 1/Λ and the confidence sequence at the last look with a decisive request."""
 
     always_valid_p: float = 1.0
     cs_lower: float = 0.0
@@ -172,15 +174,13 @@ def preference_update(
     if counts.decisive == 0:
         return prev
     lo, hi = sign_confidence_sequence(counts, alpha, concentration)
-    lo, hi = max(lo, prev.cs_lower), min(hi, prev.cs_upper)
-    if lo > hi:  # the intersection emptied (a 1-in-α event under the model): keep the newest interval
-        lo, hi = sign_confidence_sequence(counts, alpha, concentration)
-    p = min(prev.always_valid_p, sign_mixture_p(counts, concentration))
-    return PreferenceState(p, lo, hi, prev.looks + 1)
+    return PreferenceState(sign_mixture_p(counts, concentration), lo, hi, prev.looks + 1)
 
 
 def path_always_valid_p(outcomes: np.ndarray, concentration: float = DEFAULT_CONCENTRATION) -> np.ndarray:
-    """Running always-valid p after each decisive request of a sequence (+1 win, −1 loss; 0s are skipped)."""
+    """The running minimum of the always-valid p after each decisive request of a sequence (+1 win, −1 loss; 0s are
+    skipped): below α exactly when some look so far rejected, what a simulation of "act at the first look below α"
+    counts."""
     o = np.asarray(outcomes)
     o = o[o != 0]
     w = np.cumsum(o > 0)

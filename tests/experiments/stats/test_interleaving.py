@@ -143,12 +143,18 @@ def test_wilson_and_delta_by_hand():
     assert chapelle_delta(PairCounts(6, 2, 2)) == pytest.approx((6 + 1) / 10 - 0.5)
 
 
-def test_update_keeps_running_minimum_and_intersection():
+def test_update_reports_the_current_look_so_a_preference_that_fades_is_no_longer_significant():
     state = preference_update(None, PairCounts(30, 10), concentration=1.0)
     assert state.always_valid_p == pytest.approx(sign_mixture_p(PairCounts(30, 10), 1.0))
+    assert state.always_valid_p < 0.05
+    assert state.cs_lower > 0.5  # 30 wins of 40: a clear preference for a
+    # The arms learnt and the preference faded: 31 wins of 60. A running minimum would still say 0.032 and a
+    # running intersection [0.51, 0.71], excluding 1/2: both would still claim a preference the counts no longer show.
     later = preference_update(state, PairCounts(31, 29), concentration=1.0)
-    assert later.always_valid_p == state.always_valid_p  # the new look is weaker: the minimum stays
-    assert later.cs_lower >= state.cs_lower and later.cs_upper <= state.cs_upper
+    assert later.always_valid_p == pytest.approx(sign_mixture_p(PairCounts(31, 29), 1.0))
+    assert later.always_valid_p > 0.05
+    assert (later.cs_lower, later.cs_upper) == pytest.approx(sign_confidence_sequence(PairCounts(31, 29), 0.05, 1.0))
+    assert later.cs_lower < 31 / 60 < later.cs_upper and later.cs_lower < 0.5
     assert later.looks == 2
     assert preference_update(later, PairCounts(0, 0, 3)) == later
     assert PreferenceState.from_dict(later.to_dict()) == later

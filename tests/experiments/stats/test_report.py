@@ -11,6 +11,7 @@ from experiments.stats import (
     experiment_report,
     fixed_horizon_p,
     holm_adjust,
+    msprt_p,
     msprt_update,
     relative_lift,
 )
@@ -86,7 +87,13 @@ def test_sequential_state_is_carried_between_ticks():
         json.loads(json.dumps(r["sequential_state"]))  # storable as-is
         state = r["sequential_state"]
         history.append(r["arms"]["b"]["always_valid_p"])
-    assert history == sorted(history, reverse=True)
+        # Each tick reports its own look (experiments/stats/sequential.py), consistent with its interval.
+        lift = relative_lift(ctr_estimate(totals["b"]), ctr_estimate(totals["a"]))
+        assert history[-1] == pytest.approx(float(msprt_p(lift.value, lift.variance, 0.1)), abs=1e-12)
+        low, high = r["arms"]["b"]["lift_cs"]
+        assert low <= r["arms"]["b"]["lift"] <= high and (low > 0 or high < 0) == (history[-1] < 0.05)
+        assert state["arms"]["b"] == {"always_valid_p": history[-1], "cs_lower": low, "cs_upper": high,
+                                      "looks": len(history)}
     assert state["arms"]["b"]["looks"] == 6
 
 

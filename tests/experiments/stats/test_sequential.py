@@ -48,15 +48,30 @@ def test_state_carried_between_ticks():
     for estimate, variance in looks:
         state = msprt_update(state, estimate=estimate, variance=variance, tau=0.1, alpha=0.05)
         history.append(state)
-    p_path = [s.always_valid_p for s in history]
-    assert p_path == sorted(p_path, reverse=True)
     assert history[3] == history[2]  # the undefined look changed nothing
     assert history[-1].looks == 4
-    expected_p = min(float(msprt_p(e, v, 0.1)) for e, v in looks if not math.isnan(v))
-    assert history[-1].always_valid_p == pytest.approx(expected_p, abs=1e-12)
-    # The running intersection only ever shrinks.
-    assert history[-1].cs_lower >= history[0].cs_lower
-    assert history[-1].cs_upper <= history[0].cs_upper
+    # Each defined look reports itself: its 1/Λ and its interval, which excludes 0 exactly when p < α.
+    for state, (estimate, variance) in zip(history, looks, strict=True):
+        if math.isnan(variance):
+            continue
+        hw = float(confidence_sequence_halfwidth(variance, 0.1, 0.05))
+        assert state.always_valid_p == pytest.approx(float(msprt_p(estimate, variance, 0.1)), abs=1e-12)
+        assert (state.cs_lower, state.cs_upper) == pytest.approx((estimate - hw, estimate + hw), abs=1e-12)
+        assert (state.cs_lower > 0) == (state.always_valid_p < 0.05)
+
+
+
+def test_a_lift_that_fades_is_no_longer_significant_and_its_interval_is_never_empty():
+    # A learning arm: +30% early (V = 0.002: the interval is 0.30 ± 0.137, so it rejects), then +5% on far more
+    # data (V = 0.001: 0.05 ± 0.096). A running intersection would be [0.163, 0.146], empty, and a running
+    # minimum would still call it significant.
+    early = msprt_update(None, estimate=0.30, variance=0.002, tau=0.1, alpha=0.05)
+    later = msprt_update(early, estimate=0.05, variance=0.001, tau=0.1, alpha=0.05)
+    assert early.always_valid_p < 0.05 and early.cs_lower == pytest.approx(0.30 - 0.13667, abs=1e-5)
+    assert later.always_valid_p == pytest.approx(float(msprt_p(0.05, 0.001, 0.1)), abs=1e-12)
+    assert later.always_valid_p > 0.05
+    assert later.cs_lower == pytest.approx(0.05 - 0.09606, abs=1e-5) and later.cs_lower < 0 < later.cs_upper
+    assert later.cs_upper < early.cs_lower  # the two looks' intervals do not meet: the effect moved
 
 
 def test_state_round_trips_through_json_dict():
