@@ -45,6 +45,30 @@ def test_ctr_below_control_needs_the_guardrail_alpha_and_a_confidence_sequence_b
     assert guardrails.ctr_harm({**harmful, "is_control": True}, alpha=0.01) is None
 
 
+
+def test_an_arm_behind_at_cold_start_is_not_pausable_once_it_has_caught_up():
+    """The rule reads the stats tick's current look (experiments/stats/sequential.py), not a running minimum."""
+    from experiments.stats import ClusteredRatioSummary, experiment_report
+
+    rng = np.random.default_rng(21)
+
+    def users(n: int, ctr: float) -> ClusteredRatioSummary:
+        shown = 1 + rng.poisson(4, n)
+        return ClusteredRatioSummary.from_users(shown, rng.binomial(shown, ctr))
+
+    control, learner = users(3000, 0.05), users(3000, 0.035)  # cold start: the learner is 30% behind
+    first = experiment_report({"control": control, "learner": learner}, control="control",
+                              weights={"control": 1, "learner": 1}, draws=100)
+    assert guardrails.ctr_harm(first["arms"]["learner"], alpha=0.01).rule == "ctr_below_control"
+    # It learnt: its next 20,000 users click a little more than the control's, and over the whole run it is level.
+    control, learner = control + users(20000, 0.05), learner + users(20000, 0.0525)
+    later = experiment_report({"control": control, "learner": learner}, control="control",
+                              weights={"control": 1, "learner": 1}, draws=100,
+                              sequential_state=first["sequential_state"])
+    row = later["arms"]["learner"]
+    assert abs(row["lift"]) < 0.03 and row["lift_cs"][0] < 0 < row["lift_cs"][1]
+    assert guardrails.ctr_harm(row, alpha=0.01) is None
+
 def test_a_logloss_collapse_rolls_back_to_the_model_the_last_good_batch_scored():
     steady = [0.30, 0.31, 0.29, 0.30, 0.32, 0.30, 0.31, 0.29, 0.30, 0.31]
 
