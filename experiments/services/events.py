@@ -27,6 +27,7 @@ from experiments.services.shoppers import (
     _user_cache_ttl,
     _user_lookup,
     _user_session_refresh,
+    catalogue_served,
     impressions_write,
     model_loaded,
     rank_context,
@@ -169,9 +170,7 @@ def recommendation_serve(
     if trace is not None:
         trace.experiment_id, trace.arm_id = experiment.id, arm_id
     state, loaded = model_loaded(state, experiment, arm_id)
-    catalogue = state.catalogue
-    if catalogue.n == 0:
-        raise ApplicationError("empty_catalogue", "the catalogue has no active items; POST /api/v1/items first")
+    state, catalogue = catalogue_served(state)
 
     # Inline attributes (``"user": {...}``) describe this request only; they are never written (finding: anyone
     # could rewrite any shopper's stored attributes through this open endpoint).

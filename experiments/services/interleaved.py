@@ -30,6 +30,7 @@ from experiments.services.shoppers import (
     ServedItem,
     _user_lookup,
     _user_session_refresh,
+    catalogue_served,
     impressions_write,
     model_loaded,
     rank_context,
@@ -78,9 +79,7 @@ def interleaved_serve(
     for arm_id in arm_ids:
         state, model = model_loaded(state, experiment, arm_id)
         loaded.append(model)
-    catalogue = state.catalogue
-    if catalogue.n == 0:
-        raise ApplicationError("empty_catalogue", "the catalogue has no active items; POST /api/v1/items first")
+    state, catalogue = catalogue_served(state)
     attributes = user_attributes if user_attributes is not None else (row.attributes if row is not None else {})
     tracked = any(bool(getattr(m.model, "uses_session", False)) for m in loaded)
     session = row.session if row is not None and tracked else sessions.EMPTY

@@ -191,3 +191,16 @@ def model_loaded(state: Any, experiment: Any, arm_id: int) -> tuple[Any, Any]:
     if loaded is None:
         raise ApplicationError("arm_unavailable", f"arm {experiment.arms[arm_id].name!r} could not be loaded", status=503)
     return state, loaded
+
+
+def catalogue_served(state: Any) -> tuple[Any, Any]:
+    """The state and catalogue to rank. An empty catalogue is checked against the database first (items posted a
+    moment ago may not have reached this process yet: ``ServingCache.catalogue_fresh``), then refused."""
+    from experiments.errors import ApplicationError
+    from experiments.serving.cache import serving_cache
+
+    if state.catalogue.n == 0:
+        state = serving_cache.catalogue_fresh()
+    if state.catalogue.n == 0:
+        raise ApplicationError("empty_catalogue", "the catalogue has no active items; POST /api/v1/items first")
+    return state, state.catalogue

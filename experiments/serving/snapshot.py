@@ -188,8 +188,14 @@ def config_read() -> tuple[list[ConfigRow], tuple]:
     with connection.cursor() as cursor:
         cursor.execute(CONFIG_SQL)
         config_rows = [ConfigRow(*row) for row in cursor.fetchall()]
+    return config_rows, catalogue_stamp()
+
+
+def catalogue_stamp() -> tuple:
+    """The catalogue stamp alone (active count, newest change, newest id, count): what a refresh compares."""
+    with connection.cursor() as cursor:
         cursor.execute(CATALOGUE_STAMP_SQL)
-        return config_rows, tuple(cursor.fetchone())
+        return tuple(cursor.fetchone())
 
 
 def model_signature(kind: str, params: dict) -> str:
